@@ -1,0 +1,626 @@
+package deduptest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/dedup"
+)
+
+// Features describes what a store under test can do and how its clock behaves.
+type Features struct {
+	// Granularity is the resolution of the store's clock and expiry (1 ms for
+	// Redis PX, 1 µs for SQL timestamps, 1 s for a store that rounds to
+	// seconds). Lease and retention waits are scaled up from it. Defaults to
+	// 1 ms.
+	Granularity time.Duration
+	// NoLeaseRemaining is set when the store reports 0 for
+	// ClaimResult.LeaseRemaining (allowed by the contract).
+	NoLeaseRemaining bool
+	// Parallel runs the cases with t.Parallel. The store must then keep the
+	// cases apart (each case uses its own random scope).
+	Parallel bool
+}
+
+// Run runs the conformance suite against the store that newStore returns.
+// newStore is called once per case; it may return the same store each time
+// (every case uses its own random scope) and should register cleanup with
+// t.Cleanup.
+func Run(t *testing.T, newStore func(t *testing.T) dedup.Store, features Features) {
+	t.Helper()
+	if features.Granularity <= 0 {
+		features.Granularity = time.Millisecond
+	}
+	s := &suite{newStore: newStore, f: features}
+	cases := []struct {
+		name string
+		fn   func(t *testing.T)
+	}{
+		{"ClaimNewKey", s.claimNewKey},
+		{"ConcurrentClaimsOneWinner", s.concurrentClaims},
+		{"LeaseExpiryThenReclaim", s.leaseExpiryThenReclaim},
+		{"ExtendKeepsLease", s.extendKeepsLease},
+		{"ExtendAfterExpiryWithoutTakeover", s.extendAfterExpiryWithoutTakeover},
+		{"CompleteThenDuplicate", s.completeThenDuplicate},
+		{"CompleteIsIdempotentForOwner", s.completeIdempotent},
+		{"StaleTokenRejected", s.staleTokenRejected},
+		{"RetentionExpiry", s.retentionExpiry},
+		{"ReleaseAfterFailure", s.releaseAfterFailure},
+		{"ReleaseUncounted", s.releaseUncounted},
+		{"DeliveryCounter", s.deliveryCounter},
+		{"ClaimRetriedBySameToken", s.claimRetriedBySameToken},
+		{"DueForDLQ", s.dueForDLQ},
+		{"DeadLetteredAndReplay", s.deadLetteredAndReplay},
+		{"ContextCancellation", s.contextCancellation},
+		{"ScopeIsolation", s.scopeIsolation},
+		{"LargeAndBinaryKeys", s.largeAndBinaryKeys},
+		{"Fingerprint", s.fingerprint},
+		{"InvalidInput", s.invalidInput},
+		{"ReleasedRecordKeepsCounterUntilRetention", s.releasedKeepsCounter},
+		{"ManyKeysConcurrently", s.manyKeysConcurrently},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if features.Parallel {
+				t.Parallel()
+			}
+			c.fn(t)
+		})
+	}
+}
+
+type suite struct {
+	newStore func(t *testing.T) dedup.Store
+	f        Features
+}
+
+// unit scales a wait: long enough for stores with a coarse clock.
+func (s *suite) unit() time.Duration {
+	u := 100 * time.Millisecond
+	if g := 50 * s.f.Granularity; g > u {
+		u = g
+	}
+	return u
+}
+
+const long = time.Hour
+
+func randomScope(t *testing.T) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	if len(name) > 120 {
+		name = name[len(name)-120:]
+	}
+	return "deduptest-" + hex.EncodeToString(b[:]) + "-" + name
+}
+
+func key(t *testing.T, id string) dedup.Key {
+	return dedup.Key{Scope: randomScope(t), ID: id}
+}
+
+func req(lease, retention time.Duration) dedup.ClaimRequest {
+	return dedup.ClaimRequest{Token: dedup.NewToken(), Lease: lease, Retention: retention}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustClaim(t *testing.T, st dedup.Store, k dedup.Key, r dedup.ClaimRequest, want dedup.Status) dedup.ClaimResult {
+	t.Helper()
+	res, err := st.Claim(ctxT(t), k, r)
+	require.NoError(t, err, "Claim(%s)", k)
+	require.Equal(t, want, res.Status, "Claim(%s) status", k)
+	return res
+}
+
+func (s *suite) claimNewKey(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "event-1")
+	res := mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries)
+	require.Nil(t, res.DueForDLQ)
+	require.Empty(t, res.Fingerprint)
+}
+
+func (s *suite) concurrentClaims(t *testing.T) {
+	st := s.newStore(t)
+	const workers = 32
+	for round := range 5 {
+		k := key(t, fmt.Sprintf("twin-%d", round))
+		var wg sync.WaitGroup
+		var acquired, inProgress atomic.Int32
+		start := make(chan struct{})
+		errs := make(chan error, workers)
+		for range workers {
+			wg.Go(func() {
+				<-start
+				res, err := st.Claim(ctxT(t), k, req(long, long))
+				if err != nil {
+					errs <- err
+					return
+				}
+				switch res.Status {
+				case dedup.StatusAcquired:
+					acquired.Add(1)
+				case dedup.StatusInProgress:
+					inProgress.Add(1)
+				default:
+					errs <- fmt.Errorf("unexpected status %v", res.Status)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		require.Equal(t, int32(1), acquired.Load(), "exactly one of %d concurrent claims must win", workers)
+		require.Equal(t, int32(workers-1), inProgress.Load())
+	}
+}
+
+func (s *suite) leaseExpiryThenReclaim(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "lease")
+	first := req(u, long)
+	mustClaim(t, st, k, first, dedup.StatusAcquired)
+	res := mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	if !s.f.NoLeaseRemaining {
+		require.Positive(t, res.LeaseRemaining)
+		require.LessOrEqual(t, res.LeaseRemaining, u+s.f.Granularity)
+	}
+	time.Sleep(2*u + s.f.Granularity)
+	second := req(long, long)
+	res = mustClaim(t, st, k, second, dedup.StatusAcquired)
+	require.Equal(t, 2, res.Deliveries, "a takeover counts as a delivery")
+
+	ctx := ctxT(t)
+	require.ErrorIs(t, st.Complete(ctx, k, first.Token, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Release(ctx, k, first.Token, true), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Extend(ctx, k, first.Token, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.MarkDueForDLQ(ctx, k, first.Token, []byte("x")), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.MarkDeadLettered(ctx, k, first.Token, long), dedup.ErrLeaseLost)
+	// The new owner is unaffected by the stale calls.
+	mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.NoError(t, st.Complete(ctx, k, second.Token, long))
+	mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+}
+
+func (s *suite) extendKeepsLease(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "extend")
+	r := req(2*u, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	time.Sleep(u)
+	require.NoError(t, st.Extend(ctxT(t), k, r.Token, long))
+	time.Sleep(2*u + s.f.Granularity)
+	mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+}
+
+func (s *suite) extendAfterExpiryWithoutTakeover(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "late-extend")
+	r := req(u, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	time.Sleep(2*u + s.f.Granularity)
+	require.NoError(t, st.Extend(ctxT(t), k, r.Token, long), "an expired lease nobody took over may be extended")
+	mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+}
+
+func (s *suite) completeThenDuplicate(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "done")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+	for range 3 {
+		res := mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+		require.Equal(t, 1, res.Deliveries, "duplicates of a done event do not count")
+	}
+	// A replay marker does not reopen a done event.
+	rr := req(long, long)
+	rr.ReplayID = "replay-1"
+	mustClaim(t, st, k, rr, dedup.StatusDone)
+}
+
+func (s *suite) completeIdempotent(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "idem")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long), "a retried Complete by the owner succeeds")
+	require.ErrorIs(t, st.Extend(ctxT(t), k, r.Token, long), dedup.ErrLeaseLost, "a done record cannot be extended")
+	require.ErrorIs(t, st.Release(ctxT(t), k, r.Token, true), dedup.ErrLeaseLost, "a done record cannot be released")
+	mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+}
+
+func (s *suite) staleTokenRejected(t *testing.T) {
+	st := s.newStore(t)
+	ctx := ctxT(t)
+	k := key(t, "stale")
+	stranger := dedup.NewToken()
+	// No record at all.
+	require.ErrorIs(t, st.Complete(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Release(ctx, k, stranger, true), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Extend(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.MarkDeadLettered(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	// A record held by someone else.
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.ErrorIs(t, st.Complete(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Release(ctx, k, stranger, false), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.Extend(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.MarkDueForDLQ(ctx, k, stranger, []byte("x")), dedup.ErrLeaseLost)
+	require.ErrorIs(t, st.MarkDeadLettered(ctx, k, stranger, long), dedup.ErrLeaseLost)
+	mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.NoError(t, st.Complete(ctx, k, r.Token, long))
+}
+
+func (s *suite) retentionExpiry(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "retention")
+	r := req(u, u)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, 2*u))
+	mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+	time.Sleep(3*u + s.f.Granularity)
+	res := mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries, "an expired record is forgotten, counter included")
+
+	// Dead-lettered records expire the same way.
+	k2 := key(t, "retention-dl")
+	r2 := req(u, u)
+	mustClaim(t, st, k2, r2, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDeadLettered(ctxT(t), k2, r2.Token, 2*u))
+	mustClaim(t, st, k2, req(long, long), dedup.StatusDeadLettered)
+	time.Sleep(3*u + s.f.Granularity)
+	mustClaim(t, st, k2, req(long, long), dedup.StatusAcquired)
+}
+
+func (s *suite) releaseAfterFailure(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "release")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
+	require.NoError(t, st.Release(ctxT(t), k, r.Token, true), "a repeated Release by the same owner succeeds")
+	r2 := req(long, long)
+	res := mustClaim(t, st, k, r2, dedup.StatusAcquired)
+	require.Equal(t, 2, res.Deliveries, "a counted release keeps the delivery")
+	require.ErrorIs(t, st.Release(ctxT(t), k, r.Token, true), dedup.ErrLeaseLost, "the old owner cannot release the new claim")
+	require.NoError(t, st.Complete(ctxT(t), k, r2.Token, long))
+	mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+}
+
+func (s *suite) releaseUncounted(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "uncounted")
+	for range 3 {
+		r := req(long, long)
+		res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+		require.Equal(t, 1, res.Deliveries, "a release after cancellation does not count")
+		require.NoError(t, st.Release(ctxT(t), k, r.Token, false))
+	}
+}
+
+func (s *suite) deliveryCounter(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "counter")
+	for i := 1; i <= 4; i++ {
+		r := req(long, long)
+		res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+		require.Equal(t, i, res.Deliveries)
+		require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
+	}
+	// A crashed owner (no release) counts too once its lease is taken over.
+	mustClaim(t, st, k, req(u, long), dedup.StatusAcquired)
+	time.Sleep(2*u + s.f.Granularity)
+	res := mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 6, res.Deliveries)
+	// In-progress nacks do not count.
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.Equal(t, 6, res.Deliveries)
+}
+
+func (s *suite) claimRetriedBySameToken(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "retried-claim")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries, "a retried claim by the owner does not count again")
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+}
+
+func (s *suite) dueForDLQ(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "due")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	note := []byte("{\"reason\":\"permanent\",\"bin\":\"\x00\xff\"}")
+	require.NoError(t, st.MarkDueForDLQ(ctxT(t), k, r.Token, note))
+	r2 := req(long, long)
+	res := mustClaim(t, st, k, r2, dedup.StatusAcquired)
+	require.Equal(t, note, res.DueForDLQ)
+	require.Equal(t, 2, res.Deliveries)
+	require.NoError(t, st.MarkDeadLettered(ctxT(t), k, r2.Token, long))
+	require.NoError(t, st.MarkDeadLettered(ctxT(t), k, r2.Token, long), "idempotent for the owner")
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusDeadLettered)
+	require.Nil(t, res.DueForDLQ)
+
+	// A note outlives a takeover but not the next acquisition's own outcome.
+	k2 := key(t, "due-then-release")
+	r3 := req(long, long)
+	mustClaim(t, st, k2, r3, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDueForDLQ(ctxT(t), k2, r3.Token, []byte("n")))
+	r4 := req(long, long)
+	res = mustClaim(t, st, k2, r4, dedup.StatusAcquired)
+	require.Equal(t, []byte("n"), res.DueForDLQ)
+	require.NoError(t, st.Release(ctxT(t), k2, r4.Token, true))
+	res = mustClaim(t, st, k2, req(long, long), dedup.StatusAcquired)
+	require.Nil(t, res.DueForDLQ, "a release clears the note")
+}
+
+func (s *suite) deadLetteredAndReplay(t *testing.T) {
+	st := s.newStore(t)
+	ctx := ctxT(t)
+	k := key(t, "replay")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Release(ctx, k, r.Token, true))
+	r = req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDeadLettered(ctx, k, r.Token, long))
+	mustClaim(t, st, k, req(long, long), dedup.StatusDeadLettered)
+
+	rp := req(long, long)
+	rp.ReplayID = "replay-1"
+	res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries, "a replay restarts the delivery counter")
+	// A twin of the same replay waits for it.
+	twin := req(long, long)
+	twin.ReplayID = "replay-1"
+	mustClaim(t, st, k, twin, dedup.StatusInProgress)
+	require.NoError(t, st.MarkDeadLettered(ctx, k, rp.Token, long))
+	// The same replay delivered again is not admitted twice; a new one is.
+	mustClaim(t, st, k, twin, dedup.StatusDeadLettered)
+	rp2 := req(long, long)
+	rp2.ReplayID = "replay-2"
+	mustClaim(t, st, k, rp2, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctx, k, rp2.Token, long))
+	rp3 := req(long, long)
+	rp3.ReplayID = "replay-3"
+	mustClaim(t, st, k, rp3, dedup.StatusDone)
+}
+
+func (s *suite) contextCancellation(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "cancel")
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := st.Claim(ctx, key(t, "cancel-new"), req(long, long))
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, st.Extend(ctx, k, r.Token, long), context.Canceled)
+	require.ErrorIs(t, st.Complete(ctx, k, r.Token, long), context.Canceled)
+	require.ErrorIs(t, st.Release(ctx, k, r.Token, true), context.Canceled)
+	require.ErrorIs(t, st.MarkDueForDLQ(ctx, k, r.Token, []byte("x")), context.Canceled)
+	require.ErrorIs(t, st.MarkDeadLettered(ctx, k, r.Token, long), context.Canceled)
+	// Nothing changed: the claim is still held and completes.
+	mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+	// A claim with an expired deadline fails too and leaves nothing behind.
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	k2 := key(t, "deadline")
+	_, err = st.Claim(dctx, k2, req(long, long))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	res := mustClaim(t, st, k2, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries)
+}
+
+func (s *suite) scopeIsolation(t *testing.T) {
+	st := s.newStore(t)
+	scope := randomScope(t)
+	a := dedup.Key{Scope: scope + "-a", ID: "same-id"}
+	b := dedup.Key{Scope: scope + "-b", ID: "same-id"}
+	ra := req(long, long)
+	mustClaim(t, st, a, ra, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctxT(t), a, ra.Token, long))
+	mustClaim(t, st, b, req(long, long), dedup.StatusAcquired)
+	mustClaim(t, st, a, req(long, long), dedup.StatusDone)
+	// Keys that naive concatenation would confuse.
+	c := dedup.Key{Scope: scope + ":x", ID: "y"}
+	d := dedup.Key{Scope: scope, ID: "x:y"}
+	e := dedup.Key{Scope: scope, ID: ":x:y"}
+	mustClaim(t, st, c, req(long, long), dedup.StatusAcquired)
+	mustClaim(t, st, d, req(long, long), dedup.StatusAcquired)
+	mustClaim(t, st, e, req(long, long), dedup.StatusAcquired)
+}
+
+func (s *suite) largeAndBinaryKeys(t *testing.T) {
+	st := s.newStore(t)
+	scope := randomScope(t)
+	big := bytes.Repeat([]byte{0x00, 0xff, 'a', '\n', 0xc3}, dedup.MaxIDLen/5)
+	big = append(big, make([]byte, dedup.MaxIDLen-len(big))...)
+	ids := []string{
+		string(big),
+		string(big[:len(big)-1]) + "\x01",
+		"\x00",
+		"\x00\x00",
+		"\xff\xfe invalid utf-8",
+		"emoji 🎉 and 'quotes\" and %s and \\",
+		"UPPER", "upper",
+		"trailing space ",
+		"trailing space",
+	}
+	tokens := make([]dedup.Token, len(ids))
+	for i, id := range ids {
+		r := req(long, long)
+		tokens[i] = r.Token
+		res := mustClaim(t, st, dedup.Key{Scope: scope, ID: id}, r, dedup.StatusAcquired)
+		require.Equal(t, 1, res.Deliveries, "id %d must be a distinct key", i)
+	}
+	for i, id := range ids {
+		k := dedup.Key{Scope: scope, ID: id}
+		require.NoError(t, st.Complete(ctxT(t), k, tokens[i], long))
+		mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+	}
+}
+
+func (s *suite) fingerprint(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "fp")
+	fp1 := bytes.Repeat([]byte{1}, 32)
+	fp2 := bytes.Repeat([]byte{2}, 32)
+	r := req(long, long)
+	r.Fingerprint = fp1
+	res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.Empty(t, res.Fingerprint)
+	other := req(long, long)
+	other.Fingerprint = fp2
+	res = mustClaim(t, st, k, other, dedup.StatusInProgress)
+	require.Equal(t, fp1, res.Fingerprint)
+	require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
+	res = mustClaim(t, st, k, other, dedup.StatusAcquired)
+	require.Equal(t, fp1, res.Fingerprint, "the first fingerprint is kept")
+	require.NoError(t, st.Complete(ctxT(t), k, other.Token, long))
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+	require.Equal(t, fp1, res.Fingerprint)
+
+	// A record first claimed without a fingerprint takes the first one offered.
+	k2 := key(t, "fp-late")
+	r2 := req(long, long)
+	mustClaim(t, st, k2, r2, dedup.StatusAcquired)
+	require.NoError(t, st.Release(ctxT(t), k2, r2.Token, true))
+	r3 := req(long, long)
+	r3.Fingerprint = fp2
+	res = mustClaim(t, st, k2, r3, dedup.StatusAcquired)
+	require.Empty(t, res.Fingerprint)
+	require.NoError(t, st.Complete(ctxT(t), k2, r3.Token, long))
+	res = mustClaim(t, st, k2, req(long, long), dedup.StatusDone)
+	require.Equal(t, fp2, res.Fingerprint)
+}
+
+func (s *suite) invalidInput(t *testing.T) {
+	st := s.newStore(t)
+	ctx := ctxT(t)
+	scope := randomScope(t)
+	bad := []dedup.Key{
+		{Scope: scope, ID: ""},
+		{Scope: "", ID: "x"},
+		{Scope: scope, ID: strings.Repeat("x", dedup.MaxIDLen+1)},
+		{Scope: strings.Repeat("s", dedup.MaxScopeLen+1), ID: "x"},
+	}
+	for _, k := range bad {
+		_, err := st.Claim(ctx, k, req(long, long))
+		require.ErrorIs(t, err, dedup.ErrInvalidKey, "Claim(%q)", k.String())
+		var ke *dedup.KeyError
+		require.True(t, errors.As(err, &ke), "a *dedup.KeyError names the problem")
+		require.ErrorIs(t, st.Complete(ctx, k, dedup.NewToken(), long), dedup.ErrInvalidKey)
+	}
+	k := key(t, "bad-request")
+	for _, r := range []dedup.ClaimRequest{
+		{Token: "", Lease: long, Retention: long},
+		{Token: dedup.NewToken(), Lease: 0, Retention: long},
+		{Token: dedup.NewToken(), Lease: long, Retention: time.Second},
+		{Token: dedup.NewToken(), Lease: long, Retention: long, Fingerprint: make([]byte, dedup.MaxFingerprintLen+1)},
+	} {
+		_, err := st.Claim(ctx, k, r)
+		require.ErrorIs(t, err, dedup.ErrInvalidRequest)
+	}
+	// None of the rejected requests left a record behind.
+	res := mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries)
+}
+
+func (s *suite) releasedKeepsCounter(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	k := key(t, "released-retention")
+	r := req(u, 3*u)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
+	time.Sleep(u + s.f.Granularity)
+	r2 := req(u, 3*u)
+	res := mustClaim(t, st, k, r2, dedup.StatusAcquired)
+	require.Equal(t, 2, res.Deliveries, "the counter outlives the lease")
+	require.NoError(t, st.Release(ctxT(t), k, r2.Token, true))
+	time.Sleep(4*u + s.f.Granularity)
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries, "the counter is forgotten after the claim's retention")
+}
+
+func (s *suite) manyKeysConcurrently(t *testing.T) {
+	st := s.newStore(t)
+	scope := randomScope(t)
+	const keys, twins = 200, 4
+	var effects sync.Map
+	var wg sync.WaitGroup
+	errs := make(chan error, keys*twins)
+	for i := range keys {
+		for range twins {
+			wg.Go(func() {
+				k := dedup.Key{Scope: scope, ID: fmt.Sprintf("k%d", i)}
+				for {
+					r := req(long, long)
+					res, err := st.Claim(ctxT(t), k, r)
+					if err != nil {
+						errs <- err
+						return
+					}
+					switch res.Status {
+					case dedup.StatusAcquired:
+						n, _ := effects.LoadOrStore(i, new(atomic.Int32))
+						n.(*atomic.Int32).Add(1)
+						if err := st.Complete(ctxT(t), k, r.Token, long); err != nil {
+							errs <- err
+						}
+						return
+					case dedup.StatusDone:
+						return
+					case dedup.StatusInProgress:
+						time.Sleep(time.Millisecond)
+					default:
+						errs <- fmt.Errorf("unexpected status %v", res.Status)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for i := range keys {
+		n, ok := effects.Load(i)
+		require.True(t, ok, "key %d never acquired", i)
+		require.Equal(t, int32(1), n.(*atomic.Int32).Load(), "key %d acquired more than once", i)
+	}
+}

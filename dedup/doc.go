@@ -1,0 +1,36 @@
+// Package dedup defines the dedup store contract idempo's middleware stack is
+// built on: keys scoped by consumer, event-ID extractors, the [Store] interface
+// with its claim → complete/release lifecycle, and the errors stores return.
+//
+// # The record lifecycle
+//
+// A store keeps one record per [Key]. A record is created by the first
+// [Store.Claim] and moves between these states:
+//
+//	           Claim                 Complete
+//	(none) ─────────────▶ in progress ───────────▶ done (kept for the retention)
+//	                        │   ▲  │
+//	           Release      │   │  │ MarkDeadLettered
+//	        ◀───────────────┘   │  └──────────────▶ dead-lettered (kept for the retention)
+//	  released ─── Claim ───────┘
+//	                        │ MarkDueForDLQ
+//	                        └──────▶ due for the DLQ ── Claim ──▶ in progress (with the failure)
+//
+// A claim holds a lease: a duration judged on the store's own clock. While the
+// lease lasts no other claim of the key is acquired; once it has run out without
+// being extended, the next claim takes the record over and the old owner's token
+// no longer completes, extends or releases anything ([ErrLeaseLost]). Every call
+// that changes a claimed record is fenced by the owner [Token].
+//
+// The delivery counter counts acquired claims across restarts and instances.
+// It is kept with the record for the retention period, so a message that keeps
+// crashing its consumer is capped by the middleware's delivery limit.
+//
+// # Writing a store
+//
+// Implement [Store] and run [github.com/idempo/idempo/dedup/deduptest.Run]
+// against it: the suite proves the lifecycle above, including concurrent
+// claims, lease expiry, stale tokens, retention, the delivery counter,
+// cancellation and binary keys. Stores that can record completion inside a
+// business transaction also implement [TxCompleter].
+package dedup
