@@ -1,0 +1,200 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+)
+
+// ErrPublish is matched by errors from [Router.Publish] when the DLQ publisher failed.
+var ErrPublish = errors.New("dlq: publish to the dead-letter destination failed")
+
+// Failure describes why a message is dead-lettered. It is stored with the
+// dedup record when the DLQ publish fails (see [Failure.Encode]) so that the
+// redelivery can dead-letter the message without running the handler again.
+type Failure struct {
+	Reason       string    `json:"reason"`
+	Error        string    `json:"error,omitempty"`
+	ErrorClass   string    `json:"error_class,omitempty"`
+	Attempts     int       `json:"attempts,omitempty"`
+	FirstFailure time.Time `json:"first_failure,omitzero"`
+	LastFailure  time.Time `json:"last_failure,omitzero"`
+	PanicStack   string    `json:"panic_stack,omitempty"`
+}
+
+// Encode returns the failure as JSON, truncating the error and stack so the
+// result fits the dedup store's failure note limit.
+func (f Failure) Encode() []byte {
+	f.Error = truncate(f.Error, MaxErrorLen)
+	f.PanicStack = truncate(f.PanicStack, MaxStackLen)
+	b, _ := json.Marshal(f) // cannot fail: plain fields
+	return b
+}
+
+// DecodeFailure parses a note written by [Failure.Encode]. Malformed input
+// yields an error naming the problem; a note with no reason gets
+// ReasonPermanent so a damaged note still dead-letters rather than loops.
+func DecodeFailure(b []byte) (Failure, error) {
+	var f Failure
+	if err := json.Unmarshal(b, &f); err != nil {
+		return Failure{Reason: ReasonPermanent}, fmt.Errorf("dlq: malformed failure note (%d bytes): %w", len(b), err)
+	}
+	if f.Reason == "" {
+		f.Reason = ReasonPermanent
+	}
+	return f, nil
+}
+
+// Info is what [Router.Publish] records about a dead-lettered message.
+type Info struct {
+	OriginalTopic string
+	Handler       string
+	Scope         string
+	EventID       string
+	Deliveries    int
+	Failure       Failure
+}
+
+// Config configures a [Router].
+type Config struct {
+	// Publisher publishes dead-letter copies. Required. It should confirm
+	// durably before returning (the presets in package broker do), because
+	// the original is acked once Publish returns nil.
+	Publisher message.Publisher
+	// Topic returns the dead-letter topic for a message from originalTopic
+	// consumed by handler. Defaults to originalTopic + ".dlq" (or
+	// "idempo.dlq" when the original topic is unknown).
+	Topic func(originalTopic, handler string) string
+	// OnDeadLettered, if set, is called after each successful DLQ publish
+	// with the copy that was published. It runs on the handler's goroutine;
+	// it must be quick and safe for concurrent use.
+	OnDeadLettered func(ctx context.Context, copy *message.Message, info Info)
+	// Now is the clock for timestamps. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// DefaultTopic is the default of [Config.Topic].
+func DefaultTopic(originalTopic, _ string) string {
+	if originalTopic == "" {
+		return "idempo.dlq"
+	}
+	return originalTopic + ".dlq"
+}
+
+// Router publishes dead-letter copies. It is safe for concurrent use.
+type Router struct {
+	cfg Config
+}
+
+// New returns a Router, or an error naming the missing field.
+func New(cfg Config) (*Router, error) {
+	if cfg.Publisher == nil {
+		return nil, errors.New("dlq: Config.Publisher is required (the publisher for dead-letter copies)")
+	}
+	if cfg.Topic == nil {
+		cfg.Topic = DefaultTopic
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Router{cfg: cfg}, nil
+}
+
+var entryNamespace = uuid.MustParse("6f1c7a52-3f3e-4c1b-9a53-5b1d0f1e9e01")
+
+// EntryID returns the DLQ entry ID of a dead letter: a UUID derived from the
+// scope, the event ID and the replay count, so a copy published twice keeps
+// one ID, and each replay cycle gets a new one. With no event ID it is derived
+// from the message UUID instead.
+func EntryID(scope, eventID, msgUUID string, replays int) string {
+	id := eventID
+	kind := "e"
+	if id == "" {
+		id, kind = msgUUID, "u"
+	}
+	return uuid.NewSHA1(entryNamespace, []byte(kind+"\x00"+scope+"\x00"+id+"\x00"+strconv.Itoa(replays))).String()
+}
+
+// Replays returns the replay count a message carries in [KeyReplays] (0 when
+// absent or malformed).
+func Replays(msg *message.Message) int {
+	n, err := strconv.Atoi(msg.Metadata.Get(KeyReplays))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// Copy builds the dead-letter copy of msg: the same payload and metadata plus
+// the failure metadata of this package. msg is not modified.
+func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
+	replays := Replays(msg)
+	entry := EntryID(info.Scope, info.EventID, msg.UUID, replays)
+	c := message.NewMessage(entry, msg.Payload)
+	for k, v := range msg.Metadata {
+		c.Metadata[k] = v
+	}
+	// A replayed message's own marker must not let the copy's replay through twice.
+	delete(c.Metadata, KeyReplayID)
+	f := info.Failure
+	set := func(k, v string) {
+		if v != "" {
+			c.Metadata[k] = v
+		} else {
+			delete(c.Metadata, k)
+		}
+	}
+	set(KeyEntryID, entry)
+	set(KeyOriginalUUID, msg.UUID)
+	set(KeyOriginalTopic, info.OriginalTopic)
+	set(KeyHandler, info.Handler)
+	set(KeyScope, info.Scope)
+	set(KeyEventID, info.EventID)
+	set(KeyReason, f.Reason)
+	set(KeyError, truncate(f.Error, MaxErrorLen))
+	set(KeyErrorClass, f.ErrorClass)
+	set(KeyAttempts, strconv.Itoa(f.Attempts))
+	set(KeyDeliveries, strconv.Itoa(info.Deliveries))
+	set(KeyFirstFailure, formatTime(f.FirstFailure))
+	set(KeyLastFailure, formatTime(f.LastFailure))
+	set(KeyDeadLetteredAt, formatTime(r.cfg.Now()))
+	set(KeyPanicStack, truncate(f.PanicStack, MaxStackLen))
+	set(KeyReplays, strconv.Itoa(replays))
+	return c
+}
+
+// Publish publishes the dead-letter copy of msg and returns only once the
+// publisher has returned. The caller acks the original only when Publish
+// returns nil; an error matches [ErrPublish].
+func (r *Router) Publish(ctx context.Context, msg *message.Message, info Info) error {
+	c := r.Copy(msg, info)
+	c.SetContext(ctx)
+	topic := r.cfg.Topic(info.OriginalTopic, info.Handler)
+	if err := r.cfg.Publisher.Publish(topic, c); err != nil {
+		return fmt.Errorf("%w: topic %q, entry %s: %w", ErrPublish, topic, c.UUID, err)
+	}
+	if r.cfg.OnDeadLettered != nil {
+		r.cfg.OnDeadLettered(ctx, c, info)
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(truncated)"
+}

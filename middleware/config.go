@@ -1,0 +1,180 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/retry"
+)
+
+// Defaults of [Config].
+const (
+	DefaultLease         = 30 * time.Second
+	DefaultRetention     = 7 * 24 * time.Hour
+	DefaultMaxDeliveries = 10
+	DefaultNackDelay     = 500 * time.Millisecond
+)
+
+// rabbitConsumerTimeout is RabbitMQ's default consumer_timeout: a delivery
+// unacked for longer closes the channel and is requeued.
+const rabbitConsumerTimeout = 30 * time.Minute
+
+// Config configures a [Stack]. Only Store and DLQPublisher are required.
+type Config struct {
+	// Store keeps the dedup records. Required. If it implements
+	// [dedup.TxCompleter] and Transactional is set, handlers run in the
+	// store's transaction (the transactional inbox).
+	Store dedup.Store
+
+	// DLQPublisher publishes dead-letter copies. Required: without a DLQ a
+	// poison message could only be dropped or looped.
+	DLQPublisher message.Publisher
+	// DLQTopic names the dead-letter topic for a message from originalTopic
+	// consumed by handler. Defaults to [dlq.DefaultTopic] (originalTopic + ".dlq").
+	DLQTopic func(originalTopic, handler string) string
+	// OnDeadLettered is called after each successful DLQ publish with the
+	// copy; see [dlq.Config.OnDeadLettered]. Optional.
+	OnDeadLettered func(ctx context.Context, copy *message.Message, info dlq.Info)
+
+	// Scope names the consumer in dedup keys. Defaults to the router
+	// handler's name, so each handler processes an event once; set it to
+	// share one scope across handlers (e.g. K consumers of one queue added as
+	// K handlers).
+	Scope string
+	// EventID extracts the event ID. Defaults to [dedup.UUID] (the Watermill
+	// message UUID).
+	EventID dedup.Extractor
+	// AllowMissingEventID processes messages without an event ID without
+	// dedup (retries and the DLQ still apply). Defaults to false: such
+	// messages are dead-lettered with reason "missing_event_id".
+	AllowMissingEventID bool
+	// Fingerprint stores a SHA-256 digest of each payload and dead-letters a
+	// message whose event ID was seen with another payload (reason
+	// "id_collision"). Defaults to false.
+	Fingerprint bool
+
+	// Lease is how long a claim holds without extension. The stack extends it
+	// about every Lease/3 while the handler runs and while it waits between
+	// retries; if it cannot, the handler's context is cancelled before the
+	// lease runs out. Defaults to 30s.
+	Lease time.Duration
+	// Retention is how long done and dead-lettered records (and delivery
+	// counters) are kept. It must cover the longest retry window plus the
+	// lease (checked by [New]) and also how far back the broker can
+	// redeliver and the DLQ replay horizon (not checkable here): a duplicate
+	// arriving after its record expired is processed again. Defaults to 7 days.
+	Retention time.Duration
+	// MaxDeliveries caps how many acquired claims (across restarts and
+	// instances) an event gets; past it the message is dead-lettered with
+	// reason "delivery_cap" without running the handler. Nacks for "in
+	// progress elsewhere", duplicates, cancellations and store outages do not
+	// count. Defaults to 10. The special value -1 disables the cap.
+	MaxDeliveries int
+	// Retry is the in-process retry policy. Zero value: [retry.Policy] defaults.
+	Retry retry.Policy
+	// NackDelay is how long the stack waits before nacking a message that is
+	// in progress elsewhere (at most the other owner's remaining lease) or
+	// that met a store or DLQ outage, so brokers that redeliver at once do not
+	// spin. Defaults to 500ms. The special value -1 nacks at once.
+	NackDelay time.Duration
+
+	// Transactional runs each attempt through the store's
+	// [dedup.TxCompleter.CompleteInTx], so the handler's writes through the
+	// store's transaction and the completion commit together. New fails if
+	// the store does not implement it. Defaults to false.
+	Transactional bool
+
+	// OutputPublisher publishes the messages a handler returns, before
+	// completion is recorded, with UUIDs derived from the event ID and their
+	// index. The router is handed none. Required only for handlers that
+	// return messages; a handler returning messages without it is a
+	// permanent error.
+	OutputPublisher message.Publisher
+	// OutputTopic is where outputs go. Defaults to the router handler's
+	// publish topic.
+	OutputTopic string
+
+	// Logger receives one line per dead letter, lost lease, ignored ack and
+	// store failure. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Observer receives every outcome and operation for metrics and tracing.
+	// Optional.
+	Observer Observer
+}
+
+func (c *Config) setDefaults() {
+	if c.EventID == nil {
+		c.EventID = dedup.UUID()
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if c.NackDelay == 0 {
+		c.NackDelay = DefaultNackDelay
+	}
+	if c.DLQTopic == nil {
+		c.DLQTopic = dlq.DefaultTopic
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	c.Retry = c.Retry.WithDefaults()
+}
+
+// ErrConfig is matched by every error [New] returns for an invalid Config.
+var ErrConfig = errors.New("middleware: invalid config")
+
+func configError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+}
+
+// Validate reports the first problem with c after defaults are applied.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return configError("Store is required (try memstore.New(nil) for one process, or redisstore/sqlstore)")
+	case c.DLQPublisher == nil:
+		return configError("DLQPublisher is required: without a dead-letter queue a poison message could only be dropped or looped")
+	case c.Lease < 0:
+		return configError("Lease must be > 0, got %v", c.Lease)
+	case c.Lease < 10*time.Millisecond:
+		return configError("Lease %v is too short to be extended in time (use at least 10ms; 30s is the default)", c.Lease)
+	case c.Retention < 0:
+		return configError("Retention must be > 0, got %v", c.Retention)
+	case c.MaxDeliveries < -1:
+		return configError("MaxDeliveries must be >= 1, or -1 to disable the cap, got %d", c.MaxDeliveries)
+	case c.NackDelay < -1:
+		return configError("NackDelay must be >= 0, or -1 to nack at once, got %v", c.NackDelay)
+	case len(c.Scope) > dedup.MaxScopeLen:
+		return configError("Scope is %d bytes, more than %d", len(c.Scope), dedup.MaxScopeLen)
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return fmt.Errorf("%w: Retry: %w", ErrConfig, err)
+	}
+	window := c.Retry.MaxTotalWait() + c.Lease
+	if c.Retention < window {
+		return configError("Retention %v is shorter than the longest retry window plus the lease (%v): a late duplicate would be processed again", c.Retention, window)
+	}
+	if c.Transactional {
+		if _, ok := c.Store.(dedup.TxCompleter); !ok {
+			return configError("Transactional needs a store implementing dedup.TxCompleter (sqlstore does); %T does not", c.Store)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
+)
+
+// capture is a message.Publisher that records what it is given and can be
+// told to fail.
+type capture struct {
+	mu     sync.Mutex
+	msgs   map[string][]*message.Message
+	fail   atomic.Int32 // fail this many publishes
+	before func(topic string, msgs ...*message.Message)
+}
+
+func newCapture() *capture { return &capture{msgs: map[string][]*message.Message{}} }
+
+var errPublishDown = errors.New("publisher down")
+
+func (c *capture) Publish(topic string, msgs ...*message.Message) error {
+	if c.fail.Load() > 0 {
+		c.fail.Add(-1)
+		return errPublishDown
+	}
+	if c.before != nil {
+		c.before(topic, msgs...)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs[topic] = append(c.msgs[topic], msgs...)
+	return nil
+}
+
+func (c *capture) Close() error { return nil }
+
+func (c *capture) on(topic string) []*message.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*message.Message(nil), c.msgs[topic]...)
+}
+
+func (c *capture) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.msgs {
+		n += len(m)
+	}
+	return n
+}
+
+// faulty wraps a store and injects errors per operation.
+type faulty struct {
+	dedup.Store
+	claimErr, extendErr, completeErr, releaseErr, dueErr, deadErr atomic.Pointer[error]
+	completes                                                     atomic.Int32
+}
+
+func inject(p *atomic.Pointer[error], err error) {
+	if err == nil {
+		p.Store(nil)
+		return
+	}
+	p.Store(&err)
+}
+
+func get(p *atomic.Pointer[error]) error {
+	if e := p.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (f *faulty) Claim(ctx context.Context, k dedup.Key, r dedup.ClaimRequest) (dedup.ClaimResult, error) {
+	if err := get(&f.claimErr); err != nil {
+		return dedup.ClaimResult{}, err
+	}
+	return f.Store.Claim(ctx, k, r)
+}
+
+func (f *faulty) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
+	if err := get(&f.extendErr); err != nil {
+		return err
+	}
+	return f.Store.Extend(ctx, k, t, l)
+}
+
+func (f *faulty) Complete(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
+	f.completes.Add(1)
+	if err := get(&f.completeErr); err != nil {
+		return err
+	}
+	return f.Store.Complete(ctx, k, t, r)
+}
+
+func (f *faulty) Release(ctx context.Context, k dedup.Key, t dedup.Token, keep bool) error {
+	if err := get(&f.releaseErr); err != nil {
+		return err
+	}
+	return f.Store.Release(ctx, k, t, keep)
+}
+
+func (f *faulty) MarkDueForDLQ(ctx context.Context, k dedup.Key, t dedup.Token, n []byte) error {
+	if err := get(&f.dueErr); err != nil {
+		return err
+	}
+	return f.Store.MarkDueForDLQ(ctx, k, t, n)
+}
+
+func (f *faulty) MarkDeadLettered(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
+	if err := get(&f.deadErr); err != nil {
+		return err
+	}
+	return f.Store.MarkDeadLettered(ctx, k, t, r)
+}
+
+type bundle struct {
+	store *faulty
+	mem   *memstore.Store
+	dlq   *capture
+	out   *capture
+	stack *middleware.Stack
+	calls atomic.Int32
+}
+
+const dlqTopic = "idempo.dlq"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func fastRetry() retry.Policy {
+	return retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, MaxAttempts: 3}
+}
+
+func setup(t *testing.T, mutate ...func(*middleware.Config)) *bundle {
+	t.Helper()
+	b := &bundle{mem: memstore.New(nil), dlq: newCapture(), out: newCapture()}
+	b.store = &faulty{Store: b.mem}
+	cfg := middleware.Config{
+		Store:           b.store,
+		DLQPublisher:    b.dlq,
+		OutputPublisher: b.out,
+		OutputTopic:     "out",
+		Retry:           fastRetry(),
+		NackDelay:       time.Millisecond,
+		Logger:          quiet,
+		Lease:           5 * time.Second,
+		Retention:       time.Hour,
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	s, err := middleware.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	b.stack = s
+	return b
+}
+
+// run calls the wrapped handler once with msg, as the router would.
+func (b *bundle) run(h message.HandlerFunc, msg *message.Message) ([]*message.Message, error) {
+	counted := func(m *message.Message) ([]*message.Message, error) {
+		b.calls.Add(1)
+		return h(m)
+	}
+	return b.stack.Middleware(counted)(msg)
+}
+
+func msg(uuid, payload string) *message.Message {
+	m := message.NewMessage(uuid, []byte(payload))
+	m.SetContext(context.Background())
+	return m
+}
+
+func ok(*message.Message) ([]*message.Message, error) { return nil, nil }
+
+func key(id string) dedup.Key { return dedup.Key{Scope: "default", ID: id} }
+
+func claim(t *testing.T, st dedup.Store, id string) dedup.ClaimResult {
+	t.Helper()
+	res, err := st.Claim(context.Background(), key(id), dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Hour, Retention: time.Hour})
+	require.NoError(t, err)
+	return res
+}

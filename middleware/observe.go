@@ -1,0 +1,140 @@
+package middleware
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// Outcome is how the stack finished with one delivery.
+type Outcome string
+
+// The outcomes of a delivery. Each delivery ends in exactly one of them.
+const (
+	// OutcomeProcessed: the handler succeeded and the message was acked.
+	OutcomeProcessed Outcome = "processed"
+	// OutcomeDuplicate: the event was done or dead-lettered earlier; acked
+	// without running the handler.
+	OutcomeDuplicate Outcome = "duplicate"
+	// OutcomeInProgress: another owner holds the claim; nacked.
+	OutcomeInProgress Outcome = "in_progress_nacked"
+	// OutcomeDeadLettered: the message is safely in the DLQ; acked.
+	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeFailed: nacked for any other reason (store or DLQ outage,
+	// cancellation, lost lease, output publish failure).
+	OutcomeFailed Outcome = "failed"
+)
+
+// Outcomes lists every outcome, for pre-registering metric series.
+var Outcomes = []Outcome{OutcomeProcessed, OutcomeDuplicate, OutcomeInProgress, OutcomeDeadLettered, OutcomeFailed}
+
+// Kind says what an [Event] reports.
+type Kind int
+
+// Event kinds.
+const (
+	// KindOutcome: a delivery ended with Event.Outcome.
+	KindOutcome Kind = iota + 1
+	// KindRetry: an attempt failed and another will follow after Event.Duration.
+	KindRetry
+	// KindAttempt: a handler attempt ended after Event.Duration with Event.Err.
+	KindAttempt
+	// KindStoreOp: a store call (Event.Op) took Event.Duration and returned Event.Err.
+	KindStoreOp
+	// KindLeaseExtended: a lease was extended.
+	KindLeaseExtended
+	// KindLeaseLost: a lease was lost (taken over, or not extended in time).
+	KindLeaseLost
+	// KindCompleteFailed: the handler succeeded but completion could not be
+	// recorded; the message was acked anyway.
+	KindCompleteFailed
+	// KindDLQPublishFailed: publishing a dead-letter copy failed; nacked.
+	KindDLQPublishFailed
+	// KindIgnoredAck: the handler called Ack or Nack on its copy (a no-op).
+	KindIgnoredAck
+)
+
+// Store operation names for [KindStoreOp] events.
+const (
+	OpClaim            = "claim"
+	OpExtend           = "extend"
+	OpComplete         = "complete"
+	OpRelease          = "release"
+	OpMarkDueForDLQ    = "mark_due_for_dlq"
+	OpMarkDeadLettered = "mark_dead_lettered"
+	OpCompleteInTx     = "complete_in_tx"
+)
+
+// Event is one thing the stack reports to an [Observer].
+type Event struct {
+	Kind     Kind
+	Handler  string
+	Topic    string
+	EventID  string
+	Outcome  Outcome
+	Op       string
+	Duration time.Duration
+	Err      error
+}
+
+// Observer receives events from the stack, e.g. to export metrics. Observe is
+// called synchronously on the handler's goroutine (and on the lease keeper's
+// for lease events); it must be quick and safe for concurrent use.
+type Observer interface {
+	Observe(ctx context.Context, e Event)
+}
+
+// ObserverFunc adapts a function to an [Observer].
+type ObserverFunc func(ctx context.Context, e Event)
+
+// Observe calls f.
+func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
+
+type nopObserver struct{}
+
+func (nopObserver) Observe(context.Context, Event) {}
+
+// Stats are the stack's running totals since [New]. All fields count events
+// of the kind their name gives.
+type Stats struct {
+	Processed        int64
+	Duplicates       int64
+	InProgressNacked int64
+	DeadLettered     int64
+	Failed           int64
+	Retries          int64
+	Attempts         int64
+	Panics           int64
+	LeaseExtensions  int64
+	LeaseLost        int64
+	CompleteFailed   int64
+	DLQPublishFailed int64
+	StoreErrors      int64
+	IgnoredAcks      int64
+}
+
+type counters struct {
+	processed, duplicates, inProgress, deadLettered, failed atomic.Int64
+	retries, attempts, panics                                atomic.Int64
+	leaseExtensions, leaseLost, completeFailed               atomic.Int64
+	dlqPublishFailed, storeErrors, ignoredAcks               atomic.Int64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Processed:        c.processed.Load(),
+		Duplicates:       c.duplicates.Load(),
+		InProgressNacked: c.inProgress.Load(),
+		DeadLettered:     c.deadLettered.Load(),
+		Failed:           c.failed.Load(),
+		Retries:          c.retries.Load(),
+		Attempts:         c.attempts.Load(),
+		Panics:           c.panics.Load(),
+		LeaseExtensions:  c.leaseExtensions.Load(),
+		LeaseLost:        c.leaseLost.Load(),
+		CompleteFailed:   c.completeFailed.Load(),
+		DLQPublishFailed: c.dlqPublishFailed.Load(),
+		StoreErrors:      c.storeErrors.Load(),
+		IgnoredAcks:      c.ignoredAcks.Load(),
+	}
+}

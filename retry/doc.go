@@ -1,0 +1,23 @@
+// Package retry holds idempo's in-process retry policy: exponential backoff
+// with jitter, bounded by attempts and elapsed time, and the classification of
+// errors into retryable, permanent and cancelled.
+//
+// # Classification
+//
+// [DefaultClassifier] treats every error as retryable except:
+//   - errors marked with [Permanent]: never retried, dead-lettered at once;
+//   - errors matching context.Canceled: a shutdown, rebalance or revoked
+//     partition. They are never retried and never dead-lettered: the claim is
+//     released and the message nacked.
+//
+// Database serialization failures (SQLSTATE 40001), deadlocks (40P01, MySQL
+// 1213) and lock wait timeouts (MySQL 1205) are retryable, as is every error
+// not marked otherwise. A handler that knows an input can never succeed (bad
+// schema, validation failure) returns retry.Permanent(err).
+//
+// # Waiting
+//
+// Waits between attempts end at once when the context is done. The backoff
+// maths comes from github.com/cenkalti/backoff/v4, which stays out of this
+// package's API.
+package retry

@@ -1,0 +1,207 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Defaults of [Policy].
+const (
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMultiplier      = 2.0
+	DefaultMaxInterval     = 10 * time.Second
+	DefaultJitter          = 0.5
+	DefaultMaxAttempts     = 5
+	DefaultMaxElapsed      = time.Minute
+)
+
+// Policy configures in-process retries of one delivery. The zero value means
+// all defaults. A Policy is a value; it is safe to share.
+type Policy struct {
+	// InitialInterval is the wait after the first failed attempt.
+	// Defaults to 100ms.
+	InitialInterval time.Duration
+	// Multiplier grows the wait after each further failure. Defaults to 2.
+	// Must be >= 1.
+	Multiplier float64
+	// MaxInterval caps a single wait (before jitter). Defaults to 10s.
+	MaxInterval time.Duration
+	// Jitter is the randomization factor: each wait is drawn uniformly from
+	// [w·(1−Jitter), w·(1+Jitter)]. Defaults to 0.5. The special value -1
+	// disables jitter. Must be in [0, 1] otherwise.
+	Jitter float64
+	// MaxAttempts is the number of attempts per delivery, the first included.
+	// Defaults to 5. The special value 1 (or -1) disables retries.
+	MaxAttempts int
+	// MaxElapsed bounds the time from the first attempt after which no new
+	// attempt starts. Defaults to 1 minute. The special value -1 removes the
+	// bound (MaxAttempts still applies).
+	MaxElapsed time.Duration
+	// Classify decides which errors are retried. Defaults to [DefaultClassifier].
+	Classify Classifier
+}
+
+// WithDefaults returns p with every zero field set to its default.
+func (p Policy) WithDefaults() Policy {
+	if p.InitialInterval == 0 {
+		p.InitialInterval = DefaultInitialInterval
+	}
+	if p.Multiplier == 0 {
+		p.Multiplier = DefaultMultiplier
+	}
+	if p.MaxInterval == 0 {
+		p.MaxInterval = DefaultMaxInterval
+	}
+	if p.Jitter == 0 {
+		p.Jitter = DefaultJitter
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.MaxAttempts == -1 {
+		p.MaxAttempts = 1
+	}
+	if p.MaxElapsed == 0 {
+		p.MaxElapsed = DefaultMaxElapsed
+	}
+	if p.Classify == nil {
+		p.Classify = DefaultClassifier
+	}
+	return p
+}
+
+// Validate reports the first invalid field of p (after [Policy.WithDefaults]).
+func (p Policy) Validate() error {
+	switch {
+	case p.InitialInterval < 0:
+		return fmt.Errorf("retry: InitialInterval must not be negative, got %v", p.InitialInterval)
+	case p.Multiplier < 1 || math.IsNaN(p.Multiplier) || math.IsInf(p.Multiplier, 0):
+		return fmt.Errorf("retry: Multiplier must be >= 1, got %v", p.Multiplier)
+	case p.MaxInterval < p.InitialInterval:
+		return fmt.Errorf("retry: MaxInterval (%v) must be >= InitialInterval (%v)", p.MaxInterval, p.InitialInterval)
+	case p.Jitter != -1 && (p.Jitter < 0 || p.Jitter > 1 || math.IsNaN(p.Jitter)):
+		return fmt.Errorf("retry: Jitter must be in [0, 1] or -1 to disable, got %v", p.Jitter)
+	case p.MaxAttempts < 1:
+		return fmt.Errorf("retry: MaxAttempts must be >= 1 (or -1 to disable retries), got %d", p.MaxAttempts)
+	case p.MaxElapsed < -1:
+		return fmt.Errorf("retry: MaxElapsed must be > 0 or -1 for no bound, got %v", p.MaxElapsed)
+	}
+	return nil
+}
+
+func (p Policy) jitter() float64 {
+	if p.Jitter == -1 {
+		return 0
+	}
+	return p.Jitter
+}
+
+// MaxTotalWait is an upper bound on the sum of waits one delivery can spend
+// between its attempts (jitter included). The middleware checks that the
+// dedup retention covers it.
+func (p Policy) MaxTotalWait() time.Duration {
+	p = p.WithDefaults()
+	var total float64
+	w := float64(p.InitialInterval)
+	for i := 1; i < p.MaxAttempts; i++ {
+		total += math.Min(w, float64(p.MaxInterval)) * (1 + p.jitter())
+		if total >= float64(math.MaxInt64/2) {
+			return time.Duration(math.MaxInt64 / 2)
+		}
+		w *= p.Multiplier
+	}
+	d := time.Duration(total)
+	if p.MaxElapsed > 0 && d > p.MaxElapsed {
+		// The last wait may start just before MaxElapsed runs out.
+		d = p.MaxElapsed + time.Duration(float64(p.MaxInterval)*(1+p.jitter()))
+	}
+	return d
+}
+
+// Schedule is the retry schedule of one delivery. It is not safe for
+// concurrent use. Create one with [Policy.NewSchedule] only after the first
+// failure, so the success path allocates nothing.
+type Schedule struct {
+	b           *backoff.ExponentialBackOff
+	maxAttempts int
+	attempts    int
+	start       time.Time
+	maxElapsed  time.Duration
+}
+
+// NewSchedule starts a schedule whose first attempt began at start and has
+// failed (so one attempt is counted).
+func (p Policy) NewSchedule(start time.Time) *Schedule {
+	p = p.WithDefaults()
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(p.InitialInterval),
+		backoff.WithMultiplier(p.Multiplier),
+		backoff.WithMaxInterval(p.MaxInterval),
+		backoff.WithRandomizationFactor(p.jitter()),
+		backoff.WithMaxElapsedTime(0),
+	)
+	return &Schedule{b: b, maxAttempts: p.MaxAttempts, attempts: 1, start: start, maxElapsed: p.MaxElapsed}
+}
+
+// Attempts returns the number of attempts counted so far.
+func (s *Schedule) Attempts() int { return s.attempts }
+
+// Next returns the wait before the next attempt and counts that attempt, or
+// false when the policy allows no more attempts.
+func (s *Schedule) Next() (time.Duration, bool) {
+	if s.attempts >= s.maxAttempts {
+		return 0, false
+	}
+	if s.maxElapsed > 0 && time.Since(s.start) >= s.maxElapsed {
+		return 0, false
+	}
+	s.attempts++
+	return s.b.NextBackOff(), true
+}
+
+// Wait blocks for d or until ctx is done, whichever comes first, and returns
+// ctx.Err() in the latter case.
+func Wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Do calls fn until it succeeds, returns an error that is not [Retryable], or
+// the policy allows no more attempts; it returns fn's last error (or ctx's,
+// when ctx ends a wait). It is a convenience for code outside the middleware,
+// e.g. publishing with retries.
+func Do(ctx context.Context, p Policy, fn func(ctx context.Context) error) error {
+	p = p.WithDefaults()
+	start := time.Now()
+	err := fn(ctx)
+	if err == nil {
+		return nil
+	}
+	s := p.NewSchedule(start)
+	for p.Classify(err) == Retryable {
+		d, ok := s.Next()
+		if !ok {
+			return err
+		}
+		if werr := Wait(ctx, d); werr != nil {
+			return fmt.Errorf("retry: gave up waiting after %d attempts (%w): %w", s.Attempts()-1, werr, err)
+		}
+		if err = fn(ctx); err == nil {
+			return nil
+		}
+	}
+	return err
+}

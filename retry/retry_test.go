@@ -1,0 +1,153 @@
+package retry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/idempo/idempo/retry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestScheduleWithoutJitterIsExponentialAndCapped(t *testing.T) {
+	t.Parallel()
+	p := retry.Policy{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 50 * time.Millisecond, Jitter: -1, MaxAttempts: 6, MaxElapsed: -1}
+	s := p.NewSchedule(time.Now())
+	var got []time.Duration
+	for {
+		d, ok := s.Next()
+		if !ok {
+			break
+		}
+		got = append(got, d)
+	}
+	require.Equal(t, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond}, got)
+	require.Equal(t, 6, s.Attempts())
+}
+
+func TestJitterOnByDefaultAndBounded(t *testing.T) {
+	t.Parallel()
+	p := retry.Policy{InitialInterval: 100 * time.Millisecond, MaxAttempts: 2}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d, ok := p.NewSchedule(time.Now()).Next()
+		require.True(t, ok)
+		require.GreaterOrEqual(t, d, 50*time.Millisecond)
+		require.LessOrEqual(t, d, 150*time.Millisecond)
+		seen[d] = true
+	}
+	require.Greater(t, len(seen), 20, "waits must be spread by jitter")
+}
+
+func TestNoOverflowOver64Attempts(t *testing.T) {
+	t.Parallel()
+	p := retry.Policy{InitialInterval: time.Second, Multiplier: 10, MaxInterval: time.Hour, MaxAttempts: 65, MaxElapsed: -1}
+	s := p.NewSchedule(time.Now())
+	for i := range 64 {
+		d, ok := s.Next()
+		require.True(t, ok, "attempt %d", i+2)
+		require.Positive(t, d)
+		require.LessOrEqual(t, d, time.Hour*3/2)
+	}
+	_, ok := s.Next()
+	require.False(t, ok)
+	require.Positive(t, p.MaxTotalWait())
+}
+
+func TestMaxElapsedStops(t *testing.T) {
+	t.Parallel()
+	p := retry.Policy{MaxAttempts: 100, MaxElapsed: time.Millisecond}
+	s := p.NewSchedule(time.Now().Add(-time.Second))
+	_, ok := s.Next()
+	require.False(t, ok)
+}
+
+func TestMaxAttemptsMinusOneDisablesRetries(t *testing.T) {
+	t.Parallel()
+	_, ok := retry.Policy{MaxAttempts: -1}.NewSchedule(time.Now()).Next()
+	require.False(t, ok)
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p    retry.Policy
+		want string
+	}{
+		{retry.Policy{Multiplier: 0.5}, "Multiplier"},
+		{retry.Policy{Jitter: 2}, "Jitter"},
+		{retry.Policy{MaxAttempts: -5}, "MaxAttempts"},
+		{retry.Policy{InitialInterval: time.Minute, MaxInterval: time.Second}, "MaxInterval"},
+		{retry.Policy{MaxElapsed: -2}, "MaxElapsed"},
+	} {
+		err := tc.p.WithDefaults().Validate()
+		require.ErrorContains(t, err, tc.want)
+	}
+	require.NoError(t, retry.Policy{}.WithDefaults().Validate())
+}
+
+func TestClassification(t *testing.T) {
+	t.Parallel()
+	base := errors.New("boom")
+	require.Equal(t, retry.Retryable, retry.DefaultClassifier(base))
+	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(retry.Permanent(base)))
+	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(fmt.Errorf("wrapped: %w", retry.Permanent(base))))
+	require.ErrorIs(t, retry.Permanent(base), base, "the mark is transparent to errors.Is")
+	require.Equal(t, retry.Cancelled, retry.DefaultClassifier(fmt.Errorf("x: %w", context.Canceled)))
+	require.Equal(t, retry.Cancelled, retry.DefaultClassifier(retry.Permanent(context.Canceled)), "cancellation wins over permanence")
+	require.Equal(t, retry.Retryable, retry.DefaultClassifier(context.DeadlineExceeded), "a handler's own timeout is retried")
+	require.NoError(t, retry.Permanent(nil))
+}
+
+func TestWaitEndsOnCancel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- retry.Wait(ctx, time.Hour) }()
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	require.NoError(t, retry.Wait(context.Background(), time.Millisecond))
+}
+
+func TestDo(t *testing.T) {
+	t.Parallel()
+	fast := retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxAttempts: 4}
+	calls := 0
+	err := retry.Do(context.Background(), fast, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errors.New("transient")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, calls)
+
+	calls = 0
+	err = retry.Do(context.Background(), fast, func(context.Context) error { calls++; return retry.Permanent(errors.New("bad input")) })
+	require.True(t, retry.IsPermanent(err))
+	require.Equal(t, 1, calls)
+
+	calls = 0
+	err = retry.Do(context.Background(), fast, func(context.Context) error { calls++; return errors.New("always") })
+	require.EqualError(t, err, "always")
+	require.Equal(t, 4, calls)
+}
+
+func ExamplePermanent() {
+	handle := func(payload []byte) error {
+		if len(payload) == 0 {
+			return retry.Permanent(errors.New("empty payload can never succeed"))
+		}
+		return nil
+	}
+	err := handle(nil)
+	fmt.Println(retry.DefaultClassifier(err), err)
+	// Output: permanent empty payload can never succeed
+}
