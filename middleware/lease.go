@@ -26,6 +26,7 @@ type lease struct {
 	cancel   context.CancelCauseFunc
 	done     chan struct{} // closed when the claim is given up
 	busy     bool          // an extension is under way
+	pending  bool          // gate held, claim not (yet) acquired
 	lost     bool
 	handler  string
 	topic    string
@@ -48,15 +49,30 @@ func newKeeper(s *Stack) *keeper {
 	return &keeper{s: s, leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1)}
 }
 
-// register records a claim acquired at start (taken before the Claim call,
-// so the deadline errs early, never late).
-func (k *keeper) register(l *lease, start time.Time) {
+// enter makes this delivery the local gate holder of key, so that only one
+// delivery of a key per stack talks to the store at a time (concurrent twins
+// in one process wait for each other instead of nacking). If another
+// delivery holds the gate, enter returns nil and that delivery's done channel.
+func (k *keeper) enter(key dedup.Key, handler, topic string) (*lease, <-chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if l, ok := k.leases[key]; ok {
+		return nil, l.done
+	}
+	l := &lease{key: key, token: dedup.NewToken(), handler: handler, topic: topic, pending: true, done: make(chan struct{})}
+	k.leases[key] = l
+	return l, nil
+}
+
+// activate starts keeping the lease of a claim acquired at start (taken
+// before the Claim call, so the deadline errs early, never late).
+func (k *keeper) activate(l *lease, start time.Time, cancel context.CancelCauseFunc) {
 	lease := k.s.cfg.Lease
+	k.mu.Lock()
+	l.cancel = cancel
 	l.deadline = start.Add(lease)
 	l.next = start.Add(lease / 3)
-	l.done = make(chan struct{})
-	k.mu.Lock()
-	k.leases[l.key] = l
+	l.pending = false
 	if !k.alive && !k.closed {
 		k.alive = true
 		k.wg.Add(1)
@@ -73,16 +89,6 @@ func (k *keeper) unregister(l *lease) {
 	}
 	k.mu.Unlock()
 	close(l.done)
-}
-
-// holder returns the done channel of a claim of key held in this process.
-func (k *keeper) holder(key dedup.Key) (<-chan struct{}, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if l, ok := k.leases[key]; ok {
-		return l.done, true
-	}
-	return nil, false
 }
 
 func (k *keeper) close() {
@@ -114,7 +120,7 @@ func (k *keeper) loop() {
 			idleSince = now
 		}
 		for _, l := range k.leases {
-			if l.lost {
+			if l.lost || l.pending {
 				continue
 			}
 			if !now.Before(l.deadline) {

@@ -115,9 +115,9 @@ type Stats struct {
 
 type counters struct {
 	processed, duplicates, inProgress, deadLettered, failed atomic.Int64
-	retries, attempts, panics                                atomic.Int64
-	leaseExtensions, leaseLost, completeFailed               atomic.Int64
-	dlqPublishFailed, storeErrors, ignoredAcks               atomic.Int64
+	retries, attempts, panics                               atomic.Int64
+	leaseExtensions, leaseLost, completeFailed              atomic.Int64
+	dlqPublishFailed, storeErrors, ignoredAcks              atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {

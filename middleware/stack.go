@@ -146,8 +146,17 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 	if s.cfg.Fingerprint {
 		fp = dedup.Fingerprint(msg)
 	}
-	for waited := 0; ; waited++ {
-		l := &lease{key: d.key, token: dedup.NewToken(), handler: d.handler, topic: d.topic}
+	for {
+		l, wait := s.keeper.enter(d.key, d.handler, d.topic)
+		if wait != nil {
+			// A twin in this process holds the key: wait for it, then ask the store.
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, ctx.Err()), false)
+			}
+		}
 		start := time.Now()
 		res, err := s.cfg.Store.Claim(ctx, d.key, dedup.ClaimRequest{
 			Token:       l.token,
@@ -157,6 +166,9 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 			ReplayID:    msg.Metadata.Get(dlq.KeyReplayID),
 		})
 		s.observeStore(ctx, d.handler, d.topic, OpClaim, start, err)
+		if err != nil || res.Status != dedup.StatusAcquired {
+			s.keeper.unregister(l)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err), false)
@@ -169,6 +181,7 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 			if res.Status == dedup.StatusAcquired {
 				// The record belongs to the first payload: give it back untouched.
 				s.release(d, l, false)
+				s.keeper.unregister(l)
 			}
 			return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonIDCollision,
 				Error: "event ID " + strconv.Quote(d.eventID) + " was seen before with another payload"})
@@ -179,16 +192,6 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 			s.outcome(d, OutcomeDuplicate)
 			return nil
 		case dedup.StatusInProgress:
-			// A twin in this process: wait for it, then ask the store again.
-			if done, ok := s.keeper.holder(d.key); ok && waited < 3 {
-				select {
-				case <-done:
-					continue
-				case <-ctx.Done():
-					return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, ctx.Err()), false)
-				case <-time.After(s.cfg.Lease):
-				}
-			}
 			s.stats.inProgress.Add(1)
 			s.outcome(d, OutcomeInProgress)
 			s.nackWait(ctx, res.LeaseRemaining)
@@ -196,8 +199,7 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 		case dedup.StatusAcquired:
 			hctx, cancel := context.WithCancelCause(ctx)
 			defer cancel(nil)
-			l.cancel = cancel
-			s.keeper.register(l, start)
+			s.keeper.activate(l, start, cancel)
 			d.held = l
 			return s.runClaimed(h, d, hctx)
 		default:

@@ -1,0 +1,182 @@
+// Command idempo demonstrates, verifies and operates idempo's idempotent
+// consumer stack.
+//
+//	idempo demo     run the whole stack with injected faults (no servers needed)
+//	idempo help     show this help
+//
+// Every command answers --help.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/idempo/idempo/internal/demo"
+)
+
+const usage = `idempo — effectively-once event consumers on Watermill
+
+Usage:
+  idempo <command> [flags]
+
+Commands:
+  demo      publish events with injected faults through the full stack and
+            check that every effect happened once and nothing was lost
+  help      show this help
+
+Run 'idempo <command> --help' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the CLI and returns the exit status: 0 success, 1 a verdict
+// that does not hold, 2 a usage or setup error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("idempo demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	d := demo.DefaultFaults
+	events := fs.Int("events", 20000, "number of unique events to publish (duplicates come on top)")
+	fs.Float64Var(&d.DupRate, "dup-rate", d.DupRate, "share of events the publisher sends twice")
+	fs.Float64Var(&d.AckLossRate, "ack-loss-rate", d.AckLossRate, "share of events whose ack is lost after the effect (the message comes again)")
+	fs.Float64Var(&d.FailRate, "fail-rate", d.FailRate, "share of events failing transiently (they succeed on retry)")
+	fs.Float64Var(&d.PoisonRate, "poison-rate", d.PoisonRate, "share of events failing on every attempt (they must end in the DLQ)")
+	fs.Float64Var(&d.PanicRate, "panic-rate", d.PanicRate, "share of events whose handler panics on the first attempt")
+	fs.Uint64Var(&d.Seed, "seed", d.Seed, "seed of the fault pattern (the run ID stays fresh)")
+	consumers := fs.Int("consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
+	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	store := fs.String("store", "memory", "dedup store URL: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH")
+	asJSON := fs.Bool("json", false, "print exactly one JSON object with the ledger on stdout")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	verbose := fs.Bool("verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: idempo demo [flags]
+
+Publishes --events unique events through idempo's full stack (dedup, retries,
+dead-letter queue, ack after success) with injected faults, then checks the
+ledger. Exit status 0 only when lost = 0, double_effects = 0, dead_lettered =
+expected_dead_lettered and effects + dead_lettered = unique_events.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "idempo demo: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *events <= 0 {
+		fmt.Fprintf(stderr, "idempo demo: --events must be > 0, got %d\n", *events)
+		return 2
+	}
+	if *consumers <= 0 {
+		fmt.Fprintf(stderr, "idempo demo: --consumers must be >= 1, got %d\n", *consumers)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	ledger, err := demo.Run(ctx, demo.Options{
+		Events:    *events,
+		Faults:    d,
+		Consumers: *consumers,
+		Broker:    *broker,
+		Store:     *store,
+		Timeout:   *timeout,
+		Stderr:    stderr,
+		Progress:  isTerminal(stderr),
+		Logger:    logger,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "idempo demo: %v\n", err)
+		return 2
+	}
+	verdict := ledger.Verdict()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(ledger); err != nil {
+			fmt.Fprintf(stderr, "idempo demo: %v\n", err)
+			return 2
+		}
+	} else {
+		printLedger(stdout, ledger)
+	}
+	if verdict != nil {
+		fmt.Fprintf(stderr, "idempo demo: FAILED: %v\n", verdict)
+		return 1
+	}
+	if !*asJSON {
+		fmt.Fprintln(stdout, "\nOK: every event's effect happened once or it is in the DLQ; nothing lost.")
+	}
+	return 0
+}
+
+func printLedger(w io.Writer, l demo.Ledger) {
+	rows := []struct {
+		name string
+		v    any
+		note string
+	}{
+		{"published", l.Published, "messages sent, publisher duplicates included"},
+		{"unique_events", l.UniqueEvents, ""},
+		{"deliveries", l.Deliveries, "messages handed to the stack by all consumers"},
+		{"effects", l.Effects, "events whose effect happened"},
+		{"duplicates_skipped", l.DuplicatesSkipped, "acked without running the handler"},
+		{"retries", l.Retries, "in-process retries after transient errors and panics"},
+		{"dead_lettered", l.DeadLettered, "events in the DLQ"},
+		{"expected_dead_lettered", l.ExpectedDeadLettered, "poison events injected"},
+		{"lost", l.Lost, "neither effected nor dead-lettered"},
+		{"double_effects", l.DoubleEffects, "events whose effect happened more than once"},
+		{"elapsed_ms", l.ElapsedMS, ""},
+	}
+	fmt.Fprintf(w, "idempo demo ledger (run %s; broker %s; store %s)\n", l.RunID, l.Broker, l.Store)
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %-24s %10v  %s\n", r.name, r.v, r.note)
+	}
+}

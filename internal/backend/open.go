@@ -1,0 +1,110 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/memstore"
+)
+
+// Broker is an opened broker: one publisher and a way to make consumers.
+type Broker struct {
+	Spec Spec
+	// Display names the broker for the start line (password redacted).
+	Display string
+	// Publisher publishes events, dead letters and outputs.
+	Publisher message.Publisher
+	// NewSubscriber returns the subscriber for consumer i of one consumer
+	// group. On GoChannel every subscriber receives every message (so K
+	// consumers are K concurrent twins); on Kafka and RabbitMQ consumers of
+	// one group or queue share the messages.
+	NewSubscriber func(group string, i int) (message.Subscriber, error)
+	// FanOut is true when every subscriber sees every message (GoChannel).
+	FanOut bool
+	// Prepare declares what must exist before the first publish (queues),
+	// so no message is dropped. May be nil.
+	Prepare func(ctx context.Context, topic, group string) error
+	closers []func() error
+}
+
+// Close closes everything the broker opened, in reverse order.
+func (b *Broker) Close() error {
+	var errs []error
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		errs = append(errs, b.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// Store is an opened dedup store.
+type Store struct {
+	Spec    Spec
+	Display string
+	Store   dedup.Store
+	closers []func() error
+}
+
+// Close closes the store's connections.
+func (s *Store) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// openers for kinds implemented in other packages register here, keeping
+// this package's imports to what each build needs.
+var (
+	brokerOpeners = map[Kind]func(ctx context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error){}
+	storeOpeners  = map[Kind]func(ctx context.Context, spec Spec, runID string) (*Store, error){}
+)
+
+// OpenBroker opens the broker a spec names.
+func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error) {
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	if spec.Kind == GoChannel {
+		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, logger)
+		return &Broker{
+			Spec:      spec,
+			Display:   "gochannel (in-process)",
+			Publisher: gc,
+			FanOut:    true,
+			NewSubscriber: func(string, int) (message.Subscriber, error) {
+				return nopCloseSubscriber{gc}, nil
+			},
+			closers: []func() error{gc.Close},
+		}, nil
+	}
+	open, ok := brokerOpeners[spec.Kind]
+	if !ok {
+		return nil, fmt.Errorf("broker %s is not available in this build", spec)
+	}
+	return open(ctx, spec, logger)
+}
+
+// OpenStore opens the store a spec names. runID isolates embedded files.
+func OpenStore(ctx context.Context, spec Spec, runID string) (*Store, error) {
+	if spec.Kind == Memory {
+		return &Store{Spec: spec, Display: "memory (in-process)", Store: memstore.New(nil)}, nil
+	}
+	open, ok := storeOpeners[spec.Kind]
+	if !ok {
+		return nil, fmt.Errorf("store %s is not available in this build", spec)
+	}
+	return open(ctx, spec, runID)
+}
+
+// nopCloseSubscriber shares one GoChannel between publisher and
+// subscribers; the router closing a subscriber must not close the channel.
+type nopCloseSubscriber struct{ *gochannel.GoChannel }
+
+func (nopCloseSubscriber) Close() error { return nil }

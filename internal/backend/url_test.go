@@ -1,0 +1,107 @@
+package backend
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseBroker(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]Kind{
+		"": GoChannel, "gochannel": GoChannel, "kafka": Kafka,
+		"kafka://127.0.0.1:9092":              Kafka,
+		"kafka://a:9092,b:9093":               Kafka,
+		"amqp://guest:guest@127.0.0.1:5672/":  AMQP,
+		"amqps://u:p@rabbit.example:5671/vh1": AMQP,
+	} {
+		s, err := ParseBroker(raw)
+		require.NoError(t, err, raw)
+		require.Equal(t, want, s.Kind, raw)
+	}
+	for raw, want := range map[string]string{
+		"kafka://":               "",
+		"kafka://host":           "not host:port",
+		"kafka://a:1,b":          "invalid port",
+		"kafka://a:x1":           "invalid",
+		"amqp:///":               "no host",
+		"nats://x:4222":          "unknown scheme",
+		"rabbit":                 "not a URL",
+		"amqp://u:pw@[::1/":      "invalid URL",
+		"kafka://a:9092/,b:9093": "",
+	} {
+		_, err := ParseBroker(raw)
+		if want == "" {
+			continue
+		}
+		require.ErrorIs(t, err, ErrURL, raw)
+		require.ErrorContains(t, err, want, raw)
+		require.NotContains(t, err.Error(), "pw@", "no password in errors")
+	}
+}
+
+func TestParseStore(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]Kind{
+		"": Memory, "memory": Memory, "sqlite": SQLite,
+		"redis://127.0.0.1:6379/0":                             Redis,
+		"postgres://postgres@127.0.0.1:5432/test":              Postgres,
+		"mysql://root@127.0.0.1:3306/test":                     MySQL,
+		"sqlite:///tmp/x.db":                                   SQLite,
+		"postgresql://u:p@h/db?sslmode=disable":                Postgres,
+		"rediss://:secret@cache.example:6380/1":                Redis,
+		"mariadb://root:pw@127.0.0.1:3306/test?parseTime=true": MySQL,
+	} {
+		s, err := ParseStore(raw)
+		require.NoError(t, err, raw)
+		require.Equal(t, want, s.Kind, raw)
+		require.NotContains(t, s.String(), "secret")
+	}
+	for raw, want := range map[string]string{
+		"redis://":                 "no host",
+		"mysql://root@h:3306":      "no database",
+		"sqlite://":                "",
+		"mongodb://h/db":           "unknown scheme",
+		"postgres://u:secret@%zz/": "invalid URL",
+	} {
+		_, err := ParseStore(raw)
+		if want == "" {
+			continue
+		}
+		require.ErrorIs(t, err, ErrURL, raw)
+		require.ErrorContains(t, err, want, raw)
+		require.NotContains(t, err.Error(), "secret")
+	}
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "amqp://guest:xxxxx@127.0.0.1:5672/", Redact("amqp://guest:guest@127.0.0.1:5672/"))
+	require.NotContains(t, Redact("postgres://u:secret@%zz/"), "secret")
+}
+
+// FuzzParse: parsing never panics, errors always match ErrURL, and no
+// password ever appears in an error or a display string.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"kafka://a:1,b:2", "amqp://u:pw@h:5672/v", "redis://:pw@h:6379/0", "mysql://r:pw@h/db", "sqlite:///x", "%", "://", "postgres://u:pw@[::1]:5432/db"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		for _, parse := range []func(string) (Spec, error){ParseBroker, ParseStore} {
+			s, err := parse(raw)
+			if err != nil {
+				if !errors.Is(err, ErrURL) {
+					t.Fatalf("error does not match ErrURL: %v", err)
+				}
+				continue
+			}
+			if s.URL != nil {
+				if p, ok := s.URL.User.Password(); ok && len(p) >= 4 && strings.Contains(s.String(), p) && !strings.Contains(s.URL.User.Username(), p) && !strings.Contains(s.URL.Host, p) && !strings.Contains(s.URL.Path, p) {
+					t.Fatalf("password %q shown in %q", p, s.String())
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,424 @@
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
+)
+
+// Options configures [Run].
+type Options struct {
+	// Events is the number of unique events. Default 20000.
+	Events int
+	// Faults is the fault mix. Zero value: no faults; the CLI passes DefaultFaults.
+	Faults Faults
+	// Consumers is the number of consumers of one dedup scope. On GoChannel
+	// each sees every message, so they are concurrent twins. Default 3.
+	Consumers int
+	// Broker and Store are the --broker and --store URLs.
+	Broker, Store string
+	// Timeout bounds the whole run. Default 5 minutes.
+	Timeout time.Duration
+	// Stderr receives the start line and progress. Default io.Discard.
+	Stderr io.Writer
+	// Progress shows a progress line (on a terminal).
+	Progress bool
+	// Logger receives the stack's logs. Default: discard.
+	Logger *slog.Logger
+	// RunID isolates this run's topics, queues, keys and tables. Default random.
+	RunID string
+	// StackHook, if set, may change the stack's config before it is built
+	// (tests use it to break the stack on purpose).
+	StackHook func(*middleware.Config)
+}
+
+// Ledger is the outcome of a run. The JSON field names are stable.
+type Ledger struct {
+	Published            int   `json:"published"`
+	UniqueEvents         int   `json:"unique_events"`
+	Deliveries           int64 `json:"deliveries"`
+	Effects              int   `json:"effects"`
+	DuplicatesSkipped    int64 `json:"duplicates_skipped"`
+	Retries              int64 `json:"retries"`
+	DeadLettered         int   `json:"dead_lettered"`
+	ExpectedDeadLettered int   `json:"expected_dead_lettered"`
+	Lost                 int   `json:"lost"`
+	DoubleEffects        int   `json:"double_effects"`
+	ElapsedMS            int64 `json:"elapsed_ms"`
+
+	AckLossRedeliveries int64  `json:"ack_loss_redeliveries"`
+	InProgressNacked    int64  `json:"in_progress_nacked"`
+	Panics              int64  `json:"panics"`
+	LeaseLost           int64  `json:"lease_lost"`
+	CompleteFailed      int64  `json:"complete_failed"`
+	DLQPublishFailed    int64  `json:"dlq_publish_failed"`
+	TimedOut            bool   `json:"timed_out"`
+	RunID               string `json:"run_id"`
+	Broker              string `json:"broker"`
+	Store               string `json:"store"`
+}
+
+// ErrVerdict is matched by the error of [Ledger.Verdict].
+var ErrVerdict = errors.New("invariant violated")
+
+// Verdict returns nil when every invariant holds: nothing lost, no double
+// effect, exactly the poison events dead-lettered, and every event either
+// effected or dead-lettered.
+func (l Ledger) Verdict() error {
+	var problems []string
+	if l.Lost != 0 {
+		problems = append(problems, fmt.Sprintf("lost = %d", l.Lost))
+	}
+	if l.DoubleEffects != 0 {
+		problems = append(problems, fmt.Sprintf("double_effects = %d", l.DoubleEffects))
+	}
+	if l.DeadLettered != l.ExpectedDeadLettered {
+		problems = append(problems, fmt.Sprintf("dead_lettered = %d, expected %d", l.DeadLettered, l.ExpectedDeadLettered))
+	}
+	if l.Effects+l.DeadLettered != l.UniqueEvents {
+		problems = append(problems, fmt.Sprintf("effects + dead_lettered = %d, unique_events = %d", l.Effects+l.DeadLettered, l.UniqueEvents))
+	}
+	if l.TimedOut {
+		problems = append(problems, "timed out before every event was settled")
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrVerdict, strings.Join(problems, "; "))
+}
+
+// NewRunID returns a fresh run ID (8 hex characters).
+func NewRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (o *Options) setDefaults() {
+	if o.Events == 0 {
+		o.Events = 20000
+	}
+	if o.Consumers == 0 {
+		o.Consumers = 3
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.RunID == "" {
+		o.RunID = NewRunID()
+	}
+}
+
+// errTransient and errPoison are the injected failures.
+var (
+	errTransient = errors.New("demo: injected transient failure")
+	errPoison    = errors.New("demo: injected poison event (fails on every attempt)")
+)
+
+type run struct {
+	opts     Options
+	plan     *Plan
+	index    map[string]int
+	effects  []atomic.Int32
+	attempts []atomic.Int32
+	dead     []atomic.Bool
+	lostAck  []atomic.Bool
+
+	deliveries  atomic.Int64
+	acked       atomic.Int64
+	sent        atomic.Int64 // messages put on the topic: publishes + ack-loss redeliveries
+	redelivered atomic.Int64
+	lastAck     atomic.Int64 // unix nanos
+}
+
+// Run runs the demo and returns its ledger. The error reports a setup
+// failure (bad URL, unreachable server); invariant violations are in
+// Ledger.Verdict.
+func Run(ctx context.Context, opts Options) (Ledger, error) {
+	opts.setDefaults()
+	bspec, err := backend.ParseBroker(opts.Broker)
+	if err != nil {
+		return Ledger{}, err
+	}
+	sspec, err := backend.ParseStore(opts.Store)
+	if err != nil {
+		return Ledger{}, err
+	}
+	if opts.Consumers < 1 {
+		return Ledger{}, fmt.Errorf("--consumers must be >= 1, got %d", opts.Consumers)
+	}
+	plan, err := NewPlan("ev-"+opts.RunID, opts.Events, opts.Faults)
+	if err != nil {
+		return Ledger{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+
+	wlog := watermill.NopLogger{}
+	broker, err := backend.OpenBroker(ctx, bspec, wlog)
+	if err != nil {
+		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
+	}
+	defer broker.Close()
+	store, err := backend.OpenStore(ctx, sspec, opts.RunID)
+	if err != nil {
+		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
+	}
+	defer store.Close()
+	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers\n",
+		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers)
+
+	r := &run{
+		opts:     opts,
+		plan:     plan,
+		index:    make(map[string]int, len(plan.IDs)),
+		effects:  make([]atomic.Int32, len(plan.IDs)),
+		attempts: make([]atomic.Int32, len(plan.IDs)),
+		dead:     make([]atomic.Bool, len(plan.IDs)),
+		lostAck:  make([]atomic.Bool, len(plan.IDs)),
+	}
+	for i, id := range plan.IDs {
+		r.index[id] = i
+	}
+	return r.execute(ctx, broker, store)
+}
+
+func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backend.Store) (Ledger, error) {
+	start := time.Now()
+	topic := "idempo-demo-" + r.opts.RunID
+	dlqTopic := topic + ".dlq"
+	scope := "demo-" + r.opts.RunID
+	group := "idempo-demo-" + r.opts.RunID
+
+	cfg := middleware.Config{
+		Store:        store.Store,
+		DLQPublisher: broker.Publisher,
+		Scope:        scope,
+		Lease:        10 * time.Second,
+		Retention:    time.Hour,
+		Retry:        retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 4},
+		NackDelay:    5 * time.Millisecond,
+		Logger:       r.opts.Logger,
+	}
+	if r.opts.StackHook != nil {
+		r.opts.StackHook(&cfg)
+	}
+	stack, err := middleware.New(cfg)
+	if err != nil {
+		return Ledger{}, err
+	}
+	defer stack.Close()
+
+	if broker.Prepare != nil {
+		for _, t := range []string{topic, dlqTopic} {
+			if err := broker.Prepare(ctx, t, group); err != nil {
+				return Ledger{}, fmt.Errorf("prepare %s: %w", t, err)
+			}
+		}
+	}
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, watermill.NopLogger{})
+	if err != nil {
+		return Ledger{}, err
+	}
+	for i := range r.opts.Consumers {
+		sub, err := broker.NewSubscriber(group, i)
+		if err != nil {
+			return Ledger{}, fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		h := r.outer(broker, topic, stack.Wrap(r.handle))
+		router.AddConsumerHandler(fmt.Sprintf("consumer-%d", i), topic, sub, func(m *message.Message) error { _, err := h(m); return err })
+	}
+	dsub, err := broker.NewSubscriber(group+"-dlq", 0)
+	if err != nil {
+		return Ledger{}, fmt.Errorf("dlq subscriber: %w", err)
+	}
+	router.AddConsumerHandler("dlq-reader", dlqTopic, dsub, r.readDLQ)
+
+	routerDone := make(chan error, 1)
+	go func() { routerDone <- router.Run(ctx) }()
+	select {
+	case <-router.Running():
+	case err := <-routerDone:
+		return Ledger{}, fmt.Errorf("router: %w", err)
+	}
+
+	published := 0
+	for i, id := range r.plan.IDs {
+		copies := 1
+		if r.plan.Faults[i]&FaultDup != 0 {
+			copies = 2
+		}
+		for range copies {
+			r.sent.Add(1)
+			if err := broker.Publisher.Publish(topic, r.newMessage(id, i)); err != nil {
+				_ = router.Close()
+				<-routerDone
+				return Ledger{}, fmt.Errorf("publish %s: %w", id, err)
+			}
+			published++
+		}
+	}
+
+	timedOut := r.wait(ctx, broker.FanOut)
+	closeErr := router.Close()
+	<-routerDone
+	if closeErr != nil {
+		r.opts.Logger.Warn("router close", "error", closeErr)
+	}
+	if r.opts.Progress {
+		fmt.Fprint(r.opts.Stderr, "\r\033[K")
+	}
+
+	st := stack.Stats()
+	l := Ledger{
+		Published:            published,
+		UniqueEvents:         len(r.plan.IDs),
+		Deliveries:           r.deliveries.Load(),
+		DuplicatesSkipped:    st.Duplicates,
+		Retries:              st.Retries,
+		ExpectedDeadLettered: r.plan.Count(FaultPoison),
+		ElapsedMS:            time.Since(start).Milliseconds(),
+		AckLossRedeliveries:  r.redelivered.Load(),
+		InProgressNacked:     st.InProgressNacked,
+		Panics:               st.Panics,
+		LeaseLost:            st.LeaseLost,
+		CompleteFailed:       st.CompleteFailed,
+		DLQPublishFailed:     st.DLQPublishFailed,
+		TimedOut:             timedOut,
+		RunID:                r.opts.RunID,
+		Broker:               broker.Display,
+		Store:                store.Display,
+	}
+	for i := range r.plan.IDs {
+		n := r.effects[i].Load()
+		if n > 0 {
+			l.Effects++
+		}
+		if n > 1 {
+			l.DoubleEffects++
+		}
+		if r.dead[i].Load() {
+			l.DeadLettered++
+		}
+		if n == 0 && !r.dead[i].Load() {
+			l.Lost++
+		}
+	}
+	return l, nil
+}
+
+func (r *run) newMessage(id string, i int) *message.Message {
+	m := message.NewMessage(id, fmt.Appendf(nil, `{"event":%q,"n":%d}`, id, i))
+	m.Metadata.Set("demo_run", r.opts.RunID)
+	return m
+}
+
+// settled reports whether every event has its effect or its dead letter.
+func (r *run) settled() (int, bool) {
+	n := 0
+	for i := range r.plan.IDs {
+		if r.effects[i].Load() > 0 || r.dead[i].Load() {
+			n++
+		}
+	}
+	return n, n == len(r.plan.IDs)
+}
+
+// wait returns once every event is settled and every message sent has been
+// acked by every consumer that sees it (then late duplicates have had their
+// chance to show a double effect), or when ctx ends (reporting true).
+func (r *run) wait(ctx context.Context, fanOut bool) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	perMsg := int64(1)
+	if fanOut {
+		perMsg = int64(r.opts.Consumers)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-tick.C:
+		}
+		n, all := r.settled()
+		if r.opts.Progress {
+			fmt.Fprintf(r.opts.Stderr, "\r\033[Ksettled %d/%d events, %d deliveries", n, len(r.plan.IDs), r.deliveries.Load())
+		}
+		if all && r.acked.Load() >= r.sent.Load()*perMsg && time.Since(time.Unix(0, r.lastAck.Load())) > 100*time.Millisecond {
+			return false
+		}
+	}
+}
+
+// outer counts deliveries and simulates lost acks: after the stack acks an
+// ack-loss event for the first time, the message is delivered again.
+func (r *run) outer(broker *backend.Broker, topic string, h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		r.deliveries.Add(1)
+		outs, err := h(msg)
+		if err != nil {
+			return outs, err
+		}
+		if i, ok := r.index[msg.UUID]; ok && r.plan.Faults[i]&FaultAckLoss != 0 && r.lostAck[i].CompareAndSwap(false, true) {
+			r.sent.Add(1)
+			r.redelivered.Add(1)
+			if perr := broker.Publisher.Publish(topic, r.newMessage(msg.UUID, i)); perr != nil {
+				r.sent.Add(-1)
+				r.opts.Logger.Warn("demo: could not simulate the lost ack's redelivery", "error", perr)
+			}
+		}
+		r.acked.Add(1)
+		r.lastAck.Store(time.Now().UnixNano())
+		return outs, nil
+	}
+}
+
+// handle is the demo's business handler: its effect is one increment of the
+// event's counter.
+func (r *run) handle(msg *message.Message) ([]*message.Message, error) {
+	i, ok := r.index[msg.UUID]
+	if !ok {
+		return nil, retry.Permanent(fmt.Errorf("demo: unknown event %q", msg.UUID))
+	}
+	f := r.plan.Faults[i]
+	attempt := r.attempts[i].Add(1)
+	switch {
+	case f&FaultPoison != 0:
+		return nil, errPoison
+	case f&FaultPanic != 0 && attempt == 1:
+		panic("demo: injected panic on the first attempt")
+	case f&FaultFail != 0 && attempt <= 2 && f&FaultPanic == 0:
+		return nil, errTransient
+	}
+	r.effects[i].Add(1)
+	return nil, nil
+}
+
+func (r *run) readDLQ(msg *message.Message) error {
+	if i, ok := r.index[msg.Metadata.Get(dlq.KeyEventID)]; ok {
+		r.dead[i].Store(true)
+	}
+	return nil
+}
