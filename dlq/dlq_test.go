@@ -28,8 +28,10 @@ func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 	orig.Metadata.Set(dlq.KeyReplays, "2")
 	orig.Metadata.Set(dlq.KeyReplayID, "r-old")
 	now := time.Now()
-	info := dlq.Info{OriginalTopic: "orders", Handler: "h", Scope: "h", EventID: "e1", Deliveries: 3,
-		Failure: dlq.Failure{Reason: dlq.ReasonPermanent, Error: "bad", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}}
+	info := dlq.Info{
+		OriginalTopic: "orders", Handler: "h", Scope: "h", EventID: "e1", Deliveries: 3,
+		Failure: dlq.Failure{Reason: dlq.ReasonPermanent, Error: "bad", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now},
+	}
 	require.NoError(t, r.Publish(context.Background(), orig, info))
 	ch, err := gc.Subscribe(context.Background(), "orders.dlq")
 	require.NoError(t, err)
@@ -50,7 +52,7 @@ func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 type failing struct{}
 
 func (failing) Publish(string, ...*message.Message) error { return errors.New("down") }
-func (failing) Close() error                             { return nil }
+func (failing) Close() error                              { return nil }
 
 func TestPublishFailureIsErrPublish(t *testing.T) {
 	r, err := dlq.New(dlq.Config{Publisher: failing{}})

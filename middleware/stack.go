@@ -183,8 +183,10 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 				s.release(d, l, false)
 				s.keeper.unregister(l)
 			}
-			return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonIDCollision,
-				Error: "event ID " + strconv.Quote(d.eventID) + " was seen before with another payload"})
+			return s.deadLetterUnclaimed(d, dlq.Failure{
+				Reason: dlq.ReasonIDCollision,
+				Error:  "event ID " + strconv.Quote(d.eventID) + " was seen before with another payload",
+			})
 		}
 		switch res.Status {
 		case dedup.StatusDone, dedup.StatusDeadLettered:
@@ -219,8 +221,10 @@ func (s *Stack) runClaimed(h message.HandlerFunc, d *delivery, hctx context.Cont
 		return s.deadLetterHeld(d, f)
 	}
 	if s.cfg.MaxDeliveries > 0 && d.res.Deliveries > s.cfg.MaxDeliveries {
-		return s.deadLetterHeld(d, dlq.Failure{Reason: dlq.ReasonDeliveryCap,
-			Error: fmt.Sprintf("delivered %d times, more than MaxDeliveries (%d)", d.res.Deliveries, s.cfg.MaxDeliveries)})
+		return s.deadLetterHeld(d, dlq.Failure{
+			Reason: dlq.ReasonDeliveryCap,
+			Error:  fmt.Sprintf("delivered %d times, more than MaxDeliveries (%d)", d.res.Deliveries, s.cfg.MaxDeliveries),
+		})
 	}
 	return s.attempts(h, d, hctx)
 }
@@ -235,7 +239,7 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 	var sched *retry.Schedule
 	for {
 		start := time.Now()
-		outs, err, stack := s.attempt(h, d, hctx)
+		outs, stack, err := s.attempt(h, d, hctx)
 		s.stats.attempts.Add(1)
 		s.cfg.Observer.Observe(hctx, Event{Kind: KindAttempt, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: time.Since(start), Err: err})
 		if err == nil {
@@ -288,11 +292,11 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 
 // attempt runs the handler once on a copy of the message, in the store's
 // transaction when the stack is transactional and the message is claimed.
-func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context) (outs []*message.Message, err error, stack []byte) {
+func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context) (outs []*message.Message, stack []byte, err error) {
 	run := func(ctx context.Context) error {
 		cp := d.msg.Copy()
 		cp.SetContext(ctx)
-		outs, err, stack = call(h, cp)
+		outs, stack, err = call(h, cp)
 		select {
 		case <-cp.Acked():
 			s.ignoredAck(d, "Ack")
@@ -316,7 +320,7 @@ func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context
 	}
 	if s.txc == nil || d.held == nil {
 		_ = run(hctx)
-		return outs, err, stack
+		return outs, stack, err
 	}
 	start := time.Now()
 	txErr := s.txc.CompleteInTx(hctx, d.key, d.held.token, s.cfg.Retention, run)
@@ -325,19 +329,19 @@ func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context
 		// of it happened. Retry unless the claim is lost.
 		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, txErr)
 		if errors.Is(txErr, dedup.ErrLeaseLost) {
-			return nil, txErr, nil
+			return nil, nil, txErr
 		}
-		return nil, fmt.Errorf("%w: transaction: %w", ErrStore, txErr), nil
+		return nil, nil, fmt.Errorf("%w: transaction: %w", ErrStore, txErr)
 	}
 	if err == nil {
 		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, nil)
 		d.completed = true
 	}
-	return outs, err, stack
+	return outs, stack, err
 }
 
 // call runs h, turning a panic into a *PanicError with its stack.
-func call(h message.HandlerFunc, msg *message.Message) (outs []*message.Message, err error, stack []byte) {
+func call(h message.HandlerFunc, msg *message.Message) (outs []*message.Message, stack []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			stack = debug.Stack()
@@ -345,7 +349,7 @@ func call(h message.HandlerFunc, msg *message.Message) (outs []*message.Message,
 		}
 	}()
 	outs, err = h(msg)
-	return outs, err, nil
+	return outs, nil, err
 }
 
 func (s *Stack) ignoredAck(d *delivery, which string) {

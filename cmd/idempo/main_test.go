@@ -33,8 +33,10 @@ func TestDemoJSONOnSeveralSeeds(t *testing.T) {
 			require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "exactly one JSON object")
 			var l map[string]any
 			require.NoError(t, json.Unmarshal([]byte(out), &l))
-			for _, f := range []string{"published", "unique_events", "deliveries", "effects", "duplicates_skipped", "retries",
-				"dead_lettered", "expected_dead_lettered", "lost", "double_effects", "elapsed_ms"} {
+			for _, f := range []string{
+				"published", "unique_events", "deliveries", "effects", "duplicates_skipped", "retries",
+				"dead_lettered", "expected_dead_lettered", "lost", "double_effects", "elapsed_ms",
+			} {
 				require.Contains(t, l, f)
 			}
 			require.EqualValues(t, 3000, l["unique_events"])

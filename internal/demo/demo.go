@@ -180,12 +180,12 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
-	defer broker.Close()
+	defer func() { _ = broker.Close() }()
 	store, err := backend.OpenStore(ctx, sspec, opts.RunID)
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }()
 	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers\n",
 		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers)
 
@@ -228,7 +228,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 	if err != nil {
 		return Ledger{}, err
 	}
-	defer stack.Close()
+	defer func() { _ = stack.Close() }()
 
 	if broker.Prepare != nil {
 		for _, t := range []string{topic, dlqTopic} {
@@ -274,7 +274,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 			r.sent.Add(1)
 			if err := broker.Publisher.Publish(topic, r.newMessage(id, i)); err != nil {
 				_ = router.Close()
-				<-routerDone
+				r.routerStopped(<-routerDone)
 				return Ledger{}, fmt.Errorf("publish %s: %w", id, err)
 			}
 			published++
@@ -283,7 +283,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 
 	timedOut := r.wait(ctx, broker.FanOut)
 	closeErr := router.Close()
-	<-routerDone
+	r.routerStopped(<-routerDone)
 	if closeErr != nil {
 		r.opts.Logger.Warn("router close", "error", closeErr)
 	}
@@ -327,6 +327,12 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		}
 	}
 	return l, nil
+}
+
+func (r *run) routerStopped(err error) {
+	if err != nil {
+		r.opts.Logger.Warn("router stopped with an error", "error", err)
+	}
 }
 
 func (r *run) newMessage(id string, i int) *message.Message {

@@ -1,0 +1,44 @@
+# idempo — developer targets. `make test` is the whole suite (CI runs it).
+GO        ?= go
+LINT_VER  := v2.15.0
+GOBIN     ?= $(shell $(GO) env GOPATH)/bin
+PKGS      := ./...
+
+.PHONY: test services lint fmt bench bench-save bench-compare demo stress
+
+## test: start the servers the suite needs, then run every test with -race
+test: services
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+services:
+	bash scripts/services.sh
+
+## lint: go vet and golangci-lint (installed pinned when missing)
+lint:
+	$(GO) vet $(PKGS)
+	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VER)
+	$(GOBIN)/golangci-lint run $(PKGS)
+
+fmt:
+	@test -x $(GOBIN)/golangci-lint || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VER)
+	$(GOBIN)/golangci-lint fmt $(PKGS)
+
+## bench: the Go micro-benchmarks, 5 runs each, into .bench/new.txt
+bench: services
+	mkdir -p .bench
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee .bench/new.txt
+
+## bench-save: keep the last run as the baseline
+bench-save:
+	cp .bench/new.txt .bench/base.txt
+
+## bench-compare: benchstat the last run against the baseline
+bench-compare:
+	$(GO) run golang.org/x/perf/cmd/benchstat@latest .bench/base.txt .bench/new.txt
+
+## stress: the stress tests at full size
+stress: services
+	IDEMPO_STRESS_EVENTS=50000 $(GO) test -race -count=1 -run Stress -timeout 60m $(PKGS)
+
+demo:
+	$(GO) run ./cmd/idempo demo
