@@ -76,8 +76,10 @@ func DeadLetter(cfg dlq.Config) (message.HandlerMiddleware, error) {
 			if ctx.Err() != nil || retry.DefaultClassifier(err) == retry.Cancelled {
 				return nil, err
 			}
-			f := dlq.Failure{Reason: dlq.ReasonRetriesExhausted, Error: err.Error(), ErrorClass: retry.DefaultClassifier(err).String(),
-				Attempts: 1, FirstFailure: start, LastFailure: time.Now()}
+			f := dlq.Failure{
+				Reason: dlq.ReasonRetriesExhausted, Error: err.Error(), ErrorClass: retry.DefaultClassifier(err).String(),
+				Attempts: 1, FirstFailure: start, LastFailure: time.Now(),
+			}
 			if retry.IsPermanent(err) {
 				f.Reason = dlq.ReasonPermanent
 			}

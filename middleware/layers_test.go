@@ -30,7 +30,10 @@ func TestRetryLayer(t *testing.T) {
 	require.Equal(t, int32(2), n.Load())
 
 	n.Store(0)
-	_, err = mw(func(*message.Message) ([]*message.Message, error) { n.Add(1); return nil, retry.Permanent(errors.New("no")) })(msg("e", "p"))
+	_, err = mw(func(*message.Message) ([]*message.Message, error) {
+		n.Add(1)
+		return nil, retry.Permanent(errors.New("no"))
+	})(msg("e", "p"))
 	require.Error(t, err)
 	require.Equal(t, int32(1), n.Load(), "permanent errors are not retried")
 

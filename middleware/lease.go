@@ -3,7 +3,9 @@ package middleware
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/idempo/idempo/dedup"
@@ -24,7 +26,7 @@ type lease struct {
 	deadline time.Time // monotonic: when the lease runs out unless extended
 	next     time.Time // when to extend next
 	cancel   context.CancelCauseFunc
-	done     chan struct{} // closed when the claim is given up
+	done     chan struct{} // closed when the claim is given up; nil until a twin waits
 	busy     bool          // an extension is under way
 	pending  bool          // gate held, claim not (yet) acquired
 	lost     bool
@@ -43,10 +45,22 @@ type keeper struct {
 	wake   chan struct{}
 	wg     sync.WaitGroup
 	closed bool
+	// Tokens are a random per-stack prefix and a counter: unique across
+	// processes and cheaper than a random read per message.
+	tokenPrefix string
+	tokenSeq    atomic.Uint64
+}
+
+// newToken returns a fresh owner token. Safe for concurrent use.
+func (k *keeper) newToken() dedup.Token {
+	var buf [48]byte
+	b := append(buf[:0], k.tokenPrefix...)
+	b = strconv.AppendUint(b, k.tokenSeq.Add(1), 36)
+	return dedup.Token(b)
 }
 
 func newKeeper(s *Stack) *keeper {
-	return &keeper{s: s, leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1)}
+	return &keeper{s: s, leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1), tokenPrefix: string(dedup.NewToken())[:24] + "-"}
 }
 
 // enter makes this delivery the local gate holder of key, so that only one
@@ -57,9 +71,12 @@ func (k *keeper) enter(key dedup.Key, handler, topic string) (*lease, <-chan str
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if l, ok := k.leases[key]; ok {
+		if l.done == nil {
+			l.done = make(chan struct{}) // made only when a twin waits
+		}
 		return nil, l.done
 	}
-	l := &lease{key: key, token: dedup.NewToken(), handler: handler, topic: topic, pending: true, done: make(chan struct{})}
+	l := &lease{key: key, token: k.newToken(), handler: handler, topic: topic, pending: true}
 	k.leases[key] = l
 	return l, nil
 }
@@ -87,8 +104,10 @@ func (k *keeper) unregister(l *lease) {
 	if k.leases[l.key] == l {
 		delete(k.leases, l.key)
 	}
+	if l.done != nil {
+		close(l.done)
+	}
 	k.mu.Unlock()
-	close(l.done)
 }
 
 func (k *keeper) close() {

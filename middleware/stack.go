@@ -293,42 +293,23 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 // attempt runs the handler once on a copy of the message, in the store's
 // transaction when the stack is transactional and the message is claimed.
 func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context) (outs []*message.Message, stack []byte, err error) {
-	run := func(ctx context.Context) error {
-		cp := d.msg.Copy()
-		cp.SetContext(ctx)
-		outs, stack, err = call(h, cp)
-		select {
-		case <-cp.Acked():
-			s.ignoredAck(d, "Ack")
-		case <-cp.Nacked():
-			s.ignoredAck(d, "Nack")
-		default:
-		}
-		if stack != nil {
-			s.stats.panics.Add(1)
-		}
+	if s.txc == nil || d.held == nil {
+		return s.runOnce(h, d, hctx)
+	}
+	start := time.Now()
+	txErr := s.txc.CompleteInTx(hctx, d.key, d.held.token, s.cfg.Retention, func(ctx context.Context) error {
+		outs, stack, err = s.runOnce(h, d, ctx)
 		if err != nil {
 			return err
 		}
-		if s.txc != nil && d.held != nil {
-			// Outputs go out before the commit that records completion.
-			if perr := s.publishOutputs(ctx, d, outs); perr != nil {
-				return perr
-			}
-		}
-		return nil
-	}
-	if s.txc == nil || d.held == nil {
-		_ = run(hctx)
-		return outs, stack, err
-	}
-	start := time.Now()
-	txErr := s.txc.CompleteInTx(hctx, d.key, d.held.token, s.cfg.Retention, run)
+		// Outputs go out before the commit that records completion.
+		return s.publishOutputs(ctx, d, outs)
+	})
 	if err == nil && txErr != nil {
 		// The handler succeeded but the transaction did not commit: nothing
 		// of it happened. Retry unless the claim is lost.
 		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, txErr)
-		if errors.Is(txErr, dedup.ErrLeaseLost) {
+		if errors.Is(txErr, dedup.ErrLeaseLost) || retry.IsPermanent(txErr) {
 			return nil, nil, txErr
 		}
 		return nil, nil, fmt.Errorf("%w: transaction: %w", ErrStore, txErr)
@@ -336,6 +317,24 @@ func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context
 	if err == nil {
 		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, nil)
 		d.completed = true
+	}
+	return outs, stack, err
+}
+
+// runOnce calls the handler on a fresh copy of the message.
+func (s *Stack) runOnce(h message.HandlerFunc, d *delivery, ctx context.Context) ([]*message.Message, []byte, error) {
+	cp := d.msg.Copy()
+	cp.SetContext(ctx)
+	outs, stack, err := call(h, cp)
+	select {
+	case <-cp.Acked():
+		s.ignoredAck(d, "Ack")
+	case <-cp.Nacked():
+		s.ignoredAck(d, "Nack")
+	default:
+	}
+	if stack != nil {
+		s.stats.panics.Add(1)
 	}
 	return outs, stack, err
 }
@@ -418,9 +417,26 @@ func (s *Stack) succeed(d *delivery, outs []*message.Message) error {
 // complete records completion, retrying while the lease lasts. It never
 // nacks: the effect has happened, and a nack would make a second one certain.
 func (s *Stack) complete(d *delivery) {
+	// Fast path: one call on the message's context (detached if it is
+	// already done: the effect happened and must be recorded).
+	ctx := d.ctx
+	if ctx.Err() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	start := time.Now()
+	err := s.cfg.Store.Complete(ctx, d.key, d.held.token, s.cfg.Retention)
+	s.observeStore(ctx, d.handler, d.topic, OpComplete, start, err)
+	if err != nil && !errors.Is(err, dedup.ErrLeaseLost) {
+		err = s.completeRetry(d)
+	}
+	s.completeOutcome(d, err)
+}
+
+// completeRetry retries Complete while the lease lasts.
+func (s *Stack) completeRetry(d *delivery) error {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(d.ctx), d.held.deadlineSnapshot(s.keeper))
 	defer cancel()
-	err := retry.Do(ctx, settlePolicy, func(ctx context.Context) error {
+	return retry.Do(ctx, settlePolicy, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.cfg.Store.Complete(ctx, d.key, d.held.token, s.cfg.Retention)
 		s.observeStore(ctx, d.handler, d.topic, OpComplete, start, err)
@@ -429,6 +445,9 @@ func (s *Stack) complete(d *delivery) {
 		}
 		return err
 	})
+}
+
+func (s *Stack) completeOutcome(d *delivery, err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, dedup.ErrLeaseLost):
