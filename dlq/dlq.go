@@ -10,6 +10,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+
+	"github.com/idempo/idempo/tracing"
 )
 
 // ErrPublish is matched by errors from [Router.Publish] when the DLQ publisher failed.
@@ -175,6 +177,7 @@ func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
 func (r *Router) Publish(ctx context.Context, msg *message.Message, info Info) error {
 	c := r.Copy(msg, info)
 	c.SetContext(ctx)
+	tracing.Inject(ctx, c) // the copy links back to the failed delivery's trace
 	topic := r.cfg.Topic(info.OriginalTopic, info.Handler)
 	if err := r.cfg.Publisher.Publish(topic, c); err != nil {
 		return fmt.Errorf("%w: topic %q, entry %s: %w", ErrPublish, topic, c.UUID, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
@@ -104,9 +105,15 @@ type Config struct {
 	// Logger receives one line per dead letter, lost lease, ignored ack and
 	// store failure. Defaults to slog.Default().
 	Logger *slog.Logger
-	// Observer receives every outcome and operation for metrics and tracing.
-	// Optional.
+	// Observer receives every outcome and operation, e.g. for metrics
+	// (package metrics). Optional.
 	Observer Observer
+	// TracerProvider, if set, traces each delivery: a consumer span per
+	// delivery, child of the trace in the message's traceparent metadata, and
+	// a child span per handler attempt, whose context the handler gets. The
+	// DLQ copy and handler outputs carry the delivery span's context. Default
+	// nil: no tracing and no cost.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {

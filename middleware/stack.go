@@ -11,10 +11,14 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/retry"
+	"github.com/idempo/idempo/tracing"
 )
 
 // Errors a wrapped handler returns to the router to make it nack. Each
@@ -52,6 +56,7 @@ type Stack struct {
 	keeper *keeper
 	stats  counters
 	txc    dedup.TxCompleter
+	tracer trace.Tracer // nil without Config.TracerProvider
 }
 
 // New validates cfg, applies its defaults and returns a Stack. Errors match
@@ -72,6 +77,9 @@ func New(cfg Config) (*Stack, error) {
 	if w := cfg.Retry.MaxTotalWait(); w > rabbitConsumerTimeout/2 {
 		cfg.Logger.Warn("idempo: the retry window is long; RabbitMQ closes channels whose deliveries stay unacked for consumer_timeout (30 min by default)",
 			"max_total_wait", w)
+	}
+	if cfg.TracerProvider != nil {
+		s.tracer = cfg.TracerProvider.Tracer(tracing.InstrumentationName)
 	}
 	s.keeper = newKeeper(s)
 	return s, nil
@@ -113,6 +121,7 @@ type delivery struct {
 	fail    dlq.Failure
 	// completed is set when the transactional inbox recorded completion.
 	completed bool
+	span      trace.Span // nil without tracing
 }
 
 func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
@@ -125,6 +134,19 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 	if d.scope == "" {
 		d.scope = "default"
 	}
+	if s.tracer != nil {
+		ctx = tracing.Extract(ctx, msg)
+		ctx, d.span = s.tracer.Start(ctx, d.topic+" process",
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(
+				attribute.String("messaging.destination.name", d.topic),
+				attribute.String("messaging.message.id", msg.UUID),
+				attribute.String("idempo.handler", d.handler),
+				attribute.String("idempo.scope", d.scope),
+			))
+		defer d.span.End()
+		d.ctx = ctx
+	}
 
 	if reason := msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
 		return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
@@ -134,6 +156,9 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 		d.key = dedup.Key{Scope: d.scope, ID: id}
 		err = d.key.Validate()
 		d.eventID = id
+		if d.span != nil {
+			d.span.SetAttributes(attribute.String("idempo.event_id", id))
+		}
 	}
 	if err != nil {
 		if s.cfg.AllowMissingEventID && errors.Is(err, dedup.ErrMissingEventID) {
@@ -323,6 +348,11 @@ func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context
 
 // runOnce calls the handler on a fresh copy of the message.
 func (s *Stack) runOnce(h message.HandlerFunc, d *delivery, ctx context.Context) ([]*message.Message, []byte, error) {
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.tracer.Start(ctx, "idempo attempt", trace.WithAttributes(attribute.Int("idempo.attempt", d.fail.Attempts+1)))
+		defer span.End()
+	}
 	cp := d.msg.Copy()
 	cp.SetContext(ctx)
 	outs, stack, err := call(h, cp)
@@ -335,6 +365,10 @@ func (s *Stack) runOnce(h message.HandlerFunc, d *delivery, ctx context.Context)
 	}
 	if stack != nil {
 		s.stats.panics.Add(1)
+	}
+	if span != nil && err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "attempt failed")
 	}
 	return outs, stack, err
 }
@@ -378,9 +412,12 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 	if s.cfg.OutputPublisher == nil || topic == "" {
 		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but Config.OutputPublisher or the output topic is not set", len(outs)))
 	}
-	if d.eventID != "" {
-		for i, o := range outs {
+	for i, o := range outs {
+		if d.eventID != "" {
 			o.UUID = OutputUUID(d.scope, d.eventID, i)
+		}
+		if s.tracer != nil {
+			tracing.Inject(ctx, o)
 		}
 	}
 	err := retry.Do(ctx, s.cfg.Retry, func(context.Context) error {
@@ -596,6 +633,12 @@ func (s *Stack) nackWait(ctx context.Context, atMost time.Duration) {
 }
 
 func (s *Stack) outcome(d *delivery, o Outcome) {
+	if d.span != nil {
+		d.span.SetAttributes(attribute.String("idempo.outcome", string(o)))
+		if o == OutcomeFailed || o == OutcomeDeadLettered {
+			d.span.SetStatus(codes.Error, string(o))
+		}
+	}
 	s.cfg.Observer.Observe(d.ctx, Event{Kind: KindOutcome, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Outcome: o})
 }
 
