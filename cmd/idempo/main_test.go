@@ -98,3 +98,23 @@ func TestBadInputIsAClearError(t *testing.T) {
 		require.NotContains(t, errOut, "secret", "passwords are never printed")
 	}
 }
+
+// The demo keeps its ledger and exit rules on every real store.
+func TestDemoOnRealStores(t *testing.T) {
+	for _, store := range []string{"redis://127.0.0.1:6379/0"} {
+		t.Run(store, func(t *testing.T) {
+			code, out, errOut := runCLI(t, "demo", "--json", "--events", "2000", "--store", store)
+			require.Equal(t, 0, code, "stderr: %s", errOut)
+			var l demo.Ledger
+			require.NoError(t, json.Unmarshal([]byte(out), &l))
+			require.NoError(t, l.Verdict())
+			require.Equal(t, 2000, l.UniqueEvents)
+		})
+	}
+}
+
+func TestDemoUnreachableStoreIsAClearError(t *testing.T) {
+	code, _, errOut := runCLI(t, "demo", "--events", "10", "--store", "redis://127.0.0.1:1/0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "unreachable")
+}
