@@ -31,6 +31,8 @@ Usage:
 Commands:
   demo      publish events with injected faults through the full stack and
             check that every effect happened once and nothing was lost
+  verify    the same fault mix against real brokers and stores, with consumer
+            processes killed and restarted, judged per guarantee level
   help      show this help
 
 Run 'idempo <command> --help' for a command's flags.
@@ -56,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return runVerify(ctx, args[1:], stdout, stderr)
+	case "verify-consumer":
+		return runVerifyConsumer(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -74,14 +80,8 @@ func isTerminal(w io.Writer) bool {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("idempo demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	d := demo.DefaultFaults
+	d := faultFlags(fs)
 	events := fs.Int("events", 20000, "number of unique events to publish (duplicates come on top)")
-	fs.Float64Var(&d.DupRate, "dup-rate", d.DupRate, "share of events the publisher sends twice")
-	fs.Float64Var(&d.AckLossRate, "ack-loss-rate", d.AckLossRate, "share of events whose ack is lost after the effect (the message comes again)")
-	fs.Float64Var(&d.FailRate, "fail-rate", d.FailRate, "share of events failing transiently (they succeed on retry)")
-	fs.Float64Var(&d.PoisonRate, "poison-rate", d.PoisonRate, "share of events failing on every attempt (they must end in the DLQ)")
-	fs.Float64Var(&d.PanicRate, "panic-rate", d.PanicRate, "share of events whose handler panics on the first attempt")
-	fs.Uint64Var(&d.Seed, "seed", d.Seed, "seed of the fault pattern (the run ID stays fresh)")
 	consumers := fs.Int("consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
 	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
 	store := fs.String("store", "memory", "dedup store URL: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH")
@@ -100,15 +100,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "idempo demo: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
 	}
 	if *events <= 0 {
 		fmt.Fprintf(stderr, "idempo demo: --events must be > 0, got %d\n", *events)
@@ -124,7 +117,7 @@ Flags:
 	}
 	ledger, err := demo.Run(ctx, demo.Options{
 		Events:    *events,
-		Faults:    d,
+		Faults:    *d,
 		Consumers: *consumers,
 		Broker:    *broker,
 		Store:     *store,
@@ -155,6 +148,33 @@ Flags:
 		fmt.Fprintln(stdout, "\nOK: every event's effect happened once or it is in the DLQ; nothing lost.")
 	}
 	return 0
+}
+
+// faultFlags registers the fault-mix flags shared by demo and verify.
+func faultFlags(fs *flag.FlagSet) *demo.Faults {
+	d := demo.DefaultFaults
+	fs.Float64Var(&d.DupRate, "dup-rate", d.DupRate, "share of events the publisher sends twice")
+	fs.Float64Var(&d.AckLossRate, "ack-loss-rate", d.AckLossRate, "share of events whose ack is lost after the effect (the message comes again)")
+	fs.Float64Var(&d.FailRate, "fail-rate", d.FailRate, "share of events failing transiently (they succeed on retry)")
+	fs.Float64Var(&d.PoisonRate, "poison-rate", d.PoisonRate, "share of events failing on every attempt (they must end in the DLQ)")
+	fs.Float64Var(&d.PanicRate, "panic-rate", d.PanicRate, "share of events whose handler panics on the first attempt")
+	fs.Uint64Var(&d.Seed, "seed", d.Seed, "seed of the fault pattern (the run ID stays fresh)")
+	return &d
+}
+
+// parseFlags parses args and reports the exit status to return, if any.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, true
+	}
+	return 0, false
 }
 
 func printLedger(w io.Writer, l demo.Ledger) {

@@ -18,6 +18,9 @@ type Broker struct {
 	Spec Spec
 	// Display names the broker for the start line (password redacted).
 	Display string
+	// URL is how another process reaches this broker ("" when it cannot:
+	// GoChannel lives in this process only).
+	URL string
 	// Publisher publishes events, dead letters and outputs.
 	Publisher message.Publisher
 	// NewSubscriber returns the subscriber for consumer i of one consumer
@@ -46,6 +49,8 @@ func (b *Broker) Close() error {
 type Store struct {
 	Spec    Spec
 	Display string
+	// URL is how another process reaches this store ("" for memory).
+	URL     string
 	Store   dedup.Store
 	closers []func() error
 }

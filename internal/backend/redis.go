@@ -37,5 +37,5 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		_ = client.Close()
 		return nil, err
 	}
-	return &Store{Spec: spec, Display: spec.String(), Store: st, closers: []func() error{client.Close}}, nil
+	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, closers: []func() error{client.Close}}, nil
 }

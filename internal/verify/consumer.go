@@ -1,0 +1,264 @@
+package verify
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/internal/demo"
+	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
+)
+
+// ConsumerOptions configures one consumer process.
+type ConsumerOptions struct {
+	Broker, Store string
+	RunID         string
+	Events        int
+	Faults        demo.Faults
+	// Ledger is the SQLite file effects are recorded in (plain mode).
+	Ledger string
+	// Inbox records effects in the store's database, in the inbox transaction.
+	Inbox bool
+	// Index names this consumer (for the logs).
+	Index int
+	// Break runs a deliberately broken consumer (tests): "no-dedup" keeps
+	// retries and the DLQ but drops the dedup store.
+	Break string
+	// Lease of the stack; short so takeovers after kills are quick.
+	Lease time.Duration
+	// Report receives one line per handler start ("B <event>") and per
+	// finished delivery ("E <event>"), written unbuffered.
+	Report io.Writer
+	Logger *slog.Logger
+}
+
+// names shared by the parent and its consumers.
+func topicName(run string) string     { return "idempo-verify-" + run }
+func dlqTopicName(run string) string  { return topicName(run) + ".dlq" }
+func groupName(run string) string     { return "idempo-verify-" + run }
+func scopeName(run string) string     { return "verify-" + run }
+func effectsTable(run string) string  { return "idempo_verify_effects_" + run }
+func eventID(run string, i int) string { return fmt.Sprintf("ev-%s-%06d", run, i) }
+
+// RunConsumer consumes until ctx ends. It returns an error for setup failures.
+func RunConsumer(ctx context.Context, o ConsumerOptions) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	bspec, err := backend.ParseBroker(o.Broker)
+	if err != nil {
+		return err
+	}
+	sspec, err := backend.ParseStore(o.Store)
+	if err != nil {
+		return err
+	}
+	plan, err := demo.NewPlan("ev-"+o.RunID, o.Events, o.Faults)
+	if err != nil {
+		return err
+	}
+	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	if err != nil {
+		return fmt.Errorf("open broker: %w", err)
+	}
+	defer func() { _ = broker.Close() }()
+	store, err := backend.OpenStore(ctx, sspec, o.RunID)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() { _ = store.Close() }()
+
+	c := &consumer{o: o, plan: plan, index: map[string]int{}, attempts: make([]atomic.Int32, o.Events), report: o.Report}
+	for i, id := range plan.IDs {
+		c.index[id] = i
+	}
+	if o.Inbox {
+		if _, ok := store.Store.(*sqlstore.Store); !ok {
+			return fmt.Errorf("--inbox needs a SQL store, got %s", sspec)
+		}
+		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer) VALUES (%s, %s)", effectsTable(o.RunID), ph(store, 1), ph(store, 2))
+	} else {
+		db, err := sqlstore.OpenSQLite(o.Ledger)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = db.Close() }()
+		c.ledger = db
+		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer) VALUES (?, ?)", effectsTable(o.RunID))
+	}
+	lease := o.Lease
+	if lease == 0 {
+		lease = 2 * time.Second
+	}
+	stack, err := middleware.New(middleware.Config{
+		Store:         store.Store,
+		DLQPublisher:  broker.Publisher,
+		Scope:         scopeName(o.RunID),
+		Lease:         lease,
+		Retention:     time.Hour,
+		Retry:         retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxAttempts: 4},
+		NackDelay:     50 * time.Millisecond,
+		Transactional: o.Inbox,
+		Logger:        o.Logger,
+		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
+			if e.Kind == middleware.KindOutcome {
+				c.line('O', e.EventID)
+			}
+		}),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stack.Close() }()
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	sub, err := broker.NewSubscriber(groupName(o.RunID), o.Index)
+	if err != nil {
+		return err
+	}
+	wrapped := stack.Wrap(c.handle)
+	if o.Break == "no-dedup" {
+		if wrapped, err = broken(broker.Publisher, c); err != nil {
+			return err
+		}
+	}
+	lostAck := make([]atomic.Bool, o.Events)
+	router.AddConsumerHandler("verify-consumer", topicName(o.RunID), sub, func(m *message.Message) error {
+		_, err := wrapped(m)
+		if err != nil {
+			return err
+		}
+		// A lost ack: the effect is done and recorded, the broker redelivers.
+		if i, ok := c.index[m.UUID]; ok && plan.Faults[i]&demo.FaultAckLoss != 0 && lostAck[i].CompareAndSwap(false, true) {
+			return errLostAck
+		}
+		return nil
+	})
+	return router.Run(ctx)
+}
+
+// broken is the consumer of a deliberately broken build: retries and the
+// DLQ as Watermill users compose them by hand, but no dedup store.
+func broken(pub message.Publisher, c *consumer) (message.HandlerFunc, error) {
+	dl, err := middleware.DeadLetter(dlq.Config{Publisher: pub})
+	if err != nil {
+		return nil, err
+	}
+	rt, err := middleware.Retry(retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxAttempts: 4})
+	if err != nil {
+		return nil, err
+	}
+	h := dl(rt(c.handle))
+	return func(m *message.Message) ([]*message.Message, error) {
+		outs, err := h(m)
+		c.line('O', m.UUID)
+		return outs, err
+	}, nil
+}
+
+// ph returns the n-th bind placeholder of the store's dialect.
+func ph(store *backend.Store, n int) string {
+	if st, ok := store.Store.(*sqlstore.Store); ok && st.Dialect() == sqlstore.Postgres {
+		return "$" + strconv.Itoa(n)
+	}
+	return "?"
+}
+
+type consumer struct {
+	o        ConsumerOptions
+	plan     *demo.Plan
+	index    map[string]int
+	attempts []atomic.Int32
+	ledger   *sql.DB
+	insert   string
+	mu       sync.Mutex
+	report   io.Writer
+}
+
+func (c *consumer) line(kind byte, id string) {
+	if c.report == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, _ = c.report.Write([]byte(string(kind) + " " + id + "\n"))
+}
+
+var (
+	errTransient = errors.New("verify: injected transient failure")
+	errPoison    = errors.New("verify: injected poison event")
+	errLostAck   = errors.New("verify: injected lost ack (the message is redelivered)")
+)
+
+func (c *consumer) handle(m *message.Message) ([]*message.Message, error) {
+	i, ok := c.index[m.UUID]
+	if !ok {
+		return nil, retry.Permanent(fmt.Errorf("verify: unknown event %q", m.UUID))
+	}
+	f := c.plan.Faults[i]
+	attempt := c.attempts[i].Add(1)
+	switch {
+	case f&demo.FaultPoison != 0:
+		return nil, errPoison
+	case f&demo.FaultPanic != 0 && attempt == 1:
+		panic("verify: injected panic on the first attempt")
+	case f&demo.FaultFail != 0 && attempt <= 2 && f&demo.FaultPanic == 0:
+		return nil, errTransient
+	}
+	c.line('B', m.UUID)
+	ctx := m.Context()
+	if tx, ok := sqlstore.TxFromContext(ctx); ok {
+		_, err := tx.ExecContext(ctx, c.insert, m.UUID, c.o.Index)
+		return nil, err
+	}
+	_, err := c.ledger.ExecContext(ctx, c.insert, m.UUID, c.o.Index)
+	return nil, err
+}
+
+// readReport parses a consumer's report stream: it returns when r ends.
+func readReport(r io.Reader, onLine func(kind byte, id string)) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		b := sc.Bytes()
+		if len(b) > 2 && b[1] == ' ' {
+			onLine(b[0], string(b[2:]))
+		}
+	}
+}
+
+// consumerArgs are the command-line arguments of a consumer process.
+func consumerArgs(o ConsumerOptions) []string {
+	f := o.Faults
+	args := []string{
+		"--broker", o.Broker, "--store", o.Store, "--run", o.RunID, "--events", strconv.Itoa(o.Events),
+		"--dup-rate", fmt.Sprint(f.DupRate), "--ack-loss-rate", fmt.Sprint(f.AckLossRate), "--fail-rate", fmt.Sprint(f.FailRate),
+		"--poison-rate", fmt.Sprint(f.PoisonRate), "--panic-rate", fmt.Sprint(f.PanicRate), "--seed", strconv.FormatUint(f.Seed, 10),
+		"--ledger", o.Ledger, "--index", strconv.Itoa(o.Index), "--lease", o.Lease.String(),
+	}
+	if o.Break != "" {
+		args = append(args, "--break", o.Break)
+	}
+	if o.Inbox {
+		args = append(args, "--inbox")
+	}
+	return args
+}
+

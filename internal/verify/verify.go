@@ -1,0 +1,510 @@
+// Package verify runs idempo's guarantees against real brokers and stores
+// with real consumer processes that it kills and restarts, and optional
+// broker and store restarts, then judges the ledger by guarantee level.
+package verify
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/internal/demo"
+)
+
+// Options configures [Run].
+type Options struct {
+	Broker, Store string
+	// Events is the number of unique events. Default 2000.
+	Events int
+	Faults demo.Faults
+	// Consumers is the number of consumer processes. Default 3.
+	Consumers int
+	// Kills is how many times a random consumer is killed with SIGKILL
+	// and restarted. Default 3.
+	Kills int
+	// Inbox runs the transactional inbox. Default: on for SQL stores.
+	Inbox *bool
+	// BrokerRestartCmd and StoreRestartCmd, if set, are run with sh -c at a
+	// random moment of the run (Restarts times each, default 1).
+	BrokerRestartCmd, StoreRestartCmd string
+	Restarts                          int
+	// Timeout bounds the run. Default 5 minutes.
+	Timeout time.Duration
+	// Command starts a consumer process: argv[0] and the arguments that come
+	// before "verify-consumer". Default: this executable.
+	Command []string
+	// Break starts consumers in a deliberately broken mode (tests): "no-dedup"
+	// runs the handler without the stack.
+	Break string
+	// Lease of the consumers' stack. Default 2s.
+	Lease  time.Duration
+	Stderr io.Writer
+	// Progress shows a progress line (on a terminal).
+	Progress bool
+	Logger   *slog.Logger
+	RunID    string
+}
+
+// Result is the verdict's input: the demo's ledger fields plus the harness's.
+type Result struct {
+	demo.Ledger
+	Kills                   int    `json:"kills"`
+	Restarts                int    `json:"restarts"`
+	MaxAllowedDoubleEffects int    `json:"max_allowed_double_effects"`
+	Inbox                   bool   `json:"inbox"`
+	GuaranteeLevel          string `json:"guarantee_level"`
+}
+
+// Verdict returns nil when the guarantees of the level hold: nothing lost,
+// every poison event in the DLQ, and double effects within what the kills can
+// explain (none for the transactional inbox).
+func (r Result) Verdict() error {
+	var problems []string
+	if r.Lost != 0 {
+		problems = append(problems, fmt.Sprintf("lost = %d", r.Lost))
+	}
+	if r.DoubleEffects > r.MaxAllowedDoubleEffects {
+		problems = append(problems, fmt.Sprintf("double_effects = %d > max_allowed_double_effects = %d", r.DoubleEffects, r.MaxAllowedDoubleEffects))
+	}
+	if r.DeadLettered != r.ExpectedDeadLettered {
+		problems = append(problems, fmt.Sprintf("dead_lettered = %d, expected %d", r.DeadLettered, r.ExpectedDeadLettered))
+	}
+	if r.TimedOut {
+		problems = append(problems, "timed out before every event was settled")
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", demo.ErrVerdict, strings.Join(problems, "; "))
+}
+
+func (o *Options) setDefaults() {
+	if o.Events == 0 {
+		o.Events = 2000
+	}
+	if o.Consumers == 0 {
+		o.Consumers = 3
+	}
+	if o.Kills == 0 {
+		o.Kills = 3
+	}
+	if o.Kills < 0 {
+		o.Kills = 0
+	}
+	if o.Restarts == 0 {
+		o.Restarts = 1
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Lease == 0 {
+		o.Lease = 2 * time.Second
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.RunID == "" {
+		o.RunID = demo.NewRunID()
+	}
+}
+
+// Run publishes the events, runs the consumer processes with kills and
+// restarts until every event is settled, and returns the result.
+func Run(ctx context.Context, o Options) (Result, error) {
+	o.setDefaults()
+	bspec, err := backend.ParseBroker(o.Broker)
+	if err != nil {
+		return Result{}, err
+	}
+	if bspec.Kind == backend.GoChannel {
+		return Result{}, errors.New("verify needs a broker other processes can reach: --broker kafka (embedded), kafka://… or amqp://… (gochannel lives in one process)")
+	}
+	sspec, err := backend.ParseStore(o.Store)
+	if err != nil {
+		return Result{}, err
+	}
+	if sspec.Kind == backend.Memory {
+		return Result{}, errors.New("verify needs a store shared by processes: --store redis://…, postgres://…, mysql://… or sqlite[://PATH] (memory lives in one process)")
+	}
+	inbox := sspec.Kind == backend.Postgres || sspec.Kind == backend.MySQL || sspec.Kind == backend.SQLite
+	if o.Inbox != nil {
+		inbox = *o.Inbox
+	}
+	if inbox && !(sspec.Kind == backend.Postgres || sspec.Kind == backend.MySQL || sspec.Kind == backend.SQLite) {
+		return Result{}, fmt.Errorf("the transactional inbox needs a SQL store, got %s", sspec)
+	}
+	plan, err := demo.NewPlan("ev-"+o.RunID, o.Events, o.Faults)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(o.Command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return Result{}, fmt.Errorf("cannot find this executable to start consumers: %w", err)
+		}
+		o.Command = []string{exe}
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	if err != nil {
+		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
+	}
+	defer func() { _ = broker.Close() }()
+	store, err := backend.OpenStore(ctx, sspec, o.RunID)
+	if err != nil {
+		return Result{}, fmt.Errorf("open store %s: %w", sspec, err)
+	}
+	defer func() { _ = store.Close() }()
+
+	tmp, err := os.MkdirTemp("", "idempo-verify-"+o.RunID+"-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	ledgerPath := filepath.Join(tmp, "ledger.db")
+
+	// The effects table: in the store's database for the inbox, else in a
+	// SQLite ledger of our own.
+	var ledger *sql.DB
+	if inbox {
+		ledger = store.Store.(*sqlstore.Store).DB()
+	} else {
+		db, err := sqlstore.OpenSQLite(ledgerPath)
+		if err != nil {
+			return Result{}, err
+		}
+		defer func() { _ = db.Close() }()
+		ledger = db
+	}
+	if _, err := ledger.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (event_id VARCHAR(64) NOT NULL, consumer INTEGER NOT NULL)", effectsTable(o.RunID))); err != nil {
+		return Result{}, fmt.Errorf("create the effects table: %w", err)
+	}
+	if inbox {
+		defer func() {
+			_, _ = ledger.ExecContext(context.WithoutCancel(ctx), "DROP TABLE "+effectsTable(o.RunID))
+		}()
+	}
+
+	fmt.Fprintf(o.Stderr, "idempo verify: broker: %s, store: %s (inbox %v), run %s, %d events, %d consumers, %d kills\n",
+		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
+
+	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}}
+	return h.run(ctx, ledger)
+}
+
+type harness struct {
+	o          Options
+	plan       *demo.Plan
+	broker     *backend.Broker
+	storeURL   string
+	ledgerPath string
+	inbox      bool
+
+	mu         sync.Mutex
+	dead       map[string]bool
+	outcomes   int64
+	lastReport time.Time
+	kills      int
+	restarts   int
+	maxAllowed int
+}
+
+type child struct {
+	cmd      *exec.Cmd
+	reported chan struct{} // closed when the report stream ended
+	inflight map[string]bool
+}
+
+func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
+	start := time.Now()
+	topic, dlqTopic, group := topicName(h.o.RunID), dlqTopicName(h.o.RunID), groupName(h.o.RunID)
+	if h.broker.Prepare != nil {
+		for _, t := range []string{topic, dlqTopic} {
+			if err := h.broker.Prepare(ctx, t, group); err != nil {
+				return Result{}, fmt.Errorf("prepare %s: %w", t, err)
+			}
+		}
+	}
+	// The DLQ reader.
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, watermill.NopLogger{})
+	if err != nil {
+		return Result{}, err
+	}
+	dsub, err := h.broker.NewSubscriber(group+"-dlq", 0)
+	if err != nil {
+		return Result{}, err
+	}
+	router.AddConsumerHandler("verify-dlq-reader", dlqTopic, dsub, func(m *message.Message) error {
+		h.mu.Lock()
+		h.dead[m.Metadata.Get(dlq.KeyEventID)] = true
+		h.mu.Unlock()
+		return nil
+	})
+	routerDone := make(chan error, 1)
+	go func() { routerDone <- router.Run(ctx) }()
+	defer func() { _ = router.Close(); <-routerDone }()
+	select {
+	case <-router.Running():
+	case err := <-routerDone:
+		return Result{}, fmt.Errorf("dlq reader: %w", err)
+	}
+
+	published := 0
+	for i, id := range h.plan.IDs {
+		n := 1
+		if h.plan.Faults[i]&demo.FaultDup != 0 {
+			n = 2
+		}
+		for range n {
+			m := message.NewMessage(id, fmt.Appendf(nil, `{"event":%q}`, id))
+			if err := h.broker.Publisher.Publish(topic, m); err != nil {
+				return Result{}, fmt.Errorf("publish %s: %w", id, err)
+			}
+			published++
+		}
+	}
+
+	children := make([]*child, h.o.Consumers)
+	for i := range children {
+		if children[i], err = h.start(i); err != nil {
+			return Result{}, err
+		}
+	}
+	defer func() {
+		for _, c := range children {
+			h.stop(c)
+		}
+	}()
+
+	timedOut := h.drive(ctx, children, ledger)
+
+	for i, c := range children {
+		h.stop(c)
+		children[i] = nil
+	}
+	children = nil
+
+	r := Result{Kills: h.kills, Restarts: h.restarts, MaxAllowedDoubleEffects: h.maxAllowed, Inbox: h.inbox}
+	if h.inbox {
+		r.MaxAllowedDoubleEffects = 0
+		r.GuaranteeLevel = "sql-inbox: exactly-once effects"
+	} else {
+		r.GuaranteeLevel = "duplicates suppressed; a killed in-flight handler may repeat its effect"
+	}
+	counts, err := effectCounts(context.WithoutCancel(ctx), ledger, h.o.RunID)
+	if err != nil {
+		return Result{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r.Published = published
+	r.UniqueEvents = len(h.plan.IDs)
+	r.Deliveries = h.outcomes
+	r.ExpectedDeadLettered = h.plan.Count(demo.FaultPoison)
+	r.ElapsedMS = time.Since(start).Milliseconds()
+	r.TimedOut = timedOut
+	r.RunID = h.o.RunID
+	r.Broker = h.broker.Display
+	r.Store = h.storeURL
+	for _, id := range h.plan.IDs {
+		n := counts[id]
+		if n > 0 {
+			r.Effects++
+		}
+		if n > 1 {
+			r.DoubleEffects++
+		}
+		if h.dead[id] {
+			r.DeadLettered++
+		}
+		if n == 0 && !h.dead[id] {
+			r.Lost++
+		}
+	}
+	r.DuplicatesSkipped = max(0, r.Deliveries-int64(r.Effects)-int64(r.DeadLettered))
+	return r, nil
+}
+
+func effectCounts(ctx context.Context, db *sql.DB, run string) (map[string]int, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf("SELECT event_id, COUNT(*) FROM %s GROUP BY event_id", effectsTable(run)))
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	m := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		m[id] = n
+	}
+	return m, rows.Err()
+}
+
+// drive kills, restarts and waits until every event is settled and the
+// consumers have gone quiet. It returns true on timeout.
+func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) bool {
+	rnd := rand.New(rand.NewPCG(h.o.Faults.Seed, 0xfa11))
+	killsLeft := h.o.Kills
+	brokerRestarts, storeRestarts := 0, 0
+	if h.o.BrokerRestartCmd != "" {
+		brokerRestarts = h.o.Restarts
+	}
+	if h.o.StoreRestartCmd != "" {
+		storeRestarts = h.o.Restarts
+	}
+	next := time.Now().Add(time.Duration(200+rnd.IntN(800)) * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-tick.C:
+		}
+		settled := h.settled(ctx, ledger)
+		if h.o.Progress {
+			fmt.Fprintf(h.o.Stderr, "\r\033[Ksettled %d/%d events, %d kills, %d restarts", settled, len(h.plan.IDs), h.kills, h.restarts)
+		}
+		all := settled == len(h.plan.IDs)
+		if !all && time.Now().After(next) {
+			switch {
+			case killsLeft > 0 && (brokerRestarts+storeRestarts == 0 || rnd.IntN(2) == 0):
+				i := rnd.IntN(len(children))
+				children[i] = h.kill(children[i], i)
+				killsLeft--
+			case brokerRestarts > 0:
+				h.restart("broker", h.o.BrokerRestartCmd)
+				brokerRestarts--
+			case storeRestarts > 0:
+				h.restart("store", h.o.StoreRestartCmd)
+				storeRestarts--
+			}
+			next = time.Now().Add(time.Duration(300+rnd.IntN(1200)) * time.Millisecond)
+		}
+		h.mu.Lock()
+		quiet := time.Since(h.lastReport) > time.Second
+		h.mu.Unlock()
+		if all && quiet {
+			if h.o.Progress {
+				fmt.Fprint(h.o.Stderr, "\r\033[K")
+			}
+			return false
+		}
+	}
+}
+
+func (h *harness) settled(ctx context.Context, ledger *sql.DB) int {
+	var effected int
+	_ = ledger.QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(DISTINCT event_id) FROM %s", effectsTable(h.o.RunID))).Scan(&effected)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return effected + len(h.dead)
+}
+
+func (h *harness) restart(what, cmdline string) {
+	cmd := exec.Command("sh", "-c", cmdline)
+	cmd.Stdout, cmd.Stderr = h.o.Stderr, h.o.Stderr
+	if err := cmd.Run(); err != nil {
+		h.o.Logger.Warn("verify: restart command failed", "what", what, "error", err)
+		fmt.Fprintf(h.o.Stderr, "idempo verify: %s restart command failed: %v\n", what, err)
+		return
+	}
+	h.mu.Lock()
+	h.restarts++
+	h.mu.Unlock()
+}
+
+func (h *harness) start(i int) (*child, error) {
+	co := ConsumerOptions{
+		Broker: h.broker.URL, Store: h.storeURL, RunID: h.o.RunID, Events: h.o.Events, Faults: h.o.Faults,
+		Ledger: h.ledgerPath, Inbox: h.inbox, Index: i, Lease: h.o.Lease, Break: h.o.Break,
+	}
+	args := append(append(append([]string{}, h.o.Command[1:]...), "verify-consumer"), consumerArgs(co)...)
+	cmd := exec.Command(h.o.Command[0], args...)
+	cmd.Stderr = h.o.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start consumer %d: %w", i, err)
+	}
+	c := &child{cmd: cmd, reported: make(chan struct{}), inflight: map[string]bool{}}
+	go func() {
+		defer close(c.reported)
+		readReport(out, func(kind byte, id string) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.lastReport = time.Now()
+			switch kind {
+			case 'B':
+				c.inflight[id] = true
+			case 'O':
+				h.outcomes++
+				delete(c.inflight, id)
+			}
+		})
+	}()
+	return c, nil
+}
+
+// kill kills a consumer with SIGKILL, counts the handlers it had in flight
+// (their effect may repeat without the inbox) and starts a new one.
+func (h *harness) kill(c *child, i int) *child {
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.reported // the pipe holds every line written before the kill
+	_ = c.cmd.Wait()
+	h.mu.Lock()
+	h.kills++
+	h.maxAllowed += len(c.inflight)
+	h.mu.Unlock()
+	nc, err := h.start(i)
+	if err != nil {
+		h.o.Logger.Error("verify: restarting a consumer failed", "error", err)
+		fmt.Fprintf(h.o.Stderr, "idempo verify: restarting consumer %d failed: %v\n", i, err)
+		return c
+	}
+	return nc
+}
+
+func (h *harness) stop(c *child) {
+	if c == nil || c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+	<-c.reported
+}
