@@ -88,6 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the ledger on stdout")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	verbose := fs.Bool("verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on /metrics at this address while running (e.g. :9090)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: idempo demo [flags]
 
@@ -116,15 +117,16 @@ Flags:
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	ledger, err := demo.Run(ctx, demo.Options{
-		Events:    *events,
-		Faults:    *d,
-		Consumers: *consumers,
-		Broker:    *broker,
-		Store:     *store,
-		Timeout:   *timeout,
-		Stderr:    stderr,
-		Progress:  isTerminal(stderr),
-		Logger:    logger,
+		Events:      *events,
+		Faults:      *d,
+		Consumers:   *consumers,
+		Broker:      *broker,
+		Store:       *store,
+		Timeout:     *timeout,
+		Stderr:      stderr,
+		Progress:    isTerminal(stderr),
+		Logger:      logger,
+		MetricsAddr: *metricsAddr,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "idempo demo: %v\n", err)

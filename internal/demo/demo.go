@@ -14,9 +14,11 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -45,6 +47,12 @@ type Options struct {
 	// StackHook, if set, may change the stack's config before it is built
 	// (tests use it to break the stack on purpose).
 	StackHook func(*middleware.Config)
+	// MetricsAddr, if set, serves Prometheus metrics on /metrics there
+	// while the demo runs (":0" picks a free port).
+	MetricsAddr string
+	// AfterSettled, if set, is called once every event is settled, before
+	// anything shuts down, with the metrics URL ("" without MetricsAddr).
+	AfterSettled func(metricsURL string)
 }
 
 // Ledger is the outcome of a run. The JSON field names are stable.
@@ -186,6 +194,9 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	defer func() { _ = store.Close() }()
+	if store.Drop != nil {
+		defer func() { _ = store.Drop(context.WithoutCancel(ctx)) }()
+	}
 	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers\n",
 		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers)
 
@@ -220,6 +231,22 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		Retry:        retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 4},
 		NackDelay:    5 * time.Millisecond,
 		Logger:       r.opts.Logger,
+	}
+	metricsURL := ""
+	if r.opts.MetricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		m, err := metrics.New(reg, nil)
+		if err != nil {
+			return Ledger{}, err
+		}
+		cfg.Observer = m
+		stop, addr, err := metrics.Serve(ctx, r.opts.MetricsAddr, reg)
+		if err != nil {
+			return Ledger{}, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer func() { _ = stop() }()
+		metricsURL = "http://" + addr + "/metrics"
+		fmt.Fprintf(r.opts.Stderr, "idempo demo: metrics on %s\n", metricsURL)
 	}
 	if r.opts.StackHook != nil {
 		r.opts.StackHook(&cfg)
@@ -282,6 +309,9 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 	}
 
 	timedOut := r.wait(ctx, broker.FanOut)
+	if r.opts.AfterSettled != nil {
+		r.opts.AfterSettled(metricsURL)
+	}
 	closeErr := router.Close()
 	r.routerStopped(<-routerDone)
 	if closeErr != nil {

@@ -48,11 +48,11 @@ type ConsumerOptions struct {
 }
 
 // names shared by the parent and its consumers.
-func topicName(run string) string     { return "idempo-verify-" + run }
-func dlqTopicName(run string) string  { return topicName(run) + ".dlq" }
-func groupName(run string) string     { return "idempo-verify-" + run }
-func scopeName(run string) string     { return "verify-" + run }
-func effectsTable(run string) string  { return "idempo_verify_effects_" + run }
+func topicName(run string) string      { return "idempo-verify-" + run }
+func dlqTopicName(run string) string   { return topicName(run) + ".dlq" }
+func groupName(run string) string      { return "idempo-verify-" + run }
+func scopeName(run string) string      { return "verify-" + run }
+func effectsTable(run string) string   { return "idempo_verify_effects_" + run }
 func eventID(run string, i int) string { return fmt.Sprintf("ev-%s-%06d", run, i) }
 
 // RunConsumer consumes until ctx ends. It returns an error for setup failures.
@@ -261,4 +261,3 @@ func consumerArgs(o ConsumerOptions) []string {
 	}
 	return args
 }
-

@@ -177,6 +177,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	defer func() { _ = store.Close() }()
+	if store.Drop != nil {
+		defer func() { _ = store.Drop(context.WithoutCancel(ctx)) }()
+	}
 
 	tmp, err := os.MkdirTemp("", "idempo-verify-"+o.RunID+"-")
 	if err != nil {
@@ -257,8 +260,12 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		return Result{}, err
 	}
 	router.AddConsumerHandler("verify-dlq-reader", dlqTopic, dsub, func(m *message.Message) error {
+		id := m.Metadata.Get(dlq.KeyEventID)
+		if id == "" { // a DLQ written without dedup: the event ID is the UUID
+			id = m.Metadata.Get(dlq.KeyOriginalUUID)
+		}
 		h.mu.Lock()
-		h.dead[m.Metadata.Get(dlq.KeyEventID)] = true
+		h.dead[id] = true
 		h.mu.Unlock()
 		return nil
 	})
