@@ -1,0 +1,128 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/idempo/idempo/dedup/sqlstore"
+)
+
+func init() {
+	storeOpeners[Postgres] = openSQL
+	storeOpeners[MySQL] = openSQL
+	storeOpeners[SQLite] = openSQL
+}
+
+// DefaultSQLitePath is where the embedded SQLite store lives: a file in the
+// user's cache directory (or the temp dir when there is none).
+func DefaultSQLitePath() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "idempo", "demo.db")
+}
+
+// SQLTable is the dedup table of a run: every run has its own.
+func SQLTable(runID string) string { return "idempo_dedup_" + runID }
+
+func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
+	var (
+		db       *sql.DB
+		err      error
+		dialect  sqlstore.Dialect
+		display  = spec.String()
+		childURL = spec.Raw
+	)
+	switch spec.Kind {
+	case Postgres:
+		dialect = sqlstore.Postgres
+		db, err = sql.Open("pgx", spec.Raw)
+	case MySQL:
+		dialect = sqlstore.MySQL
+		var dsn string
+		dsn, err = mysqlDSN(spec.URL)
+		if err == nil {
+			db, err = sql.Open("mysql", dsn)
+		}
+	case SQLite:
+		dialect = sqlstore.SQLite
+		path := DefaultSQLitePath()
+		if spec.URL != nil {
+			path = spec.URL.Host + spec.URL.Path
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		abs, aerr := filepath.Abs(path)
+		if aerr == nil {
+			path = abs
+		}
+		display = "sqlite://" + path
+		childURL = display
+		db, err = sqlstore.OpenSQLite(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%s is unreachable: %w", display, err)
+	}
+	if spec.Kind != SQLite {
+		db.SetMaxOpenConns(32)
+		db.SetMaxIdleConns(32)
+	}
+	table := SQLTable(runID)
+	st, err := sqlstore.New(db, &sqlstore.Options{Dialect: dialect, Table: table})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &Store{
+		Spec: spec, Display: display, URL: childURL, Store: st,
+		Drop: func(ctx context.Context) error {
+			_, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table)
+			return err
+		},
+		closers: []func() error{db.Close},
+	}, nil
+}
+
+// mysqlDSN turns mysql://user:pass@host:port/db?params into the driver's DSN.
+func mysqlDSN(u *url.URL) (string, error) {
+	cfg := mysql.NewConfig()
+	cfg.Net = "tcp"
+	cfg.Addr = u.Host
+	if !strings.Contains(cfg.Addr, ":") {
+		cfg.Addr += ":3306"
+	}
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.DBName = strings.Trim(u.Path, "/")
+	cfg.ParseTime = true
+	for k, vs := range u.Query() {
+		if len(vs) > 0 && k != "parseTime" {
+			if cfg.Params == nil {
+				cfg.Params = map[string]string{}
+			}
+			cfg.Params[k] = vs[0]
+		}
+	}
+	return cfg.FormatDSN(), nil
+}
