@@ -2,6 +2,8 @@ package dlq_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"errors"
 	"testing"
 	"time"
@@ -16,6 +18,8 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 	gc := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})

@@ -1,0 +1,392 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/dedup"
+)
+
+// Entry is one dead letter as read from a DLQ. Parsing never fails: a copy
+// written by another tool, or with damaged idempo metadata, is still an
+// entry, with its problems listed in Problems.
+type Entry struct {
+	// ID is the DLQ entry ID ([KeyEntryID], or the message UUID for copies
+	// written by other tools).
+	ID string `json:"id"`
+	// Topic is the DLQ topic or queue; Position where the entry sits in it
+	// ("partition/offset" on Kafka, the stream offset on RabbitMQ).
+	Topic    string `json:"dlq_topic"`
+	Position string `json:"position"`
+
+	OriginalTopic  string    `json:"original_topic,omitempty"`
+	OriginalUUID   string    `json:"original_uuid,omitempty"`
+	Handler        string    `json:"handler,omitempty"`
+	Scope          string    `json:"scope,omitempty"`
+	EventID        string    `json:"event_id,omitempty"`
+	Reason         string    `json:"reason,omitempty"`
+	Error          string    `json:"error,omitempty"`
+	ErrorClass     string    `json:"error_class,omitempty"`
+	Attempts       int       `json:"attempts,omitempty"`
+	Deliveries     int       `json:"deliveries,omitempty"`
+	Replays        int       `json:"replays"`
+	FirstFailure   time.Time `json:"first_failure,omitzero"`
+	LastFailure    time.Time `json:"last_failure,omitzero"`
+	DeadLetteredAt time.Time `json:"dead_lettered_at,omitzero"`
+	// Problems lists metadata that could not be parsed.
+	Problems []string `json:"problems,omitempty"`
+	// Resolution is "" while unresolved, else "replayed" or "purged"
+	// (or "in_progress" while another replay holds the entry).
+	Resolution string `json:"resolution,omitempty"`
+
+	// Message is the copy as read: payload and all metadata.
+	Message *message.Message `json:"-"`
+}
+
+// ParseEntry reads a dead-letter copy's metadata.
+func ParseEntry(topic, position string, msg *message.Message) Entry {
+	md := msg.Metadata
+	e := Entry{
+		ID: md.Get(KeyEntryID), Topic: topic, Position: position, Message: msg,
+		OriginalTopic: md.Get(KeyOriginalTopic), OriginalUUID: md.Get(KeyOriginalUUID),
+		Handler: md.Get(KeyHandler), Scope: md.Get(KeyScope), EventID: md.Get(KeyEventID),
+		Reason: md.Get(KeyReason), Error: md.Get(KeyError), ErrorClass: md.Get(KeyErrorClass),
+	}
+	if e.ID == "" {
+		e.ID = msg.UUID
+		e.Problems = append(e.Problems, "no "+KeyEntryID+" (not written by idempo?); using the message UUID")
+	}
+	if e.ID == "" {
+		e.ID = "pos:" + topic + "/" + position
+	}
+	atoi := func(k string, dst *int) {
+		if v := md.Get(k); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				e.Problems = append(e.Problems, fmt.Sprintf("%s is not a count: %q", k, truncate(v, 40)))
+				return
+			}
+			*dst = n
+		}
+	}
+	atoi(KeyAttempts, &e.Attempts)
+	atoi(KeyDeliveries, &e.Deliveries)
+	atoi(KeyReplays, &e.Replays)
+	ts := func(k string, dst *time.Time) {
+		if v := md.Get(k); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				e.Problems = append(e.Problems, fmt.Sprintf("%s is not an RFC 3339 time: %q", k, truncate(v, 40)))
+				return
+			}
+			*dst = t
+		}
+	}
+	ts(KeyFirstFailure, &e.FirstFailure)
+	ts(KeyLastFailure, &e.LastFailure)
+	ts(KeyDeadLetteredAt, &e.DeadLetteredAt)
+	return e
+}
+
+// Source reads a DLQ without consuming, losing or reordering anything.
+type Source interface {
+	// Read calls fn for every entry of topic, oldest first, up to the end
+	// as of the call. An error from fn stops the read and is returned.
+	Read(ctx context.Context, topic string, fn func(Entry) error) error
+}
+
+// Filter selects entries. Zero fields match everything.
+type Filter struct {
+	IDs           []string
+	OriginalTopic string
+	Handler       string
+	ErrorClass    string
+	Reason        string
+	Since, Until  time.Time
+	// All includes resolved entries.
+	All bool
+}
+
+// Match reports whether e passes the filter (resolution aside).
+func (f Filter) Match(e Entry) bool {
+	if len(f.IDs) > 0 {
+		found := false
+		for _, id := range f.IDs {
+			if id == e.ID {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	switch {
+	case f.OriginalTopic != "" && f.OriginalTopic != e.OriginalTopic,
+		f.Handler != "" && f.Handler != e.Handler,
+		f.ErrorClass != "" && f.ErrorClass != e.ErrorClass,
+		f.Reason != "" && f.Reason != e.Reason,
+		!f.Since.IsZero() && e.DeadLetteredAt.Before(f.Since),
+		!f.Until.IsZero() && !e.DeadLetteredAt.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// Resolution kinds.
+const (
+	Replayed   = "replayed"
+	Purged     = "purged"
+	InProgress = "in_progress"
+)
+
+// ResolutionScope is the dedup scope resolution records live in.
+const ResolutionScope = "idempo-dlq-resolution"
+
+// DefaultMaxReplays is the default replay cap.
+const DefaultMaxReplays = 3
+
+// OpsConfig configures [Ops].
+type OpsConfig struct {
+	// Source reads the DLQ. Required.
+	Source Source
+	// Store keeps the resolution records (any dedup store: usually the one
+	// the consumers use). Required.
+	Store dedup.Store
+	// Publisher republishes replays; required for Replay. It must confirm
+	// durably before returning: an entry is resolved only after that.
+	Publisher message.Publisher
+	// Retention of resolution records. Defaults to 30 days; it must cover
+	// the DLQ's own retention, or old entries show as unresolved again.
+	Retention time.Duration
+	// MaxReplays caps how often one event is replayed; past it, Replay
+	// sends the entry to ParkingTopic instead. Defaults to 3.
+	MaxReplays int
+	// ParkingTopic returns where entries past the cap go. Defaults to the
+	// DLQ topic + ".parked".
+	ParkingTopic func(dlqTopic string) string
+}
+
+// Ops lists, shows, replays and purges dead letters. Safe for concurrent use.
+type Ops struct{ cfg OpsConfig }
+
+// ErrNotFound is returned by [Ops.Show] for an unknown entry ID.
+var ErrNotFound = errors.New("dlq: no such entry")
+
+// NewOps validates cfg and returns Ops.
+func NewOps(cfg OpsConfig) (*Ops, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("dlq: OpsConfig.Source is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("dlq: OpsConfig.Store is required (resolution records live in the dedup store)")
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 30 * 24 * time.Hour
+	}
+	if cfg.MaxReplays == 0 {
+		cfg.MaxReplays = DefaultMaxReplays
+	}
+	if cfg.ParkingTopic == nil {
+		cfg.ParkingTopic = func(t string) string { return t + ".parked" }
+	}
+	return &Ops{cfg: cfg}, nil
+}
+
+func resolutionKey(id string) dedup.Key { return dedup.Key{Scope: ResolutionScope, ID: id} }
+
+// resolution returns how an entry was resolved ("" if not), without
+// changing anything lasting: a probe claim is released at once.
+func (o *Ops) resolution(ctx context.Context, id string) (string, error) {
+	req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Second, Retention: time.Second}
+	res, err := o.cfg.Store.Claim(ctx, resolutionKey(id), req)
+	if err != nil {
+		return "", fmt.Errorf("dlq: read the resolution of %s: %w", id, err)
+	}
+	switch res.Status {
+	case dedup.StatusDone:
+		return string(res.Fingerprint), nil
+	case dedup.StatusInProgress:
+		return InProgress, nil
+	case dedup.StatusAcquired:
+		return "", o.cfg.Store.Release(ctx, resolutionKey(id), req.Token, false)
+	default:
+		return "", nil
+	}
+}
+
+// List calls fn for each entry that matches f and, unless f.All, is
+// unresolved, oldest first, with Resolution filled in.
+func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) error) error {
+	return o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+		if !f.Match(e) {
+			return nil
+		}
+		r, err := o.resolution(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		e.Resolution = r
+		if r != "" && !f.All {
+			return nil
+		}
+		return fn(e)
+	})
+}
+
+// Show returns the entry with the given ID (resolved or not).
+func (o *Ops) Show(ctx context.Context, topic, id string) (Entry, error) {
+	var found *Entry
+	errFound := errors.New("found")
+	err := o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+		if e.ID == id {
+			found = &e
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return Entry{}, err
+	}
+	if found == nil {
+		return Entry{}, fmt.Errorf("%w: %q in %s", ErrNotFound, id, topic)
+	}
+	r, err := o.resolution(ctx, id)
+	found.Resolution = r
+	return *found, err
+}
+
+// ReplayOptions configures [Ops.Replay].
+type ReplayOptions struct {
+	// To overrides the destination (default: each entry's original topic).
+	To string
+	// DryRun reports what would be replayed without doing it.
+	DryRun bool
+	// Progress, if set, is called after each entry.
+	Progress func(done int, e Entry, action string)
+}
+
+// ReplayResult counts what [Ops.Replay] and [Ops.Purge] did.
+type ReplayResult struct {
+	Replayed int `json:"replayed"`
+	Parked   int `json:"parked"`
+	Purged   int `json:"purged"`
+	Skipped  int `json:"skipped"`
+}
+
+// ErrNoDestination is returned for an entry with no original topic and no --to.
+var ErrNoDestination = errors.New("dlq: entry has no original topic; replay it with an explicit destination")
+
+// Replay republishes the matching unresolved entries with their original
+// event ID and payload, marked as a replay so a dead-lettered event may be
+// claimed once more. Each entry is resolved only after its republish was
+// confirmed: a crash in between leaves it unresolved (at least one copy),
+// and dedup of the event ID keeps the effect at most once.
+func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOptions) (ReplayResult, error) {
+	if o.cfg.Publisher == nil && !opts.DryRun {
+		return ReplayResult{}, errors.New("dlq: OpsConfig.Publisher is required to replay")
+	}
+	return o.settle(ctx, topic, f, opts, Replayed)
+}
+
+// Purge marks the matching unresolved entries purged: list no longer shows
+// them (the DLQ itself stays append-only).
+func (o *Ops) Purge(ctx context.Context, topic string, f Filter, opts ReplayOptions) (ReplayResult, error) {
+	return o.settle(ctx, topic, f, opts, Purged)
+}
+
+func (o *Ops) settle(ctx context.Context, topic string, f Filter, opts ReplayOptions, kind string) (ReplayResult, error) {
+	var res ReplayResult
+	f.All = false
+	n := 0
+	err := o.List(ctx, topic, f, func(e Entry) error {
+		n++
+		action, err := o.settleOne(ctx, topic, e, opts, kind)
+		if err != nil {
+			return err
+		}
+		switch action {
+		case "replay":
+			res.Replayed++
+		case "park":
+			res.Parked++
+		case "purge":
+			res.Purged++
+		default:
+			res.Skipped++
+		}
+		if opts.Progress != nil {
+			opts.Progress(n, e, action)
+		}
+		return nil
+	})
+	return res, err
+}
+
+func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, opts ReplayOptions, kind string) (string, error) {
+	action := "purge"
+	dest := ""
+	if kind == Replayed {
+		action = "replay"
+		dest = opts.To
+		if dest == "" {
+			dest = e.OriginalTopic
+		}
+		if dest == "" {
+			return "", fmt.Errorf("%w (entry %s)", ErrNoDestination, e.ID)
+		}
+		if e.Replays >= o.cfg.MaxReplays {
+			action, dest = "park", o.cfg.ParkingTopic(topic)
+		}
+	}
+	if opts.DryRun {
+		return "dry-run " + action, nil
+	}
+	key := resolutionKey(e.ID)
+	req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Minute, Retention: o.cfg.Retention, Fingerprint: []byte(kind)}
+	cl, err := o.cfg.Store.Claim(ctx, key, req)
+	if err != nil {
+		return "", fmt.Errorf("dlq: claim entry %s: %w", e.ID, err)
+	}
+	if cl.Status != dedup.StatusAcquired {
+		return "skip", nil // resolved or being resolved meanwhile
+	}
+	if dest != "" {
+		m := replayCopy(e)
+		m.SetContext(ctx)
+		if err := o.cfg.Publisher.Publish(dest, m); err != nil {
+			_ = o.cfg.Store.Release(context.WithoutCancel(ctx), key, req.Token, false)
+			return "", fmt.Errorf("dlq: republish entry %s to %s: %w", e.ID, dest, err)
+		}
+	}
+	if err := o.cfg.Store.Complete(context.WithoutCancel(ctx), key, req.Token, o.cfg.Retention); err != nil {
+		return "", fmt.Errorf("dlq: record the resolution of %s (it was republished; a repeat is deduplicated): %w", e.ID, err)
+	}
+	return action, nil
+}
+
+// replayCopy builds the message a replay publishes: the original UUID,
+// payload and metadata without idempo's failure keys, the replay count
+// raised and a replay marker that admits one new claim.
+func replayCopy(e Entry) *message.Message {
+	id := e.OriginalUUID
+	if id == "" {
+		id = e.Message.UUID
+	}
+	m := message.NewMessage(id, e.Message.Payload)
+	for k, v := range e.Message.Metadata {
+		if strings.HasPrefix(k, "idempo_") {
+			continue
+		}
+		m.Metadata[k] = v
+	}
+	m.Metadata[KeyReplays] = strconv.Itoa(e.Replays + 1)
+	m.Metadata[KeyReplayID] = e.ID
+	return m
+}
