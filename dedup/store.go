@@ -64,8 +64,9 @@ type ClaimRequest struct {
 	// after this claim if it is never completed. Required, >= Lease.
 	Retention time.Duration
 	// Fingerprint is an optional digest of the payload (see [Fingerprint]).
-	// The store keeps the first non-empty fingerprint it sees for a key and
-	// returns it in [ClaimResult.Fingerprint]; it never overwrites it.
+	// A claim that acquires stores it if the record has none yet; the store
+	// never overwrites a stored one, and claims that do not acquire change
+	// nothing. It is returned in [ClaimResult.Fingerprint].
 	Fingerprint []byte
 	// ReplayID, when not empty, marks a replay from the dead-letter queue:
 	// a dead-lettered record is claimed anew (its delivery counter restarts)

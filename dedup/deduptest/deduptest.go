@@ -512,10 +512,16 @@ func (s *suite) fingerprint(t *testing.T) {
 	res = mustClaim(t, st, k, req(long, long), dedup.StatusDone)
 	require.Equal(t, fp1, res.Fingerprint)
 
-	// A record first claimed without a fingerprint takes the first one offered.
+	// A record first claimed without a fingerprint takes the first one
+	// offered by a claim that acquires; a claim that does not acquire
+	// changes nothing.
 	k2 := key(t, "fp-late")
 	r2 := req(long, long)
 	mustClaim(t, st, k2, r2, dedup.StatusAcquired)
+	bystander := req(long, long)
+	bystander.Fingerprint = fp1
+	res = mustClaim(t, st, k2, bystander, dedup.StatusInProgress)
+	require.Empty(t, res.Fingerprint)
 	require.NoError(t, st.Release(ctxT(t), k2, r2.Token, true))
 	r3 := req(long, long)
 	r3.Fingerprint = fp2

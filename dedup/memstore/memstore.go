@@ -114,18 +114,12 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 			return dedup.ClaimResult{}, fmt.Errorf("memstore: %w (%d records)", dedup.ErrStoreFull, len(s.records))
 		}
 		r = &record{}
-		if len(req.Fingerprint) > 0 {
-			r.fingerprint = bytes.Clone(req.Fingerprint)
-		}
 		s.records[key] = r
 		s.acquire(key, r, req, now)
 		return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: r.deliveries}, nil
 	}
 
 	res := dedup.ClaimResult{Fingerprint: bytes.Clone(r.fingerprint)}
-	if len(r.fingerprint) == 0 && len(req.Fingerprint) > 0 {
-		r.fingerprint = bytes.Clone(req.Fingerprint)
-	}
 	switch r.state {
 	case stateDone:
 		res.Status, res.Deliveries = dedup.StatusDone, r.deliveries
@@ -159,6 +153,9 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 }
 
 func (s *Store) acquire(key dedup.Key, r *record, req dedup.ClaimRequest, now time.Time) {
+	if len(r.fingerprint) == 0 && len(req.Fingerprint) > 0 {
+		r.fingerprint = bytes.Clone(req.Fingerprint)
+	}
 	r.state = stateInProgress
 	r.token = req.Token
 	r.leaseUntil = now.Add(req.Lease)

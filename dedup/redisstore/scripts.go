@@ -12,7 +12,7 @@ import (
 //	token        the owner token of the last acquired claim
 //	lease_until  end of the lease, in ms since the epoch by the server's TIME
 //	deliveries   the delivery counter
-//	fp           the first non-empty fingerprint (absent if none)
+//	fp           the first non-empty fingerprint offered by an acquiring claim (absent if none)
 //	failure      the note left by MarkDueForDLQ (only in state due_for_dlq)
 //	replay       the last admitted replay ID (absent if none)
 //
@@ -54,7 +54,6 @@ var claimScript = redis.NewScript(luaPrelude + `
 local token, lease, retention, fp, replay = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local r = redis.call('HMGET', k, 'state', 'token', 'lease_until', 'deliveries', 'fp', 'failure', 'replay')
 local state, oldfp, deliveries = r[1], r[5], tonumber(r[4]) or 0
-if state and not oldfp and fp ~= '' then redis.call('HSET', k, 'fp', fp) end
 -- Terminal states answer without reading the clock.
 if state == 'done' then return {2, deliveries, oldfp, false, 0} end
 if state == 'dead_lettered' and (replay == '' or replay == r[7]) then return {3, deliveries, oldfp, false, 0} end
@@ -86,6 +85,8 @@ elseif state == 'due_for_dlq' then
 end
 deliveries = deliveries + 1
 redis.call('HSET', k, 'state', 'in_progress', 'token', token, 'lease_until', now + lease, 'deliveries', deliveries)
+-- Only a claim that acquires stores a fingerprint, and never over one.
+if not oldfp and fp ~= '' then redis.call('HSET', k, 'fp', fp) end
 if due then redis.call('HDEL', k, 'failure') end
 if redis.call('PTTL', k) < retention then redis.call('PEXPIRE', k, retention) end
 return {1, deliveries, oldfp, due, 0}

@@ -79,9 +79,6 @@ func (s *MapStore) Claim(ctx context.Context, k dedup.Key, req dedup.ClaimReques
 		s.m[k] = r
 	}
 	res := dedup.ClaimResult{Fingerprint: bytes.Clone(r.fingerprint), Deliveries: r.deliveries}
-	if r.state != 0 && len(r.fingerprint) == 0 {
-		r.fingerprint = bytes.Clone(req.Fingerprint)
-	}
 	if r.state == 0 {
 		res.Fingerprint = nil
 	}
@@ -107,6 +104,9 @@ func (s *MapStore) Claim(ctx context.Context, k dedup.Key, req dedup.ClaimReques
 		}
 	case dueForDLQ:
 		res.DueForDLQ = bytes.Clone(r.failure)
+	}
+	if len(r.fingerprint) == 0 {
+		r.fingerprint = bytes.Clone(req.Fingerprint)
 	}
 	r.state, r.token, r.failure = inProgress, req.Token, nil
 	r.leaseUntil = now.Add(req.Lease)
