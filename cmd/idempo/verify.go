@@ -25,7 +25,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	noInbox := fs.Bool("no-inbox", false, "with a SQL store, use the plain mode instead of the transactional inbox")
 	brokerRestart := fs.String("broker-restart-cmd", "", "shell command that restarts the broker, run at a random moment")
 	storeRestart := fs.String("store-restart-cmd", "", "shell command that restarts the store, run at a random moment")
-	restarts := fs.Int("restarts", 1, "how many times each restart command runs")
+	restarts := fs.Int("restarts", 1, "how many times each restart command (or the private Redis) restarts")
+	ownRedis := fs.Bool("own-redis", false, "start a private redis-server (append-only, fsync always) on a spare port as the store, and restart it --restarts times")
 	lease := fs.Duration("lease", 2*time.Second, "the consumers' lease (short, so takeovers after kills are quick)")
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the result on stdout")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
@@ -62,6 +63,7 @@ Flags:
 		Broker: *broker, Store: *store, Events: *events, Faults: *d, Consumers: *consumers, Kills: *kills,
 		BrokerRestartCmd: *brokerRestart, StoreRestartCmd: *storeRestart, Restarts: *restarts,
 		Lease: *lease, Timeout: *timeout, Stderr: stderr, Progress: isTerminal(stderr), Break: *brk,
+		OwnRedis: *ownRedis, StoreRestarts: *restarts,
 	}
 	if *kills == 0 {
 		opts.Kills = -1

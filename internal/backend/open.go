@@ -50,8 +50,12 @@ type Store struct {
 	Spec    Spec
 	Display string
 	// URL is how another process reaches this store ("" for memory).
-	URL     string
-	Store   dedup.Store
+	URL   string
+	Store dedup.Store
+	// Drop removes what this run created in a shared server (a SQL table);
+	// nil when there is nothing to remove. Only the process that owns the
+	// run calls it, at the end.
+	Drop    func(ctx context.Context) error
 	closers []func() error
 }
 

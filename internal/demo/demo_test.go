@@ -68,4 +68,3 @@ func TestMetricsMatchTheLedger(t *testing.T) {
 		families["idempo_messages_total/dead_lettered"] + families["idempo_messages_total/in_progress_nacked"] + families["idempo_messages_total/failed"]
 	require.EqualValues(t, l.Deliveries, total, "every delivery has exactly one outcome")
 }
-

@@ -53,6 +53,13 @@ type Options struct {
 	// Break starts consumers in a deliberately broken mode (tests): "no-dedup"
 	// runs the handler without the stack.
 	Break string
+	// OwnRedis starts a redis-server of verify's own on a spare loopback
+	// port, with appendonly yes and appendfsync always, as the store (Store
+	// is then ignored), and restarts it (SIGKILL, then start on the same
+	// data) StoreRestarts times at random moments. The shared Redis keeps
+	// nothing on disk, so restarting it would wipe every record.
+	OwnRedis      bool
+	StoreRestarts int
 	// Lease of the consumers' stack. Default 2s.
 	Lease  time.Duration
 	Stderr io.Writer
@@ -139,6 +146,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if bspec.Kind == backend.GoChannel {
 		return Result{}, errors.New("verify needs a broker other processes can reach: --broker kafka (embedded), kafka://… or amqp://… (gochannel lives in one process)")
 	}
+	var own *ownRedis
+	if o.OwnRedis {
+		if own, err = startOwnRedis(); err != nil {
+			return Result{}, err
+		}
+		defer own.stop()
+		o.Store = own.url()
+	}
 	sspec, err := backend.ParseStore(o.Store)
 	if err != nil {
 		return Result{}, err
@@ -213,7 +228,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	fmt.Fprintf(o.Stderr, "idempo verify: broker: %s, store: %s (inbox %v), run %s, %d events, %d consumers, %d kills\n",
 		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
 
-	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}}
+	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own}
 	return h.run(ctx, ledger)
 }
 
@@ -224,6 +239,7 @@ type harness struct {
 	storeURL   string
 	ledgerPath string
 	inbox      bool
+	own        *ownRedis
 
 	mu         sync.Mutex
 	dead       map[string]bool
@@ -384,6 +400,9 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	if h.o.StoreRestartCmd != "" {
 		storeRestarts = h.o.Restarts
 	}
+	if h.own != nil {
+		storeRestarts = h.o.StoreRestarts
+	}
 	next := time.Now().Add(time.Duration(200+rnd.IntN(800)) * time.Millisecond)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -408,7 +427,17 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 				h.restart("broker", h.o.BrokerRestartCmd)
 				brokerRestarts--
 			case storeRestarts > 0:
-				h.restart("store", h.o.StoreRestartCmd)
+				if h.own != nil {
+					if err := h.own.restart(); err != nil {
+						fmt.Fprintf(h.o.Stderr, "idempo verify: restarting the private redis-server failed: %v\n", err)
+					} else {
+						h.mu.Lock()
+						h.restarts++
+						h.mu.Unlock()
+					}
+				} else {
+					h.restart("store", h.o.StoreRestartCmd)
+				}
 				storeRestarts--
 			}
 			next = time.Now().Add(time.Duration(300+rnd.IntN(1200)) * time.Millisecond)

@@ -1,0 +1,53 @@
+package backend
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/broker/kafka"
+)
+
+func init() {
+	brokerOpeners[Kafka] = openKafka
+}
+
+// openKafka connects to a Kafka cluster, or starts the embedded one on a
+// loopback port when the spec names none.
+func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error) {
+	b := &Broker{Spec: spec}
+	var cfg kafka.Config
+	if spec.Embedded {
+		emb, err := kafka.StartEmbedded()
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, func() error { emb.Close(); return nil })
+		cfg = emb.Config("")
+		b.URL = emb.URL()
+		b.Display = "kafka (embedded, " + b.URL + ")"
+	} else {
+		c, err := kafka.ParseURL(spec.Raw)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+		b.URL = spec.Raw
+		b.Display = spec.String()
+	}
+	pub, err := kafka.NewPublisher(cfg, logger)
+	if err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	// Close the publisher before the embedded cluster.
+	b.closers = append(b.closers, pub.Close)
+	b.Publisher = pub
+	b.NewSubscriber = func(group string, _ int) (message.Subscriber, error) {
+		c := cfg
+		c.ConsumerGroup = group
+		return kafka.NewSubscriber(c, logger)
+	}
+	return b, nil
+}
