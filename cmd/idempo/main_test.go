@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/signal"
+	"syscall"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -14,7 +17,18 @@ import (
 	"github.com/idempo/idempo/middleware"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain doubles as the idempo binary: verify starts consumer processes
+// by re-executing the test binary with IDEMPO_TEST_CLI=1.
+func TestMain(m *testing.M) {
+	if os.Getenv("IDEMPO_TEST_CLI") == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	// sarama's metrics registry starts a meter goroutine that never stops.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+}
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()

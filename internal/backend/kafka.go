@@ -2,6 +2,9 @@ package backend
 
 import (
 	"context"
+	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,7 +18,7 @@ func init() {
 
 // openKafka connects to a Kafka cluster, or starts the embedded one on a
 // loopback port when the spec names none.
-func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error) {
+func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error) {
 	b := &Broker{Spec: spec}
 	var cfg kafka.Config
 	if spec.Embedded {
@@ -35,6 +38,13 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter) (*B
 		cfg = c
 		b.URL = spec.Raw
 		b.Display = spec.String()
+	}
+	if o.fastFailover {
+		cfg.RebalanceTimeout = 10 * time.Second
+		cfg.ConfigureSarama = func(c *sarama.Config) {
+			c.Consumer.Group.Session.Timeout = 6 * time.Second
+			c.Consumer.Group.Heartbeat.Interval = 2 * time.Second
+		}
 	}
 	pub, err := kafka.NewPublisher(cfg, logger)
 	if err != nil {

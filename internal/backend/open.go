@@ -71,12 +71,28 @@ func (s *Store) Close() error {
 // openers for kinds implemented in other packages register here, keeping
 // this package's imports to what each build needs.
 var (
-	brokerOpeners = map[Kind]func(ctx context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error){}
+	brokerOpeners = map[Kind]func(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error){}
 	storeOpeners  = map[Kind]func(ctx context.Context, spec Spec, runID string) (*Store, error){}
 )
 
+// Option tunes how a broker is opened.
+type Option func(*options)
+
+type options struct {
+	fastFailover bool
+}
+
+// WithFastFailover shortens how long a consumer group waits for a member
+// that died (session and rebalance timeouts of a few seconds), for harnesses
+// that kill consumers on purpose. Production defaults stay conservative.
+func WithFastFailover() Option { return func(o *options) { o.fastFailover = true } }
+
 // OpenBroker opens the broker a spec names.
-func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter) (*Broker, error) {
+func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, opts ...Option) (*Broker, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
@@ -97,7 +113,7 @@ func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter) 
 	if !ok {
 		return nil, fmt.Errorf("broker %s is not available in this build", spec)
 	}
-	return open(ctx, spec, logger)
+	return open(ctx, spec, logger, o)
 }
 
 // OpenStore opens the store a spec names. runID isolates embedded files.

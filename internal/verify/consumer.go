@@ -72,7 +72,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	if err != nil {
 		return err
 	}
-	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{}, backend.WithFastFailover())
 	if err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/internal/demo"
+	"github.com/idempo/idempo/internal/verify"
+)
+
+// verifyEvents is the CI size of each verify run; `make verify-full` runs
+// the large matrix recorded in docs/reliability.md.
+const verifyEvents = 400
+
+func verifyRun(t *testing.T, o verify.Options) verify.Result {
+	t.Helper()
+	t.Setenv("IDEMPO_TEST_CLI", "1")
+	o.Command = []string{os.Args[0]}
+	o.Faults = demo.DefaultFaults
+	if o.Events == 0 {
+		o.Events = verifyEvents
+	}
+	o.Timeout = 4 * time.Minute
+	o.Stderr = testWriter{t}
+	res, err := verify.Run(context.Background(), o)
+	require.NoError(t, err)
+	t.Logf("verify %s × %s: %+v", o.Broker, o.Store, res)
+	return res
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// The CI matrix: each backend × store with consumer kills; a store restart
+// in the Redis run. The verdict must hold at every guarantee level.
+func TestVerifyMatrix(t *testing.T) {
+	cases := []struct {
+		name string
+		o    verify.Options
+	}{
+		{"kafka-redis-restart", verify.Options{Broker: "kafka", OwnRedis: true, StoreRestarts: 1, Kills: 2}},
+		{"kafka-postgres-inbox", verify.Options{Broker: "kafka", Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
+		{"kafka-mariadb-inbox", verify.Options{Broker: "kafka", Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := verifyRun(t, tc.o)
+			require.NoError(t, res.Verdict())
+			require.Zero(t, res.Lost)
+			require.Equal(t, res.ExpectedDeadLettered, res.DeadLettered)
+			require.Positive(t, res.Kills, "the run killed consumers")
+			if res.Inbox {
+				require.Zero(t, res.DoubleEffects, "the inbox allows no double effect")
+			}
+			if tc.o.StoreRestarts > 0 {
+				require.Positive(t, res.Restarts, "the store was restarted")
+			}
+		})
+	}
+}
+
+// A deliberately broken build (retries and the DLQ without dedup, the way
+// Watermill users wire them by hand) must make verify fail.
+func TestVerifyCatchesABrokenBuild(t *testing.T) {
+	res := verifyRun(t, verify.Options{Broker: "kafka", Store: "redis://127.0.0.1:6379/0", Kills: -1, Break: "no-dedup", Events: 200})
+	require.Error(t, res.Verdict())
+	require.Greater(t, res.DoubleEffects, res.MaxAllowedDoubleEffects)
+}
+
+func TestVerifyRejectsInProcessBackends(t *testing.T) {
+	code, _, errOut := runCLI(t, "verify", "--broker", "gochannel", "--store", "redis://127.0.0.1:6379/0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "other processes can reach")
+	code, _, errOut = runCLI(t, "verify", "--store", "memory")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "shared by processes")
+}
