@@ -114,6 +114,20 @@ func TestBadInputIsAClearError(t *testing.T) {
 }
 
 // The demo keeps its ledger and exit rules on every real store.
+func TestDemoOnRealBrokers(t *testing.T) {
+	for _, broker := range []string{"kafka", "amqp://guest:guest@127.0.0.1:5672/"} {
+		t.Run(broker, func(t *testing.T) {
+			code, out, errOut := runCLI(t, "demo", "--json", "--events", "1500", "--broker", broker)
+			require.Equal(t, 0, code, "stderr: %s", errOut)
+			var l demo.Ledger
+			require.NoError(t, json.Unmarshal([]byte(out), &l))
+			require.NoError(t, l.Verdict())
+			require.Positive(t, l.DuplicatesSkipped)
+			require.NotContains(t, errOut, "guest:guest", "the password is redacted")
+		})
+	}
+}
+
 func TestDemoOnRealStores(t *testing.T) {
 	for _, store := range []string{"redis://127.0.0.1:6379/0", "sqlite", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "mysql://root@127.0.0.1:3306/test"} {
 		t.Run(store, func(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 // the large matrix recorded in docs/reliability.md.
 const verifyEvents = 400
 
+const rabbitURL = "amqp://guest:guest@127.0.0.1:5672/"
+
 func verifyRun(t *testing.T, o verify.Options) verify.Result {
 	t.Helper()
 	t.Setenv("IDEMPO_TEST_CLI", "1")
@@ -46,6 +48,9 @@ func TestVerifyMatrix(t *testing.T) {
 		{"kafka-redis-restart", verify.Options{Broker: "kafka", OwnRedis: true, StoreRestarts: 1, Kills: 2}},
 		{"kafka-postgres-inbox", verify.Options{Broker: "kafka", Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 		{"kafka-mariadb-inbox", verify.Options{Broker: "kafka", Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
+		{"rabbitmq-redis", verify.Options{Broker: rabbitURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
+		{"rabbitmq-postgres-inbox", verify.Options{Broker: rabbitURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
+		{"rabbitmq-mariadb-inbox", verify.Options{Broker: rabbitURL, Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
