@@ -33,6 +33,7 @@ Commands:
             check that every effect happened once and nothing was lost
   verify    the same fault mix against real brokers and stores, with consumer
             processes killed and restarted, judged per guarantee level
+  dlq       list, show, replay and purge dead letters
   help      show this help
 
 Run 'idempo <command> --help' for a command's flags.
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "verify-consumer":
 		return runVerifyConsumer(ctx, args[1:], stderr)
+	case "dlq":
+		return runDLQ(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n%s", args[0], usage)
 		return 2
