@@ -34,6 +34,7 @@ Commands:
   verify    the same fault mix against real brokers and stores, with consumer
             processes killed and restarted, judged per guarantee level
   dlq       list, show, replay and purge dead letters
+  bench     measure what the stack costs on a broker and store
   help      show this help
 
 Run 'idempo <command> --help' for a command's flags.
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runVerifyConsumer(ctx, args[1:], stderr)
 	case "dlq":
 		return runDLQ(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n%s", args[0], usage)
 		return 2
