@@ -7,8 +7,8 @@ PKGS      := ./...
 .PHONY: test services lint fmt bench bench-save bench-compare demo stress
 
 ## test: start the servers the suite needs, then run every test with -race
-test: services
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+test:
+	./scripts/test.sh
 
 services:
 	bash scripts/services.sh

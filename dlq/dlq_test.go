@@ -2,9 +2,9 @@ package dlq_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
-	"errors"
 	"testing"
 	"time"
 
