@@ -74,6 +74,7 @@ func ExampleNew() {
 	// failed 0
 	// in_progress_nacked 0
 	// processed 1
+	// redelivered 0
 }
 
 // Serve exposes the registry at /metrics for processes without an HTTP

@@ -145,7 +145,7 @@ func New(reg prometheus.Registerer, opts *Options) (*Metrics, error) {
 	}
 	m := &Metrics{
 		messages: counter("messages_total",
-			"Deliveries finished by the idempo middleware stack, by outcome (processed, duplicate, in_progress_nacked, dead_lettered, failed).",
+			"Deliveries finished by the idempo middleware stack, by outcome (processed, duplicate, in_progress_nacked, dead_lettered, redelivered, failed).",
 			labelHandler, labelTopic, labelOutcome),
 		retries: counter("retries_total",
 			"In-process retries scheduled after a failed handler attempt.",

@@ -86,6 +86,10 @@ type Config struct {
 	// spin. Defaults to 500ms. The special value -1 nacks at once.
 	NackDelay time.Duration
 
+	// Redelivery, if set, adds a delayed-redelivery tier between the
+	// in-process retries and the DLQ. Optional; see [Redelivery].
+	Redelivery *Redelivery
+
 	// Transactional runs each attempt through the store's
 	// [dedup.TxCompleter.CompleteInTx], so the handler's writes through the
 	// store's transaction and the completion commit together. New fails if
@@ -177,6 +181,27 @@ func (c *Config) Validate() error {
 	window := c.Retry.MaxTotalWait() + c.Lease
 	if c.Retention < window {
 		return configError("Retention %v is shorter than the longest retry window plus the lease (%v): a late duplicate would be processed again", c.Retention, window)
+	}
+	if r := c.Redelivery; r != nil {
+		if len(r.Delays) == 0 {
+			return configError("Redelivery.Delays is empty (e.g. 10s, 1m, 10m)")
+		}
+		var total time.Duration
+		for i, d := range r.Delays {
+			if d <= 0 {
+				return configError("Redelivery.Delays[%d] must be > 0, got %v", i, d)
+			}
+			total += d
+		}
+		if c.Retention < window+total {
+			return configError("Retention %v is shorter than the retry window plus the lease plus the redelivery delays (%v)", c.Retention, window+total)
+		}
+		if r.Topic == nil {
+			r.Topic = DefaultRedeliveryTopic
+		}
+		if r.Publisher == nil {
+			r.Publisher = c.DLQPublisher
+		}
 	}
 	if c.Transactional {
 		if _, ok := c.Store.(dedup.TxCompleter); !ok {

@@ -20,13 +20,16 @@ const (
 	OutcomeInProgress Outcome = "in_progress_nacked"
 	// OutcomeDeadLettered: the message is safely in the DLQ; acked.
 	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeRedelivered: retries exhausted; the message was published to a
+	// delayed-redelivery tier and acked.
+	OutcomeRedelivered Outcome = "redelivered"
 	// OutcomeFailed: nacked for any other reason (store or DLQ outage,
 	// cancellation, lost lease, output publish failure).
 	OutcomeFailed Outcome = "failed"
 )
 
 // Outcomes lists every outcome, for pre-registering metric series.
-var Outcomes = []Outcome{OutcomeProcessed, OutcomeDuplicate, OutcomeInProgress, OutcomeDeadLettered, OutcomeFailed}
+var Outcomes = []Outcome{OutcomeProcessed, OutcomeDuplicate, OutcomeInProgress, OutcomeDeadLettered, OutcomeRedelivered, OutcomeFailed}
 
 // Kind says what an [Event] reports.
 type Kind int
@@ -101,6 +104,7 @@ type Stats struct {
 	Duplicates       int64
 	InProgressNacked int64
 	DeadLettered     int64
+	Redelivered      int64
 	Failed           int64
 	Retries          int64
 	Attempts         int64
@@ -115,6 +119,7 @@ type Stats struct {
 
 type counters struct {
 	processed, duplicates, inProgress, deadLettered, failed atomic.Int64
+	redelivered                                             atomic.Int64
 	retries, attempts, panics                               atomic.Int64
 	leaseExtensions, leaseLost, completeFailed              atomic.Int64
 	dlqPublishFailed, storeErrors, ignoredAcks              atomic.Int64
@@ -126,6 +131,7 @@ func (c *counters) snapshot() Stats {
 		Duplicates:       c.duplicates.Load(),
 		InProgressNacked: c.inProgress.Load(),
 		DeadLettered:     c.deadLettered.Load(),
+		Redelivered:      c.redelivered.Load(),
 		Failed:           c.failed.Load(),
 		Retries:          c.retries.Load(),
 		Attempts:         c.attempts.Load(),

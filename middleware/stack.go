@@ -301,6 +301,9 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 		}
 		wait, ok := sched.Next()
 		if !ok {
+			if s.cfg.Redelivery != nil && d.held != nil && redeliveryTier(d.msg) < len(s.cfg.Redelivery.Delays) {
+				return s.redeliverLater(d)
+			}
 			d.fail.Reason = dlq.ReasonRetriesExhausted
 			return s.deadLetter(d, d.fail)
 		}

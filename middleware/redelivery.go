@@ -1,0 +1,111 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/retry"
+)
+
+// Redelivery configures the delayed-redelivery tier (second-level retries).
+//
+// When an event's in-process attempts are exhausted with a retryable error,
+// the stack publishes a copy to the tier's delay topic instead of the DLQ,
+// releases the claim (the delivery still counts towards MaxDeliveries) and
+// acks the original once that publish succeeded (a failed publish nacks). A
+// [DelayForwarder] handler consumes each delay topic and, once the copy's
+// time has come, publishes it back to the original topic. After the last
+// tier the message goes to the DLQ as usual.
+//
+// Ordering: the event leaves its place in the partition or queue, so later
+// events of the same key may be processed before it. In-process retries keep
+// order; this tier trades it for not blocking the partition or queue with one
+// slow event.
+type Redelivery struct {
+	// Delays is the schedule, one tier each, e.g. 10s, 1m, 10m. Required.
+	Delays []time.Duration
+	// Publisher publishes delayed copies (it must confirm durably). Defaults
+	// to Config.DLQPublisher.
+	Publisher message.Publisher
+	// Topic names tier i's delay topic. Defaults to [DefaultRedeliveryTopic].
+	Topic func(originalTopic string, tier int, delay time.Duration) string
+}
+
+// Metadata keys of delayed copies.
+const (
+	// KeyRedeliveryTier counts the tiers a message went through.
+	KeyRedeliveryTier = "idempo_redelivery_tier"
+	// KeyNotBefore is when a delayed copy is due, RFC 3339 with nanoseconds.
+	KeyNotBefore = "idempo_not_before"
+	// KeyReturnTopic is where the forwarder sends a delayed copy back.
+	KeyReturnTopic = "idempo_return_topic"
+)
+
+// DefaultRedeliveryTopic names tier topics "<original>.retry.<delay>", e.g.
+// "orders.retry.1m0s".
+func DefaultRedeliveryTopic(originalTopic string, _ int, delay time.Duration) string {
+	if originalTopic == "" {
+		originalTopic = "idempo"
+	}
+	return originalTopic + ".retry." + delay.String()
+}
+
+func redeliveryTier(msg *message.Message) int {
+	n, err := strconv.Atoi(msg.Metadata.Get(KeyRedeliveryTier))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// redeliverLater publishes the message to its next delay tier, releases the
+// claim (counted) and acks; a failed publish nacks.
+func (s *Stack) redeliverLater(d *delivery) error {
+	r := s.cfg.Redelivery
+	tier := redeliveryTier(d.msg)
+	delay := r.Delays[tier]
+	c := d.msg.Copy()
+	c.Metadata.Set(KeyRedeliveryTier, strconv.Itoa(tier+1))
+	c.Metadata.Set(KeyNotBefore, time.Now().Add(delay).UTC().Format(time.RFC3339Nano))
+	c.Metadata.Set(KeyReturnTopic, d.topic)
+	c.SetContext(d.ctx)
+	topic := r.Topic(d.topic, tier, delay)
+	if err := r.Publisher.Publish(topic, c); err != nil {
+		s.release(d, d.held, true)
+		return s.nack(d, fmt.Errorf("%w: delayed redelivery to %q: %w", ErrDeadLetter, topic, err), true)
+	}
+	s.release(d, d.held, true)
+	s.stats.redelivered.Add(1)
+	s.outcome(d, OutcomeRedelivered)
+	s.cfg.Logger.Info("idempo: retries exhausted; redelivering later", "scope", d.scope, "event_id", d.eventID,
+		"tier", tier+1, "delay", delay, "topic", topic, "error", d.fail.Error)
+	return nil
+}
+
+// DelayForwarder returns the handler for a delay topic: it waits until a
+// copy is due (the wait ends when the message's context does, and the
+// message is then nacked), then publishes it back to its original topic with
+// pub and returns nil so the router acks. Copies are due in the order they
+// arrive on one tier's topic, so waiting in order delays nothing. Add one
+// router handler per tier topic. Safe for concurrent use.
+func DelayForwarder(pub message.Publisher) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		ctx := msg.Context()
+		if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(KeyNotBefore)); err == nil {
+			if err := retry.Wait(ctx, time.Until(at)); err != nil {
+				return err
+			}
+		}
+		dest := msg.Metadata.Get(KeyReturnTopic)
+		if dest == "" {
+			return retry.Permanent(fmt.Errorf("idempo: delayed copy %s has no %s", msg.UUID, KeyReturnTopic))
+		}
+		c := msg.Copy()
+		c.SetContext(context.WithoutCancel(ctx))
+		return pub.Publish(dest, c)
+	}
+}
