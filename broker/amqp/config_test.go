@@ -1,0 +1,70 @@
+package amqp_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/broker/amqp"
+)
+
+func TestParseURL(t *testing.T) {
+	t.Parallel()
+	for _, good := range []string{
+		"amqp://guest:guest@127.0.0.1:5672/",
+		"amqp://localhost",
+		"amqps://user:secret@rabbit.example.com:5671/prod",
+		"amqp://u:p@h:5672/%2F",
+	} {
+		cfg, err := amqp.ParseURL(good)
+		require.NoError(t, err, good)
+		require.Equal(t, good, cfg.URL)
+		require.NoError(t, cfg.Validate(), good)
+	}
+	bad := map[string]string{
+		"":                            "want amqp://",
+		"localhost:5672":              "",
+		"kafka://h:9092":              `scheme "kafka" is not amqp`,
+		"amqp://":                     "no host",
+		"amqp://u:secret@h:notaport/": "",
+		"amqp://u:secret@h:5672/a/b":  "one vhost name",
+		"amqp://u:secret@h:5672/?x=1": "query",
+	}
+	for in, want := range bad {
+		_, err := amqp.ParseURL(in)
+		require.ErrorIs(t, err, amqp.ErrInvalidURL, in)
+		require.ErrorContains(t, err, want, in)
+		require.NotContains(t, err.Error(), "secret", "errors must not show the password")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	ok := amqp.Config{URL: "amqp://guest:guest@localhost:5672/"}
+	require.NoError(t, ok.Validate())
+	cases := map[string]func(*amqp.Config){
+		"URL is empty":              func(c *amqp.Config) { c.URL = "" },
+		"URL: amqp: invalid URL":    func(c *amqp.Config) { c.URL = "http://x" },
+		"Prefetch cannot be":        func(c *amqp.Config) { c.Prefetch = -1 },
+		"Consumers cannot be":       func(c *amqp.Config) { c.Consumers = -1 },
+		"ChannelPoolSize cannot be": func(c *amqp.Config) { c.ChannelPoolSize = -1 },
+		"ConfirmTimeout cannot be":  func(c *amqp.Config) { c.ConfirmTimeout = -time.Second },
+		"NackDelay cannot be":       func(c *amqp.Config) { c.NackDelay = -2 },
+	}
+	for want, mutate := range cases {
+		c := ok
+		mutate(&c)
+		err := c.Validate()
+		require.ErrorIs(t, err, amqp.ErrInvalidConfig, want)
+		require.ErrorContains(t, err, want)
+	}
+	c := ok
+	c.NackDelay = amqp.NoDelay
+	require.NoError(t, c.Validate())
+
+	_, err := amqp.NewPublisher(amqp.Config{}, nil)
+	require.ErrorIs(t, err, amqp.ErrInvalidConfig)
+	_, err = amqp.NewSubscriber(amqp.Config{}, nil)
+	require.ErrorIs(t, err, amqp.ErrInvalidConfig)
+}

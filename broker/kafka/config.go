@@ -1,0 +1,252 @@
+package kafka
+
+import (
+	"cmp"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// ErrInvalidConfig is matched (with [errors.Is]) by every error [Config.Validate]
+// returns; the message names the field at fault.
+var ErrInvalidConfig = errors.New("kafka: invalid config")
+
+// ErrInvalidURL is matched by every error [ParseURL] returns.
+var ErrInvalidURL = errors.New("kafka: invalid URL")
+
+// ErrMissingConsumerGroup is returned by [NewSubscriber] for a [Config]
+// without a ConsumerGroup. Without a group no offset is ever committed, so
+// every restart would re-read each partition from InitialOffset.
+var ErrMissingConsumerGroup = fmt.Errorf("%w: ConsumerGroup is empty (name the group, e.g. after the handler)", ErrInvalidConfig)
+
+// Defaults applied by [NewPublisher] and [NewSubscriber] to zero fields.
+const (
+	// DefaultClientID is sent to the brokers to name the client in their logs.
+	DefaultClientID = "idempo"
+	// DefaultVersion is the Kafka protocol version spoken to the brokers.
+	DefaultVersion = "2.1.0"
+	// DefaultNackResendSleep is how long a nacked message waits before it is
+	// handed to the handler again.
+	DefaultNackResendSleep = 500 * time.Millisecond
+	// DefaultAutoCommitInterval is how often marked offsets are committed.
+	DefaultAutoCommitInterval = time.Second
+	// DefaultRebalanceTimeout is how long a rebalance waits for members to
+	// finish their in-flight messages.
+	DefaultRebalanceTimeout = 60 * time.Second
+	// DefaultPort is used for a broker address without a port in [ParseURL].
+	DefaultPort = "9092"
+)
+
+// NoSleep, as Config.NackResendSleep, hands a nacked message back at once.
+const NoSleep time.Duration = -1
+
+// Config configures a Kafka publisher or subscriber with idempo's safe
+// defaults: consumer groups, offsets marked only after ack, an idempotent
+// producer waiting for all in-sync replicas, never-failing (un)marshalling.
+// The zero value of every optional field means its default.
+// See docs/backends.md for why each default is what it is.
+type Config struct {
+	// Brokers lists the bootstrap brokers as host:port. Required.
+	Brokers []string
+
+	// ConsumerGroup is the Kafka consumer group a subscriber joins. Required
+	// by [NewSubscriber], ignored by [NewPublisher]. Subscribers of one group
+	// share the topic's partitions; each group receives every message.
+	ConsumerGroup string
+
+	// ClientID names the client in the brokers' logs and quotas.
+	// Defaults to [DefaultClientID].
+	ClientID string
+
+	// Version is the Kafka protocol version spoken to the brokers, as
+	// "major.minor.patch". Defaults to [DefaultVersion] ("2.1.0"): the oldest
+	// version Kafka 4 still accepts, new enough for the idempotent producer
+	// (0.11+), and the newest whose consumer-group protocol the bundled sarama
+	// (v1.43) decodes correctly against the embedded cluster. Raise it only
+	// after testing against your brokers.
+	Version string
+
+	// StartFromNewest makes a consumer group that has no committed offset for
+	// a partition start at the partition's end. Defaults to false: such a group
+	// starts at the oldest retained message, so a group that joins after
+	// messages were published does not miss them. Dedup retention must then
+	// cover the topic's retention (see docs/semantics.md).
+	StartFromNewest bool
+
+	// NackResendSleep is how long the subscriber waits before handing a
+	// nacked message to the handler again. The wait blocks the message's
+	// partition (order is kept) and cannot be interrupted, so Close may wait
+	// for it. Defaults to [DefaultNackResendSleep] (watermill-kafka's own
+	// default, 100 ms, spins hot on a message that keeps failing).
+	// The special value [NoSleep] (-1) resends at once.
+	NackResendSleep time.Duration
+
+	// AutoCommitInterval is how often offsets of acked messages are committed
+	// in the background. Offsets are also committed when a subscriber closes
+	// cleanly, so a clean shutdown repeats nothing; a crash repeats up to one
+	// interval of acked messages, which dedup absorbs.
+	// Defaults to [DefaultAutoCommitInterval].
+	AutoCommitInterval time.Duration
+
+	// RebalanceTimeout is how long a rebalance waits for group members to
+	// finish their in-flight messages; a handler still running past it loses
+	// its partition and the message is redelivered elsewhere.
+	// Defaults to [DefaultRebalanceTimeout].
+	RebalanceTimeout time.Duration
+
+	// TLS, when non-nil, connects to the brokers over TLS with this config.
+	// Defaults to plaintext.
+	TLS *tls.Config
+
+	// ConfigureSarama, when non-nil, is called last on the sarama config idempo
+	// built (e.g. to set SASL for an existing cluster). It may undo the safe
+	// defaults; sarama validates the result. Defaults to nil.
+	ConfigureSarama func(*sarama.Config)
+}
+
+// withDefaults returns c with every zero optional field set to its default.
+func (c Config) withDefaults() Config {
+	c.ClientID = cmp.Or(c.ClientID, DefaultClientID)
+	c.Version = cmp.Or(c.Version, DefaultVersion)
+	c.NackResendSleep = cmp.Or(c.NackResendSleep, DefaultNackResendSleep)
+	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, DefaultAutoCommitInterval)
+	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	return c
+}
+
+// Validate reports the first problem with c, naming the field. The error
+// matches [ErrInvalidConfig]. A ConsumerGroup is not required here (a
+// publisher needs none); [NewSubscriber] checks it.
+func (c Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return fmt.Errorf("%w: Brokers is empty (try kafka://localhost:9092 or StartEmbedded)", ErrInvalidConfig)
+	}
+	for _, b := range c.Brokers {
+		if err := checkHostPort(b); err != nil {
+			return fmt.Errorf("%w: Brokers: %w", ErrInvalidConfig, err)
+		}
+	}
+	if c.Version != "" {
+		if _, err := sarama.ParseKafkaVersion(c.Version); err != nil {
+			return fmt.Errorf("%w: Version %q is not major.minor.patch: %w", ErrInvalidConfig, c.Version, err)
+		}
+	}
+	if c.NackResendSleep < NoSleep {
+		return fmt.Errorf("%w: NackResendSleep cannot be negative (use NoSleep, -1, to resend at once)", ErrInvalidConfig)
+	}
+	if c.AutoCommitInterval < 0 {
+		return fmt.Errorf("%w: AutoCommitInterval cannot be negative", ErrInvalidConfig)
+	}
+	if c.RebalanceTimeout < 0 {
+		return fmt.Errorf("%w: RebalanceTimeout cannot be negative", ErrInvalidConfig)
+	}
+	return nil
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+// ParseURL parses a broker URL of the form kafka://host:port[,host:port...]
+// into a [Config] with Brokers set and every other field at its default. A
+// host without a port gets [DefaultPort]. User info, paths other than "/",
+// query parameters and fragments are rejected. Errors match [ErrInvalidURL].
+func ParseURL(s string) (Config, error) {
+	rest, ok := strings.CutPrefix(s, "kafka://")
+	if !ok {
+		scheme, _, found := strings.Cut(s, "://")
+		if !found {
+			return Config{}, fmt.Errorf("%w %q: want kafka://host:port[,host:port]", ErrInvalidURL, s)
+		}
+		return Config{}, fmt.Errorf("%w %q: scheme %q is not kafka", ErrInvalidURL, s, scheme)
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		return Config{}, fmt.Errorf("%w %q: query parameters and fragments are not supported", ErrInvalidURL, s)
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if strings.Contains(rest, "/") {
+		return Config{}, fmt.Errorf("%w %q: a path is not supported", ErrInvalidURL, s)
+	}
+	if strings.Contains(rest, "@") {
+		return Config{}, fmt.Errorf("%w %q: credentials in the URL are not supported (use Config.ConfigureSarama for SASL)", ErrInvalidURL, s)
+	}
+	if rest == "" {
+		return Config{}, fmt.Errorf("%w %q: no broker address", ErrInvalidURL, s)
+	}
+	var brokers []string
+	for addr := range strings.SplitSeq(rest, ",") {
+		if addr == "" {
+			return Config{}, fmt.Errorf("%w %q: empty broker address", ErrInvalidURL, s)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			// No port (or a bare IPv6 address): add the default one.
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), DefaultPort)
+		}
+		if err := checkHostPort(addr); err != nil {
+			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, s, err)
+		}
+		brokers = append(brokers, addr)
+	}
+	return Config{Brokers: brokers}, nil
+}
+
+// saramaConfig builds the sarama configuration for c (with defaults applied).
+func (c Config) saramaConfig(forProducer bool) (*sarama.Config, error) {
+	version, err := sarama.ParseKafkaVersion(c.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Version: %w", ErrInvalidConfig, err)
+	}
+	sc := sarama.NewConfig()
+	sc.ClientID = c.ClientID
+	sc.Version = version
+	if c.TLS != nil {
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = c.TLS
+	}
+	sc.Metadata.AllowAutoTopicCreation = true
+
+	if forProducer {
+		// Wait for every in-sync replica and let the broker drop the
+		// producer's own retried duplicates (idempotence needs one in-flight
+		// request per connection).
+		sc.Producer.RequiredAcks = sarama.WaitForAll
+		sc.Producer.Idempotent = true
+		sc.Net.MaxOpenRequests = 1
+		sc.Producer.Retry.Max = 10
+		sc.Producer.Return.Successes = true
+		sc.Producer.Return.Errors = true
+	} else {
+		sc.Consumer.Return.Errors = true
+		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+		if c.StartFromNewest {
+			sc.Consumer.Offsets.Initial = sarama.OffsetNewest
+		}
+		sc.Consumer.Offsets.AutoCommit.Enable = true
+		sc.Consumer.Offsets.AutoCommit.Interval = c.AutoCommitInterval
+		sc.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+	}
+	if c.ConfigureSarama != nil {
+		c.ConfigureSarama(sc)
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: sarama rejects the resulting config: %w", ErrInvalidConfig, err)
+	}
+	return sc, nil
+}

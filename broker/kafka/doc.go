@@ -1,0 +1,47 @@
+// Package kafka builds Watermill publishers and subscribers for Kafka
+// (watermill-kafka v3 over sarama) with defaults that suit idempo's
+// effectively-once processing, and runs an embedded Kafka-protocol cluster
+// for development and tests.
+//
+// # Publishing and subscribing
+//
+// [NewPublisher] and [NewSubscriber] take a [Config]; [ParseURL] turns
+// kafka://host:port[,host:port] into one:
+//
+//	cfg, err := kafka.ParseURL("kafka://localhost:9092")
+//	cfg.ConsumerGroup = "billing"
+//	sub, err := kafka.NewSubscriber(cfg, logger)
+//
+// The defaults, and why each is what it is, are listed on [Config] and in
+// docs/backends.md. In short: consumer groups with offsets marked only after
+// an ack and committed in the background and on clean close; a group with no
+// committed offset starts at the oldest message; an idempotent producer that
+// waits for all in-sync replicas; a pause between redeliveries of a nacked
+// message.
+//
+// # Message mapping
+//
+// [Marshaler] never fails in either direction. A record's headers become
+// metadata; its partition, offset and key are recorded under
+// [github.com/idempo/idempo/dlq.KeyPartition],
+// [github.com/idempo/idempo/dlq.KeyOffset] and
+// [github.com/idempo/idempo/dlq.KeyPartitionKey], so a dead-letter copy
+// keeps them. On publish, the metadata field [PartitionKeyMetadata] becomes
+// the record key. Records from producers that are not Watermill have no UUID:
+// deduplicate them by a header, e.g. CloudEvents' ce_id with
+// [github.com/idempo/idempo/dedup.CloudEventsID].
+//
+// # Ordering and concurrency
+//
+// Each partition hands out one message at a time and the next only after the
+// previous is acked, so blocking in-process retries keep per-partition (and
+// so per-key) order; dead-lettering a message lets the ones behind it pass.
+// One subscriber processes as many messages at once as it has partitions.
+//
+// # Embedded cluster
+//
+// [StartEmbedded] runs franz-go's kfake in-process on loopback ports, with
+// topics created on first use. It speaks enough of the protocol for
+// producers, consumer groups and tools such as kcat, but it is not Kafka: no
+// replication, and no durability unless [WithDataDir] is given.
+package kafka

@@ -1,0 +1,75 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dlq"
+)
+
+// Publish a keyed CloudEvents-style message to the embedded cluster and
+// consume it in a consumer group.
+func Example() {
+	cluster, err := kafka.StartEmbedded()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+
+	pub, err := kafka.NewPublisher(cluster.Config(""), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+
+	msg := message.NewMessage("6f1c2a8e-0000-4000-8000-000000000001", []byte(`{"total":42}`))
+	msg.Metadata.Set(dedup.CloudEventsIDKafka, "order-created-1")
+	msg.Metadata.Set(kafka.PartitionKeyMetadata, "customer-7")
+	if err := pub.Publish("orders", msg); err != nil {
+		log.Fatal(err)
+	}
+
+	sub, err := kafka.NewSubscriber(cluster.Config("billing"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	messages, err := sub.Subscribe(ctx, "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	got := <-messages
+	id, _ := dedup.CloudEventsID()(got)
+	fmt.Println("event ID:", id)
+	fmt.Println("payload:", string(got.Payload))
+	fmt.Println("key:", got.Metadata.Get(dlq.KeyPartitionKey))
+	fmt.Println("partition/offset:", got.Metadata.Get(dlq.KeyPartition), got.Metadata.Get(dlq.KeyOffset))
+	got.Ack()
+	// Output:
+	// event ID: order-created-1
+	// payload: {"total":42}
+	// key: customer-7
+	// partition/offset: 0 0
+}
+
+func ExampleParseURL() {
+	cfg, err := kafka.ParseURL("kafka://broker-1:9092,broker-2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(cfg.Brokers)
+
+	_, err = kafka.ParseURL("kafka://broker-1:ninety")
+	fmt.Println(err)
+	// Output:
+	// [broker-1:9092 broker-2:9092]
+	// kafka: invalid URL "kafka://broker-1:ninety": "broker-1:ninety": port "ninety" is not a number from 1 to 65535
+}

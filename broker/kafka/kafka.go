@@ -1,0 +1,139 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// ErrClosed is returned by Publish after Close.
+var ErrClosed = errors.New("kafka: closed")
+
+// NewPublisher returns a Watermill publisher for cfg (with defaults applied):
+// each Publish sends its messages one by one and returns once every one is
+// acknowledged by all in-sync replicas (RequiredAcks=WaitForAll) through an
+// idempotent producer, so sarama's own retries do not duplicate records.
+// Messages are converted by [Marshaler]; set [PartitionKeyMetadata] to choose
+// the record key. Topics are created on first use if the cluster allows it.
+//
+// The publisher is safe for concurrent use. Close waits for in-flight
+// publishes; Publish after Close returns [ErrClosed]. A nil logger logs nothing.
+func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	sc, err := cfg.saramaConfig(true)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	p, err := wkafka.NewPublisher(wkafka.PublisherConfig{
+		Brokers:               cfg.Brokers,
+		Marshaler:             Marshaler{},
+		OverwriteSaramaConfig: sc,
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new publisher: %w", err)
+	}
+	return &publisher{inner: p}, nil
+}
+
+// publisher serialises Close against Publish: watermill-kafka's publisher
+// reads and writes its closed flag without synchronisation.
+type publisher struct {
+	mu     sync.RWMutex
+	closed bool
+	inner  *wkafka.Publisher
+}
+
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return p.inner.Publish(topic, msgs...)
+}
+
+func (p *publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.inner.Close()
+}
+
+// NewSubscriber returns a Watermill subscriber for cfg (with defaults
+// applied) in consumer group cfg.ConsumerGroup, which is required
+// ([ErrMissingConsumerGroup]).
+//
+// Each Subscribe call joins the group as one member with its own connection.
+// Within a member, every assigned partition delivers one message at a time:
+// the next one only after the previous is acked, so order per partition is
+// kept and concurrency equals the number of assigned partitions. An acked
+// message's offset is marked and committed in the background every
+// AutoCommitInterval, and when the subscriber closes cleanly. A nacked
+// message is handed out again after NackResendSleep, forever: bound the loop
+// with the idempo middleware's delivery cap. A group with no committed offset
+// starts at the oldest message (see Config.StartFromNewest).
+//
+// Messages are converted by [Marshaler], which never fails; the partition,
+// offset and key of each record are in its metadata ([dlq.KeyPartition],
+// [dlq.KeyOffset], [dlq.KeyPartitionKey]).
+//
+// The subscriber is safe for concurrent use. Close stops every subscription,
+// commits marked offsets and closes the output channels; a message handed out
+// but not acked by then is redelivered later. A nil logger logs nothing.
+func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ConsumerGroup == "" {
+		return nil, ErrMissingConsumerGroup
+	}
+	cfg = cfg.withDefaults()
+	sc, err := cfg.saramaConfig(false)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	s, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+		Brokers:               cfg.Brokers,
+		Unmarshaler:           Marshaler{},
+		OverwriteSaramaConfig: sc,
+		ConsumerGroup:         cfg.ConsumerGroup,
+		NackResendSleep:       cfg.NackResendSleep,
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new subscriber: %w", err)
+	}
+	return &subscriber{inner: s}, nil
+}
+
+// subscriber hides watermill-kafka's SubscribeInitialize, which fails unless
+// topic details are configured; topics are created on first use instead.
+type subscriber struct {
+	inner *wkafka.Subscriber
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch, err := s.inner.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: subscribe to %q: %w", topic, err)
+	}
+	return ch, nil
+}
+
+func (s *subscriber) Close() error { return s.inner.Close() }

@@ -1,0 +1,106 @@
+package kafka_test
+
+import (
+	"testing"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dlq"
+)
+
+func TestMarshalerRoundTrip(t *testing.T) {
+	t.Parallel()
+	msg := message.NewMessage("uuid-1", []byte("payload"))
+	msg.Metadata.Set("ce_id", "event-1")
+	msg.Metadata.Set(kafka.PartitionKeyMetadata, "customer-7")
+	msg.Metadata.Set(kafka.UUIDHeader, "ignored: the UUID wins")
+
+	pm, err := kafka.Marshaler{}.Marshal("orders", msg)
+	require.NoError(t, err)
+	key, err := pm.Key.Encode()
+	require.NoError(t, err)
+	require.Equal(t, "customer-7", string(key))
+
+	rec := toConsumerMessage(t, pm, 3, 42)
+	got, err := kafka.Marshaler{}.Unmarshal(rec)
+	require.NoError(t, err)
+	require.Equal(t, "uuid-1", got.UUID)
+	require.Equal(t, "payload", string(got.Payload))
+	require.Equal(t, "event-1", got.Metadata.Get("ce_id"))
+	require.Equal(t, "3", got.Metadata.Get(dlq.KeyPartition))
+	require.Equal(t, "42", got.Metadata.Get(dlq.KeyOffset))
+	require.Equal(t, "customer-7", got.Metadata.Get(dlq.KeyPartitionKey))
+	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
+	require.NotContains(t, got.Metadata, kafka.UUIDHeader)
+}
+
+// A dead-letter copy keeps the original's partition, offset and key, both
+// when it is published (the key) and when it is read back (the metadata).
+func TestMarshalerKeepsOriginalPosition(t *testing.T) {
+	t.Parallel()
+	original, err := kafka.Marshaler{}.Unmarshal(&sarama.ConsumerMessage{
+		Key: []byte("k1"), Value: []byte("v"), Partition: 2, Offset: 9,
+	})
+	require.NoError(t, err)
+	require.Empty(t, original.UUID, "a record without the UUID header has no UUID")
+
+	copyMsg := original.Copy()
+	copyMsg.UUID = "dlq-entry"
+	pm, err := kafka.Marshaler{}.Marshal("orders.dlq", copyMsg)
+	require.NoError(t, err)
+	key, err := pm.Key.Encode()
+	require.NoError(t, err)
+	require.Equal(t, "k1", string(key), "the copy is keyed like the original")
+
+	readBack, err := kafka.Marshaler{}.Unmarshal(toConsumerMessage(t, pm, 0, 100))
+	require.NoError(t, err)
+	require.Equal(t, "2", readBack.Metadata.Get(dlq.KeyPartition))
+	require.Equal(t, "9", readBack.Metadata.Get(dlq.KeyOffset))
+	require.Equal(t, "k1", readBack.Metadata.Get(dlq.KeyPartitionKey))
+}
+
+func TestMarshalerNeverFails(t *testing.T) {
+	t.Parallel()
+	cases := map[string]*sarama.ConsumerMessage{
+		"empty":      {},
+		"nil header": {Headers: []*sarama.RecordHeader{nil}},
+		"binary":     {Key: []byte{0xff, 0x00}, Value: []byte{0xfe}, Headers: []*sarama.RecordHeader{{Key: []byte("h"), Value: []byte{0xff}}}},
+		"conflicting UUIDs": {Headers: []*sarama.RecordHeader{
+			{Key: []byte(kafka.UUIDHeader), Value: []byte("a")},
+			{Key: []byte(kafka.UUIDHeader), Value: []byte("b")},
+		}},
+	}
+	for name, rec := range cases {
+		msg, err := kafka.Marshaler{}.Unmarshal(rec)
+		require.NoError(t, err, name)
+		require.NotNil(t, msg, name)
+		if name == "conflicting UUIDs" {
+			require.Contains(t, msg.Metadata.Get(dlq.KeyMalformed), "appears twice", name)
+		} else {
+			require.Empty(t, msg.Metadata.Get(dlq.KeyMalformed), name)
+		}
+	}
+
+	_, err := kafka.Marshaler{}.Marshal("t", message.NewMessage("", nil))
+	require.NoError(t, err)
+}
+
+func toConsumerMessage(t *testing.T, pm *sarama.ProducerMessage, partition int32, offset int64) *sarama.ConsumerMessage {
+	t.Helper()
+	rec := &sarama.ConsumerMessage{Topic: pm.Topic, Partition: partition, Offset: offset}
+	if pm.Key != nil {
+		k, err := pm.Key.Encode()
+		require.NoError(t, err)
+		rec.Key = k
+	}
+	v, err := pm.Value.Encode()
+	require.NoError(t, err)
+	rec.Value = v
+	for _, h := range pm.Headers {
+		rec.Headers = append(rec.Headers, &sarama.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	return rec
+}
