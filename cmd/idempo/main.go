@@ -90,7 +90,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	events := fs.Int("events", 20000, "number of unique events to publish (duplicates come on top)")
 	consumers := fs.Int("consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
 	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
-	store := fs.String("store", "memory", "dedup store URL: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH")
+	store := fs.String("store", "sqlite", "dedup store URL: sqlite (a file in the user cache dir, the embedded default), sqlite://PATH, memory, redis://host:6379/0, postgres://…, mysql://…")
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the ledger on stdout")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	verbose := fs.Bool("verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")

@@ -22,14 +22,17 @@ func init() {
 	storeOpeners[SQLite] = openSQL
 }
 
-// DefaultSQLitePath is where the embedded SQLite store lives: a file in the
-// user's cache directory (or the temp dir when there is none).
-func DefaultSQLitePath() string {
+// DefaultSQLitePath is where the embedded SQLite store of a run lives: a
+// file of its own in the user's cache directory (or the temp dir when there
+// is none), removed when the run drops its store. Runs never share a file:
+// SQLite locks a whole file for writes, so concurrent runs would wait on
+// each other.
+func DefaultSQLitePath(runID string) string {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		dir = os.TempDir()
 	}
-	return filepath.Join(dir, "idempo", "demo.db")
+	return filepath.Join(dir, "idempo", "demo-"+runID+".db")
 }
 
 // SQLTable is the dedup table of a run: every run has its own.
@@ -56,7 +59,7 @@ func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		}
 	case SQLite:
 		dialect = sqlstore.SQLite
-		path := DefaultSQLitePath()
+		path := DefaultSQLitePath(runID)
 		if spec.URL != nil {
 			path = spec.URL.Host + spec.URL.Path
 		}
@@ -94,12 +97,23 @@ func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	drop := func(ctx context.Context) error {
+		_, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table)
+		return err
+	}
+	if spec.Kind == SQLite && spec.Embedded {
+		path := strings.TrimPrefix(display, "sqlite://")
+		drop = func(context.Context) error {
+			_ = db.Close()
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				_ = os.Remove(path + suffix)
+			}
+			return nil
+		}
+	}
 	return &Store{
 		Spec: spec, Display: display, URL: childURL, Store: st,
-		Drop: func(ctx context.Context) error {
-			_, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table)
-			return err
-		},
+		Drop:    drop,
 		closers: []func() error{db.Close},
 	}, nil
 }
