@@ -40,10 +40,10 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 func TestDemoJSONOnSeveralSeeds(t *testing.T) {
 	for _, seed := range []string{"1", "2", "3"} {
 		t.Run("seed"+seed, func(t *testing.T) {
-			code, out, errOut := runCLI(t, "demo", "--json", "--events", "3000", "--seed", seed,
+			code, out, errOut := runCLI(t, "demo", "--json", "--events", "3000", "--seed", seed, "--store", "memory",
 				"--dup-rate", "0.2", "--ack-loss-rate", "0.05", "--fail-rate", "0.1", "--poison-rate", "0.02", "--panic-rate", "0.02")
 			require.Equal(t, 0, code, "stderr: %s", errOut)
-			require.Contains(t, errOut, "broker: gochannel", "a start line names the broker and the store")
+			require.Contains(t, errOut, "broker: gochannel (in-process), store: memory", "a start line names the broker and the store")
 			require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "exactly one JSON object")
 			var l map[string]any
 			require.NoError(t, json.Unmarshal([]byte(out), &l))
@@ -68,6 +68,7 @@ func TestDemoJSONOnSeveralSeeds(t *testing.T) {
 func TestDemoTableOutput(t *testing.T) {
 	code, out, errOut := runCLI(t, "demo", "--events", "500")
 	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `store: sqlite:///.*/demo-[0-9a-f]{8}\.db`, errOut, "SQLite in the cache dir is the embedded default")
 	require.Contains(t, out, "double_effects")
 	require.Contains(t, out, "OK:")
 }
@@ -77,7 +78,7 @@ func TestDemoTableOutput(t *testing.T) {
 // consumer) must make the demo fail with exit status 1.
 func TestDemoFailsWhenDedupIsBroken(t *testing.T) {
 	l, err := demo.Run(context.Background(), demo.Options{
-		Events: 300, Faults: demo.DefaultFaults, Consumers: 2,
+		Events: 300, Faults: demo.DefaultFaults, Consumers: 2, Store: "memory",
 		StackHook: func(c *middleware.Config) { c.Scope = "" }, // scope per handler: each consumer processes every event
 	})
 	require.NoError(t, err)
@@ -129,7 +130,7 @@ func TestDemoOnRealBrokers(t *testing.T) {
 }
 
 func TestDemoOnRealStores(t *testing.T) {
-	for _, store := range []string{"redis://127.0.0.1:6379/0", "sqlite", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "mysql://root@127.0.0.1:3306/test"} {
+	for _, store := range []string{"redis://127.0.0.1:6379/0", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "mysql://root@127.0.0.1:3306/test"} {
 		t.Run(store, func(t *testing.T) {
 			code, out, errOut := runCLI(t, "demo", "--json", "--events", "1000", "--store", store)
 			require.Equal(t, 0, code, "stderr: %s", errOut)
