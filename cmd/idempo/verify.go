@@ -31,6 +31,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the result on stdout")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	brk := fs.String("break", "", "")
+	metricsAddr := fs.String("metrics-addr", "", "serve the consumers' outcomes as Prometheus metrics on /metrics at this address while running")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: idempo verify [flags]
 
@@ -63,7 +64,7 @@ Flags:
 		Broker: *broker, Store: *store, Events: *events, Faults: *d, Consumers: *consumers, Kills: *kills,
 		BrokerRestartCmd: *brokerRestart, StoreRestartCmd: *storeRestart, Restarts: *restarts,
 		Lease: *lease, Timeout: *timeout, Stderr: stderr, Progress: isTerminal(stderr), Break: *brk,
-		OwnRedis: *ownRedis, StoreRestarts: *restarts,
+		OwnRedis: *ownRedis, StoreRestarts: *restarts, MetricsAddr: *metricsAddr,
 	}
 	if *kills == 0 {
 		opts.Kills = -1

@@ -116,8 +116,11 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		Transactional: o.Inbox,
 		Logger:        o.Logger,
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
-			if e.Kind == middleware.KindOutcome {
-				c.line('O', e.EventID)
+			switch e.Kind {
+			case middleware.KindOutcome:
+				c.line('O', string(e.Outcome)+" "+e.EventID)
+			case middleware.KindRetry:
+				c.line('R', e.EventID)
 			}
 		}),
 	})
@@ -169,7 +172,11 @@ func broken(pub message.Publisher, c *consumer) (message.HandlerFunc, error) {
 	h := dl(rt(c.handle))
 	return func(m *message.Message) ([]*message.Message, error) {
 		outs, err := h(m)
-		c.line('O', m.UUID)
+		outcome := middleware.OutcomeProcessed
+		if err != nil {
+			outcome = middleware.OutcomeFailed
+		}
+		c.line('O', string(outcome)+" "+m.UUID)
 		return outs, err
 	}, nil
 }
@@ -234,6 +241,8 @@ func (c *consumer) handle(m *message.Message) ([]*message.Message, error) {
 }
 
 // readReport parses a consumer's report stream: it returns when r ends.
+// Lines are "B <event>" (handler effect starts), "O <outcome> <event>" (a
+// delivery ended) and "R <event>" (an in-process retry).
 func readReport(r io.Reader, onLine func(kind byte, id string)) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {

@@ -21,11 +21,14 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/internal/backend"
 	"github.com/idempo/idempo/internal/demo"
+	"github.com/idempo/idempo/metrics"
+	"github.com/idempo/idempo/middleware"
 )
 
 // Options configures [Run].
@@ -60,6 +63,9 @@ type Options struct {
 	// nothing on disk, so restarting it would wipe every record.
 	OwnRedis      bool
 	StoreRestarts int
+	// MetricsAddr, if set, serves the consumers' outcomes as Prometheus
+	// metrics on /metrics there while verify runs.
+	MetricsAddr string
 	// Lease of the consumers' stack. Default 2s.
 	Lease  time.Duration
 	Stderr io.Writer
@@ -228,7 +234,23 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	fmt.Fprintf(o.Stderr, "idempo verify: broker: %s, store: %s (inbox %v), run %s, %d events, %d consumers, %d kills\n",
 		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
 
-	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own}
+	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
+		byOutcome: map[middleware.Outcome]int64{}}
+	if o.MetricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		m, err := metrics.New(reg, nil)
+		if err != nil {
+			return Result{}, err
+		}
+		m.Register("verify-consumer", topicName(o.RunID))
+		stop, addr, err := metrics.Serve(ctx, o.MetricsAddr, reg)
+		if err != nil {
+			return Result{}, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer func() { _ = stop() }()
+		h.metrics = m
+		fmt.Fprintf(o.Stderr, "idempo verify: metrics on http://%s/metrics\n", addr)
+	}
 	return h.run(ctx, ledger)
 }
 
@@ -248,6 +270,17 @@ type harness struct {
 	kills      int
 	restarts   int
 	maxAllowed int
+	retries    int64
+	byOutcome  map[middleware.Outcome]int64
+	metrics    *metrics.Metrics
+}
+
+// observe feeds the parent's metrics (with --metrics-addr) from the
+// consumers' reports. Called with h.mu held.
+func (h *harness) observe(e middleware.Event) {
+	if h.metrics != nil {
+		h.metrics.Observe(context.Background(), e)
+	}
 }
 
 type child struct {
@@ -366,7 +399,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 			r.Lost++
 		}
 	}
-	r.DuplicatesSkipped = max(0, r.Deliveries-int64(r.Effects)-int64(r.DeadLettered))
+	r.DuplicatesSkipped = h.byOutcome[middleware.OutcomeDuplicate]
+	r.InProgressNacked = h.byOutcome[middleware.OutcomeInProgress]
+	r.Retries = h.retries
 	return r, nil
 }
 
@@ -501,9 +536,15 @@ func (h *harness) start(i int) (*child, error) {
 			switch kind {
 			case 'B':
 				c.inflight[id] = true
+			case 'R':
+				h.retries++
+				h.observe(middleware.Event{Kind: middleware.KindRetry, Handler: "verify-consumer", Topic: topicName(h.o.RunID)})
 			case 'O':
+				outcome, event, _ := strings.Cut(id, " ")
 				h.outcomes++
-				delete(c.inflight, id)
+				h.byOutcome[middleware.Outcome(outcome)]++
+				delete(c.inflight, event)
+				h.observe(middleware.Event{Kind: middleware.KindOutcome, Handler: "verify-consumer", Topic: topicName(h.o.RunID), Outcome: middleware.Outcome(outcome)})
 			}
 		})
 	}()
