@@ -61,7 +61,7 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 			if st.Dialect() == sqlstore.Postgres {
 				insert = "INSERT INTO " + effects + " (event_id) VALUES ($1)"
 			}
-			var failures atomic.Int32
+			var attempts sync.Map // event ID → *atomic.Int32
 			handler := func(m *message.Message) ([]*message.Message, error) {
 				tx, ok := sqlstore.TxFromContext(m.Context())
 				if !ok {
@@ -70,15 +70,17 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 				if _, err := tx.ExecContext(m.Context(), insert, m.UUID); err != nil {
 					return nil, err
 				}
-				if failures.Add(1)%5 == 0 { // fails after its write: must roll back
+				n, _ := attempts.LoadOrStore(m.UUID, new(atomic.Int32))
+				if n.(*atomic.Int32).Add(1) == 1 { // each event's first attempt fails after its write: it must roll back
 					return nil, errors.New("transient failure after the business write")
 				}
 				return nil, nil
 			}
 			var stacks []*middleware.Stack
+			dead := newCapture()
 			for range 2 {
 				s, err := middleware.New(middleware.Config{
-					Store: st, DLQPublisher: newCapture(), Transactional: true, Scope: "inbox",
+					Store: st, DLQPublisher: dead, Transactional: true, Scope: "inbox",
 					Retry: fastRetry(), NackDelay: time.Millisecond, Logger: quiet,
 				})
 				require.NoError(t, err)
@@ -125,6 +127,7 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 				seen++
 			}
 			require.NoError(t, rows.Err())
+			require.Zero(t, dead.count(), "nothing was dead-lettered")
 			require.Equal(t, events, seen, "every event's effect exists")
 			total := stacks[0].Stats().Processed + stacks[1].Stats().Processed
 			require.EqualValues(t, events, total)

@@ -63,22 +63,23 @@ func newKeeper(s *Stack) *keeper {
 	return &keeper{s: s, leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1), tokenPrefix: string(dedup.NewToken())[:24] + "-"}
 }
 
-// enter makes this delivery the local gate holder of key, so that only one
-// delivery of a key per stack talks to the store at a time (concurrent twins
-// in one process wait for each other instead of nacking). If another
-// delivery holds the gate, enter returns nil and that delivery's done channel.
-func (k *keeper) enter(key dedup.Key, handler, topic string) (*lease, <-chan struct{}) {
+// enter makes l (filled in by the caller) the local gate holder of its
+// key, so that only one delivery of a key per stack talks to the store at a
+// time (concurrent twins in one process wait for each other instead of
+// nacking). If another delivery holds the gate, l is not entered and enter
+// returns that delivery's done channel.
+func (k *keeper) enter(l *lease) <-chan struct{} {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if l, ok := k.leases[key]; ok {
-		if l.done == nil {
-			l.done = make(chan struct{}) // made only when a twin waits
+	if h, ok := k.leases[l.key]; ok {
+		if h.done == nil {
+			h.done = make(chan struct{}) // made only when a twin waits
 		}
-		return nil, l.done
+		return h.done
 	}
-	l := &lease{key: key, token: k.newToken(), handler: handler, topic: topic, pending: true}
-	k.leases[key] = l
-	return l, nil
+	l.pending = true
+	k.leases[l.key] = l
+	return nil
 }
 
 // activate starts keeping the lease of a claim acquired at start (taken

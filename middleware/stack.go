@@ -121,6 +121,7 @@ type delivery struct {
 	fail    dlq.Failure
 	// completed is set when the transactional inbox recorded completion.
 	completed bool
+	gate      lease // the local gate and, once acquired, the lease (held points here)
 	span      trace.Span // nil without tracing
 }
 
@@ -172,8 +173,9 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 		fp = dedup.Fingerprint(msg)
 	}
 	for {
-		l, wait := s.keeper.enter(d.key, d.handler, d.topic)
-		if wait != nil {
+		l := &d.gate
+		*l = lease{key: d.key, token: s.keeper.newToken(), handler: d.handler, topic: d.topic}
+		if wait := s.keeper.enter(l); wait != nil {
 			// A twin in this process holds the key: wait for it, then ask the store.
 			select {
 			case <-wait:
