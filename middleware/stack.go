@@ -121,7 +121,7 @@ type delivery struct {
 	fail    dlq.Failure
 	// completed is set when the transactional inbox recorded completion.
 	completed bool
-	gate      lease // the local gate and, once acquired, the lease (held points here)
+	gate      lease      // the local gate and, once acquired, the lease (held points here)
 	span      trace.Span // nil without tracing
 }
 
