@@ -45,7 +45,11 @@ type record struct {
 	fingerprint []byte
 	failure     []byte
 	replayID    string
-	gen         uint64 // bumped on every change of expiresAt; matches heap entries
+	// heapGen identifies the record's one live heap entry, due at heapAt
+	// (<= expiresAt). Later expiries do not push entries: the due entry is
+	// pushed again at the record's current expiry when it pops.
+	heapGen uint64
+	heapAt  time.Time
 }
 
 // Store is an in-memory [dedup.Store] for one process: tests, demos and
@@ -58,6 +62,7 @@ type Store struct {
 	expiry  expiryHeap
 	maxKeys int
 	now     func() time.Time
+	gen     uint64 // last heap entry generation handed out
 }
 
 var _ dedup.Store = (*Store)(nil)
@@ -275,12 +280,18 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// setExpiry records a new expiry for r and pushes a heap entry for it; older
-// entries of the same record are recognised as stale by their generation.
+// setExpiry records a new expiry for r. A heap entry is pushed only when
+// the new expiry is earlier than the record's live entry (or it has none);
+// a later expiry is picked up when that entry pops. So a claim followed by a
+// completion costs one heap push, not two.
 func (s *Store) setExpiry(key dedup.Key, r *record, at time.Time) {
 	r.expiresAt = at
-	r.gen++
-	heap.Push(&s.expiry, expiryEntry{at: at, key: key, gen: r.gen})
+	if r.heapGen != 0 && !at.Before(r.heapAt) {
+		return
+	}
+	s.gen++
+	r.heapGen, r.heapAt = s.gen, at
+	heap.Push(&s.expiry, expiryEntry{at: at, key: key, gen: s.gen})
 	if len(s.expiry) > 4*len(s.records)+64 {
 		s.rebuildHeap()
 	}
@@ -288,21 +299,32 @@ func (s *Store) setExpiry(key dedup.Key, r *record, at time.Time) {
 
 func (s *Store) drop(key dedup.Key) { delete(s.records, key) }
 
-// evictExpired pops heap entries that are due and deletes their records if
-// the entry is still current. Called with mu held.
+// evictExpired pops heap entries that are due: a record whose live entry it
+// is and whose expiry has come is deleted; one whose expiry moved later gets
+// its entry pushed again. Called with mu held.
 func (s *Store) evictExpired(now time.Time) {
 	for len(s.expiry) > 0 && !now.Before(s.expiry[0].at) {
 		e := heap.Pop(&s.expiry).(expiryEntry)
-		if r, ok := s.records[e.key]; ok && r.gen == e.gen {
-			delete(s.records, e.key)
+		r, ok := s.records[e.key]
+		if !ok || r.heapGen != e.gen {
+			continue // stale entry
 		}
+		if !now.Before(r.expiresAt) {
+			delete(s.records, e.key)
+			continue
+		}
+		s.gen++
+		r.heapGen, r.heapAt = s.gen, r.expiresAt
+		heap.Push(&s.expiry, expiryEntry{at: r.expiresAt, key: e.key, gen: s.gen})
 	}
 }
 
 func (s *Store) rebuildHeap() {
 	h := make(expiryHeap, 0, len(s.records))
 	for k, r := range s.records {
-		h = append(h, expiryEntry{at: r.expiresAt, key: k, gen: r.gen})
+		s.gen++
+		r.heapGen, r.heapAt = s.gen, r.expiresAt
+		h = append(h, expiryEntry{at: r.expiresAt, key: k, gen: s.gen})
 	}
 	heap.Init(&h)
 	s.expiry = h
