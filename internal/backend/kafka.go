@@ -22,7 +22,11 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 	b := &Broker{Spec: spec}
 	var cfg kafka.Config
 	if spec.Embedded {
-		emb, err := kafka.StartEmbedded()
+		var eopts []kafka.EmbeddedOption
+		if o.partitions > 1 {
+			eopts = append(eopts, kafka.WithPartitions(o.partitions))
+		}
+		emb, err := kafka.StartEmbedded(eopts...)
 		if err != nil {
 			return nil, err
 		}
@@ -40,6 +44,7 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 		b.Display = spec.String()
 	}
 	if o.fastFailover {
+		cfg.NackResendSleep = 20 * time.Millisecond
 		cfg.RebalanceTimeout = 10 * time.Second
 		cfg.ConfigureSarama = func(c *sarama.Config) {
 			c.Consumer.Group.Session.Timeout = 6 * time.Second

@@ -80,11 +80,17 @@ type Option func(*options)
 
 type options struct {
 	fastFailover bool
+	partitions   int
 }
 
+// WithPartitions gives topics of an embedded Kafka cluster n partitions, so
+// n consumers of one group all have work. Ignored by other brokers.
+func WithPartitions(n int) Option { return func(o *options) { o.partitions = n } }
+
 // WithFastFailover shortens how long a consumer group waits for a member
-// that died (session and rebalance timeouts of a few seconds), for harnesses
-// that kill consumers on purpose. Production defaults stay conservative.
+// that died (session and rebalance timeouts of a few seconds) and how long a
+// nacked message waits before it is resent, for harnesses that kill
+// consumers and lose acks on purpose. Production defaults stay conservative.
 func WithFastFailover() Option { return func(o *options) { o.fastFailover = true } }
 
 // OpenBroker opens the broker a spec names.

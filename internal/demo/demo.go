@@ -184,7 +184,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	defer cancel()
 
 	wlog := watermill.NopLogger{}
-	broker, err := backend.OpenBroker(ctx, bspec, wlog)
+	broker, err := backend.OpenBroker(ctx, bspec, wlog, backend.WithPartitions(opts.Consumers))
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}

@@ -188,7 +188,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
-	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{}, backend.WithPartitions(o.Consumers))
 	if err != nil {
 		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
