@@ -64,8 +64,10 @@ func (s *sliceDLQ) take(topic string) []*message.Message {
 func TestReplayEndToEndProcessesOnce(t *testing.T) {
 	bus := newSliceDLQ()
 	store := memstore.New(nil)
-	stack, err := middleware.New(middleware.Config{Store: store, DLQPublisher: bus, Scope: "billing",
-		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2}, Logger: quiet})
+	stack, err := middleware.New(middleware.Config{
+		Store: store, DLQPublisher: bus, Scope: "billing",
+		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2}, Logger: quiet,
+	})
 	require.NoError(t, err)
 	defer stack.Close()
 	broken := true

@@ -227,13 +227,6 @@ func nilIfEmpty(b []byte) []byte {
 	return b
 }
 
-func bytesOrNil(s string) []byte {
-	if s == "" {
-		return nil
-	}
-	return []byte(s)
-}
-
 // row is a record as Claim reads it; the remaining times are judged by the
 // database clock.
 type row struct {

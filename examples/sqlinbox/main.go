@@ -151,7 +151,7 @@ func run() error {
 		return err
 	})
 	if !errors.Is(err, dedup.ErrLeaseLost) {
-		return fmt.Errorf("the stalled worker's completion should lose its lease, got %v", err)
+		return fmt.Errorf("the stalled worker's completion should lose its lease, got %w", err)
 	}
 	fmt.Printf("%-6s stalled worker woke up: %v; its write was rolled back\n", "pay-4", dedup.ErrLeaseLost)
 

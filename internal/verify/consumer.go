@@ -48,12 +48,11 @@ type ConsumerOptions struct {
 }
 
 // names shared by the parent and its consumers.
-func topicName(run string) string      { return "idempo-verify-" + run }
-func dlqTopicName(run string) string   { return topicName(run) + ".dlq" }
-func groupName(run string) string      { return "idempo-verify-" + run }
-func scopeName(run string) string      { return "verify-" + run }
-func effectsTable(run string) string   { return "idempo_verify_effects_" + run }
-func eventID(run string, i int) string { return fmt.Sprintf("ev-%s-%06d", run, i) }
+func topicName(run string) string    { return "idempo-verify-" + run }
+func dlqTopicName(run string) string { return topicName(run) + ".dlq" }
+func groupName(run string) string    { return "idempo-verify-" + run }
+func scopeName(run string) string    { return "verify-" + run }
+func effectsTable(run string) string { return "idempo_verify_effects_" + run }
 
 // RunConsumer consumes until ctx ends. It returns an error for setup failures.
 func RunConsumer(ctx context.Context, o ConsumerOptions) error {

@@ -171,7 +171,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Inbox != nil {
 		inbox = *o.Inbox
 	}
-	if inbox && !(sspec.Kind == backend.Postgres || sspec.Kind == backend.MySQL || sspec.Kind == backend.SQLite) {
+	if inbox && sspec.Kind != backend.Postgres && sspec.Kind != backend.MySQL && sspec.Kind != backend.SQLite {
 		return Result{}, fmt.Errorf("the transactional inbox needs a SQL store, got %s", sspec)
 	}
 	plan, err := demo.NewPlan("ev-"+o.RunID, o.Events, o.Faults)
@@ -234,8 +234,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	fmt.Fprintf(o.Stderr, "idempo verify: broker: %s, store: %s (inbox %v), run %s, %d events, %d consumers, %d kills\n",
 		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
 
-	h := &harness{o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
-		byOutcome: map[middleware.Outcome]int64{}}
+	h := &harness{
+		o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
+		byOutcome: map[middleware.Outcome]int64{},
+	}
 	if o.MetricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		m, err := metrics.New(reg, nil)
@@ -320,7 +322,12 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 	})
 	routerDone := make(chan error, 1)
 	go func() { routerDone <- router.Run(ctx) }()
-	defer func() { _ = router.Close(); <-routerDone }()
+	defer func() {
+		_ = router.Close()
+		if err := <-routerDone; err != nil {
+			h.o.Logger.Warn("verify: the DLQ reader stopped with an error", "error", err)
+		}
+	}()
 	select {
 	case <-router.Running():
 	case err := <-routerDone:
