@@ -233,7 +233,9 @@ func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) e
 			return err
 		}
 		e.Resolution = r
-		if r != "" && !f.All {
+		// An entry a replay holds right now (or held when it crashed, until
+		// its lease runs out) is not resolved: it stays listed.
+		if r != "" && r != InProgress && !f.All {
 			return nil
 		}
 		return fn(e)
@@ -381,7 +383,8 @@ func replayCopy(e Entry) *message.Message {
 	}
 	m := message.NewMessage(id, e.Message.Payload)
 	for k, v := range e.Message.Metadata {
-		if strings.HasPrefix(k, "idempo_") {
+		// The original Kafka key stays, so the replay lands on the key's partition.
+		if strings.HasPrefix(k, "idempo_") && k != KeyPartitionKey {
 			continue
 		}
 		m.Metadata[k] = v

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/amqpdlq"
+)
+
+const dlqTestAMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+func TestDLQHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"dlq", "--help"}, {"dlq", "help"}, {"dlq", "list", "--help"}, {"dlq", "show", "--help"},
+		{"dlq", "replay", "--help"}, {"dlq", "purge", "-h"},
+	} {
+		code, out, errOut := runCLI(t, args...)
+		require.Equal(t, 0, code, "%v", args)
+		require.Contains(t, out+errOut, "Usage: idempo dlq", "%v", args)
+	}
+}
+
+func TestDLQBadInput(t *testing.T) {
+	store := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+	common := []string{"--broker", dlqTestAMQP, "--store", store}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq"}, "Usage: idempo dlq"},
+		{[]string{"dlq", "nope"}, `unknown command "nope"`},
+		{[]string{"dlq", "list", "--broker", dlqTestAMQP, "--store", store}, "--topic required"},
+		{[]string{"dlq", "list", "--topic", "t"}, "--broker, --store required"},
+		{append([]string{"dlq", "list", "--topic", "t", "--since", "yesterday"}, common...), `--since "yesterday" is neither an RFC 3339 time`},
+		{append([]string{"dlq", "list", "--topic", "t", "--until", "-1h"}, common...), "must be positive"},
+		{append([]string{"dlq", "list", "--topic", "t", "--reason", "oops"}, common...), `--reason "oops" is not one of`},
+		{[]string{"dlq", "list", "--topic", "t", "--broker", "kafka", "--store", store}, "empty in-process Kafka cluster"},
+		{[]string{"dlq", "list", "--topic", "t", "--broker", "gochannel", "--store", store}, "real broker"},
+		{[]string{"dlq", "list", "--topic", "t", "--broker", dlqTestAMQP, "--store", "memory"}, "vanish"},
+		{[]string{"dlq", "list", "--topic", "t", "--broker", "amqp://guest:secret@127.0.0.1:1/", "--store", store}, "unreachable"},
+		{[]string{"dlq", "list", "--topic", "t", "--broker", "kafka://127.0.0.1:1", "--store", store}, "unreachable"},
+		{append([]string{"dlq", "list", "--topic", "idempo_no_such_queue_" + watermill.NewShortUUID()}, common...), "no such queue"},
+		{append([]string{"dlq", "show", "--topic", "t"}, common...), "want exactly one entry ID"},
+		{append([]string{"dlq", "replay", "--topic", "t"}, common...), "nothing selected"},
+		{append([]string{"dlq", "purge", "--topic", "t", "--all-unresolved"}, common...), "stdin is not a terminal"},
+		{append([]string{"dlq", "replay", "--topic", "t", "stray"}, common...), "unexpected arguments"},
+	} {
+		code, _, errOut := runCLI(t, tc.args...)
+		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, errOut, tc.want, "%v", tc.args)
+		require.NotContains(t, errOut, "secret", "passwords are never printed")
+	}
+}
+
+// deadLetter publishes a dead-letter copy the way the middleware does.
+func deadLetter(t *testing.T, pub message.Publisher, origTopic, handler, eventID, payload string, f dlq.Failure) string {
+	t.Helper()
+	r, err := dlq.New(dlq.Config{Publisher: pub})
+	require.NoError(t, err)
+	m := message.NewMessage(eventID, []byte(payload))
+	m.Metadata.Set("tenant", "acme")
+	info := dlq.Info{OriginalTopic: origTopic, Handler: handler, Scope: handler, EventID: eventID, Deliveries: 1, Failure: f}
+	require.NoError(t, r.Publish(context.Background(), m, info))
+	return dlq.EntryID(handler, eventID, eventID, 0)
+}
+
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var rows []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var row map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &row), line)
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func TestDLQOnRabbitMQ(t *testing.T) {
+	orig := "idempo_clitest_orders_" + watermill.NewShortUUID()
+	topic := orig + ".dlq"
+	conn, err := amqp091.Dial(dlqTestAMQP)
+	require.NoError(t, err, "RabbitMQ is required at %s", dlqTestAMQP)
+	t.Cleanup(func() {
+		if ch, err := conn.Channel(); err == nil {
+			for _, q := range []string{orig, topic, topic + ".parked"} {
+				_, _ = ch.QueueDelete(q, false, false, false)
+			}
+		}
+		_ = conn.Close()
+	})
+	pub, err := amqpdlq.NewDLQPublisher(amqp.Config{URL: dlqTestAMQP}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	now := time.Now()
+	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "bad amount", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	idA := deadLetter(t, pub, orig, "billing", "ev-a", `{"amount":-1}`, perm)
+	idB := deadLetter(t, pub, orig, "billing", "ev-b", `{"amount":-2}`, perm)
+	idC := deadLetter(t, pub, orig, "shipping", "ev-c", "\x00\xff", dlq.Failure{
+		Reason: dlq.ReasonRetriesExhausted, Error: "timeout", ErrorClass: "retryable", Attempts: 3, FirstFailure: now, LastFailure: now,
+	})
+	common := []string{"--broker", dlqTestAMQP, "--store", "sqlite://" + filepath.Join(t.TempDir(), "resolutions.db"), "--topic", topic}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
+	}
+
+	var rows []map[string]any
+	require.Eventually(t, func() bool {
+		code, out, _ := cli("list")
+		rows = jsonLines(t, out)
+		return code == 0 && len(rows) == 3
+	}, 30*time.Second, 100*time.Millisecond)
+	require.Equal(t, idA, rows[0]["id"])
+	require.Equal(t, "bad amount", rows[0]["error"])
+	require.Equal(t, orig, rows[0]["original_topic"])
+	require.Equal(t, "0", rows[0]["position"])
+
+	code, out, _ := cli("list", "--reason", dlq.ReasonRetriesExhausted)
+	require.Equal(t, 0, code)
+	require.Len(t, jsonLines(t, out), 1)
+	code, out, _ = cli("list", "--handler", "billing", "--since", "1h", "--error-class", "permanent")
+	require.Equal(t, 0, code)
+	require.Len(t, jsonLines(t, out), 2)
+	code, out, _ = cli("list", "--until", "1h")
+	require.Equal(t, 0, code)
+	require.Empty(t, jsonLines(t, out))
+	code, out, _ = cli("list", "--table")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "ORIGINAL-TOPIC")
+	require.Contains(t, out, "3 unresolved entries in "+topic)
+
+	code, out, errOut := cli("show", idC, "--json")
+	require.Equal(t, 0, code, errOut)
+	var shown map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &shown))
+	require.Equal(t, "base64", shown["payload_encoding"])
+	require.Equal(t, "AP8=", shown["payload"])
+	require.Equal(t, "acme", shown["metadata"].(map[string]any)["tenant"])
+	require.Equal(t, "timeout", shown["error"])
+	code, out, _ = cli("show", idA)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, `{"amount":-1}`)
+	require.Contains(t, out, "failure history")
+	code, _, errOut = cli("show", "no-such-entry")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no such entry")
+
+	code, out, errOut = cli("replay", "--id", idA, "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "would replay "+idA)
+	require.Contains(t, out, "dry run: would replay 1, park 0")
+	code, out, errOut = cli("replay", "--id", idA)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "replayed 1, parked 0, skipped 0")
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	d, ok, err := ch.Get(orig, true)
+	require.NoError(t, err)
+	require.True(t, ok, "the replay is in the original queue")
+	require.Equal(t, `{"amount":-1}`, string(d.Body))
+	require.Equal(t, idA, d.Headers[dlq.KeyReplayID])
+	require.Equal(t, "ev-a", d.Headers[amqp.UUIDHeader])
+	require.Equal(t, "acme", d.Headers["tenant"])
+	_ = ch.Close()
+
+	code, _, errOut = cli("replay", "--id", idA)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "already replayed")
+	code, _, errOut = cli("replay", "--id", "no-such-entry")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no such entry")
+
+	code, out, _ = cli("list")
+	require.Equal(t, 0, code)
+	require.Len(t, jsonLines(t, out), 2)
+	code, out, _ = cli("list", "--all")
+	require.Equal(t, 0, code)
+	rows = jsonLines(t, out)
+	require.Len(t, rows, 3)
+	require.Equal(t, dlq.Replayed, rows[0]["resolution"])
+
+	// purge asks on a terminal; "n" purges nothing.
+	oldIn, oldTerm := dlqStdin, dlqStdinIsTerminal
+	t.Cleanup(func() { dlqStdin, dlqStdinIsTerminal = oldIn, oldTerm })
+	dlqStdinIsTerminal = func() bool { return true }
+	dlqStdin = strings.NewReader("n\n")
+	code, _, errOut = cli("purge", "--handler", "billing")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "Purge 1 entries? [y/N]")
+	dlqStdin = strings.NewReader("y\n")
+	code, out, _ = cli("purge", "--handler", "billing")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "purged 1, skipped 0")
+	code, _, errOut = cli("purge", "--yes", "--id", idB)
+	require.Equal(t, 1, code, "already purged")
+	require.Contains(t, errOut, "already purged")
+
+	code, out, errOut = cli("replay", "--all-unresolved", "--json")
+	require.Equal(t, 0, code, errOut)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.EqualValues(t, 1, res["replayed"])
+	code, out, _ = cli("list")
+	require.Equal(t, 0, code)
+	require.Empty(t, strings.TrimSpace(out), "nothing unresolved")
+	code, out, _ = cli("list", "--all")
+	require.Equal(t, 0, code)
+	got := map[string]string{}
+	for _, r := range jsonLines(t, out) {
+		got[r["id"].(string)] = r["resolution"].(string)
+	}
+	require.Equal(t, map[string]string{idA: dlq.Replayed, idB: dlq.Purged, idC: dlq.Replayed}, got)
+}
+
+func TestDLQOnKafka(t *testing.T) {
+	emb, err := kafka.StartEmbedded()
+	require.NoError(t, err)
+	defer emb.Close()
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	now := time.Now()
+	id := deadLetter(t, pub, "orders", "billing", "ev-k", "k-payload", dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now})
+	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
+	}
+	code, out, errOut := cli("list")
+	require.Equal(t, 0, code, errOut)
+	rows := jsonLines(t, out)
+	require.Len(t, rows, 1)
+	require.Equal(t, id, rows[0]["id"])
+	require.Equal(t, "0/0", rows[0]["position"])
+	code, out, errOut = cli("replay", "--original-topic", "orders", "--to", "orders.retry")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "replayed 1")
+	code, _, errOut = runCLI(t, "dlq", "list", "--broker", emb.URL(), "--store", common[3], "--topic", "no_such_topic")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "no such topic")
+
+	sub, err := kafka.NewSubscriber(emb.Config("check"), nil)
+	require.NoError(t, err)
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "orders.retry")
+	require.NoError(t, err)
+	select {
+	case m := <-ch:
+		m.Ack()
+		require.Equal(t, "ev-k", m.UUID)
+		require.Equal(t, id, m.Metadata.Get(dlq.KeyReplayID))
+	case <-ctx.Done():
+		t.Fatal("the replay never arrived")
+	}
+}

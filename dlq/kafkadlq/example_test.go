@@ -1,0 +1,60 @@
+package kafkadlq_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/kafkadlq"
+)
+
+// List the dead letters of a Kafka DLQ topic, then replay them to their
+// original topic once the bug is fixed.
+func Example() {
+	cluster, err := kafka.StartEmbedded() // your brokers in production
+	if err != nil {
+		panic(err)
+	}
+	defer cluster.Close()
+	pub, err := kafka.NewPublisher(cluster.Config(""), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer pub.Close()
+
+	// What the middleware does when a handler fails for good.
+	router, _ := dlq.New(dlq.Config{Publisher: pub})
+	failed := message.NewMessage("order-7", []byte(`{"amount":-1}`))
+	_ = router.Publish(context.Background(), failed, dlq.Info{
+		OriginalTopic: "orders", Handler: "billing", Scope: "billing", EventID: "order-7",
+		Failure: dlq.Failure{Reason: dlq.ReasonPermanent, Error: "negative amount", LastFailure: time.Now()},
+	})
+
+	source, err := kafkadlq.NewSource(cluster.Addrs())
+	if err != nil {
+		panic(err)
+	}
+	defer source.Close()
+	ops, err := dlq.NewOps(dlq.OpsConfig{Source: source, Store: memstore.New(nil), Publisher: pub})
+	if err != nil {
+		panic(err)
+	}
+	_ = ops.List(context.Background(), "orders.dlq", dlq.Filter{}, func(e dlq.Entry) error {
+		fmt.Println(e.Position, e.EventID, e.Reason, e.Error)
+		return nil
+	})
+	res, err := ops.Replay(context.Background(), "orders.dlq", dlq.Filter{}, dlq.ReplayOptions{})
+	fmt.Println("replayed:", res.Replayed, err)
+	err = ops.List(context.Background(), "no.such.dlq", dlq.Filter{}, func(dlq.Entry) error { return nil })
+	fmt.Println(errors.Is(err, kafkadlq.ErrNoTopic))
+	// Output:
+	// 0/0 order-7 permanent_error negative amount
+	// replayed: 1 <nil>
+	// true
+}
