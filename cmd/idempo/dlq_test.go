@@ -23,8 +23,12 @@ const dlqTestAMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 func TestDLQHelp(t *testing.T) {
 	for _, args := range [][]string{
-		{"dlq", "--help"}, {"dlq", "help"}, {"dlq", "list", "--help"}, {"dlq", "show", "--help"},
-		{"dlq", "replay", "--help"}, {"dlq", "purge", "-h"},
+		{"dlq", "--help"},
+		{"dlq", "help"},
+		{"dlq", "list", "--help"},
+		{"dlq", "show", "--help"},
+		{"dlq", "replay", "--help"},
+		{"dlq", "purge", "-h"},
 	} {
 		code, out, errOut := runCLI(t, args...)
 		require.Equal(t, 0, code, "%v", args)

@@ -2,11 +2,13 @@ package backend
 
 import (
 	"context"
+	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/dlq/amqpdlq"
 )
 
 func init() {
@@ -29,7 +31,24 @@ func openAMQP(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o op
 		return nil, err
 	}
 	b := &Broker{Spec: spec, Display: spec.String(), URL: spec.Raw, Publisher: pub, closers: []func() error{pub.Close}}
-	b.Prepare = func(_ context.Context, topic, _ string) error { return pub.DeclareQueue(topic) }
+	// Dead letters go to stream queues: `idempo dlq` reads them without
+	// taking them.
+	dlqPub, err := amqpdlq.NewDLQPublisher(cfg, logger)
+	if err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	b.closers = append(b.closers, dlqPub.Close)
+	b.DLQPublisher = dlqPub
+	streamCfg := cfg
+	streamCfg.QueueArguments = amqpdlq.StreamArguments()
+	b.Prepare = func(_ context.Context, topic, _ string) error {
+		if strings.HasSuffix(topic, ".dlq") {
+			return dlqPub.DeclareQueue(topic)
+		}
+		return pub.DeclareQueue(topic)
+	}
 	b.NewSubscriber = func(string, int) (message.Subscriber, error) { return amqp.NewSubscriber(cfg, logger) }
+	b.NewDLQSubscriber = func(string) (message.Subscriber, error) { return amqp.NewSubscriber(streamCfg, logger) }
 	return b, nil
 }

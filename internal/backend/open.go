@@ -30,10 +30,32 @@ type Broker struct {
 	NewSubscriber func(group string, i int) (message.Subscriber, error)
 	// FanOut is true when every subscriber sees every message (GoChannel).
 	FanOut bool
+	// DLQPublisher and NewDLQSubscriber publish and read dead-letter
+	// topics when the broker keeps them differently (RabbitMQ: stream
+	// queues, so `idempo dlq` can list them without consuming). Nil means
+	// Publisher and NewSubscriber.
+	DLQPublisher     message.Publisher
+	NewDLQSubscriber func(group string) (message.Subscriber, error)
 	// Prepare declares what must exist before the first publish (queues),
 	// so no message is dropped. May be nil.
 	Prepare func(ctx context.Context, topic, group string) error
 	closers []func() error
+}
+
+// DLQ returns the publisher for dead letters.
+func (b *Broker) DLQ() message.Publisher {
+	if b.DLQPublisher != nil {
+		return b.DLQPublisher
+	}
+	return b.Publisher
+}
+
+// DLQSubscriber returns a subscriber that reads dead-letter topics.
+func (b *Broker) DLQSubscriber(group string) (message.Subscriber, error) {
+	if b.NewDLQSubscriber != nil {
+		return b.NewDLQSubscriber(group)
+	}
+	return b.NewSubscriber(group, 0)
 }
 
 // Close closes everything the broker opened, in reverse order.

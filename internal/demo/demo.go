@@ -224,7 +224,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 
 	cfg := middleware.Config{
 		Store:        store.Store,
-		DLQPublisher: broker.Publisher,
+		DLQPublisher: broker.DLQ(),
 		Scope:        scope,
 		Lease:        10 * time.Second,
 		Retention:    time.Hour,
@@ -277,7 +277,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		h := r.outer(broker, topic, stack.Wrap(r.handle))
 		router.AddConsumerHandler(fmt.Sprintf("consumer-%d", i), topic, sub, func(m *message.Message) error { _, err := h(m); return err })
 	}
-	dsub, err := broker.NewSubscriber(group+"-dlq", 0)
+	dsub, err := broker.DLQSubscriber(group + "-dlq")
 	if err != nil {
 		return Ledger{}, fmt.Errorf("dlq subscriber: %w", err)
 	}

@@ -106,7 +106,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	}
 	stack, err := middleware.New(middleware.Config{
 		Store:         store.Store,
-		DLQPublisher:  broker.Publisher,
+		DLQPublisher:  broker.DLQ(),
 		Scope:         scopeName(o.RunID),
 		Lease:         lease,
 		Retention:     time.Hour,
@@ -138,7 +138,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	}
 	wrapped := stack.Wrap(c.handle)
 	if o.Break == "no-dedup" {
-		if wrapped, err = broken(broker.Publisher, c); err != nil {
+		if wrapped, err = broken(broker.DLQ(), c); err != nil {
 			return err
 		}
 	}

@@ -306,7 +306,7 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	dsub, err := h.broker.NewSubscriber(group+"-dlq", 0)
+	dsub, err := h.broker.DLQSubscriber(group + "-dlq")
 	if err != nil {
 		return Result{}, err
 	}

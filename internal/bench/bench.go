@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/idempo/idempo/internal/backend"
+)
+
+// Defaults of [Options].
+const (
+	DefaultEvents     = 20000
+	DefaultRounds     = 3
+	DefaultWarmup     = 1000
+	DefaultConsumers  = 1
+	DefaultInFlight   = 1
+	DefaultMemoryKeys = 100000
+	DefaultTimeout    = 10 * time.Minute
+	// DefaultStall is how long a round may go without a single ack before
+	// it fails.
+	DefaultStall = time.Minute
+)
+
+// ErrCheck is matched by the error of a run whose workload did not hold:
+// a message lost, handled twice, nacked or never acked. Such a run reports
+// no figures.
+var ErrCheck = errors.New("bench: workload check failed")
+
+// Options configures [Run]. The zero value benchmarks GoChannel with the
+// in-memory store.
+type Options struct {
+	// Broker and Store are the --broker and --store URLs (see package
+	// backend). Default "gochannel" and "memory".
+	Broker, Store string
+	// Events is the number of messages of one round of one variant.
+	// Defaults to 20000.
+	Events int
+	// Rounds is how many times each variant runs. Defaults to 3. The
+	// special value -1 runs none (with Memory: the memory figures only).
+	Rounds int
+	// Warmup is the number of messages per variant of an unrecorded round
+	// before the first. Defaults to min(Events, 1000). The special value -1
+	// disables the warm-up.
+	Warmup int
+	// Consumers is the number of router handlers consuming one round. On
+	// Kafka and RabbitMQ they share one topic (a consumer group, competing
+	// consumers); on GoChannel, where every subscriber sees every message,
+	// the round's messages are spread over as many topics, one handler
+	// each. All share one dedup scope. Defaults to 1.
+	Consumers int
+	// InFlight is, on GoChannel, how many messages each consumer has in
+	// flight: the publisher keeps that many ahead of the acks, and the
+	// router handles them concurrently. 1 makes each consumer sequential,
+	// as the Kafka and RabbitMQ subscribers of package broker are (they
+	// hand out a message only after the previous one is acked); there
+	// Consumers is the way to concurrency and InFlight is ignored.
+	// Defaults to 1.
+	InFlight int
+	// Memory adds the store's memory figures ([Report.Memory]).
+	Memory bool
+	// MemoryKeys is how many in-flight keys the in-memory store is filled
+	// with for its memory figure. Server stores write at most 10000 done
+	// records (SQL) or 1000 (Redis). Defaults to 100000.
+	MemoryKeys int
+	// Timeout bounds the whole run. Defaults to 10 minutes.
+	Timeout time.Duration
+	// Stall fails a round that goes this long without an ack. Defaults to
+	// one minute.
+	Stall time.Duration
+	// Stderr receives the start line and progress. Defaults to io.Discard.
+	Stderr io.Writer
+	// Progress shows a progress line on Stderr (for a terminal).
+	Progress bool
+	// RunID names this run's topics, queues, keys and tables. Defaults to
+	// 8 random hex characters.
+	RunID string
+}
+
+func (o *Options) setDefaults() {
+	if o.Events == 0 {
+		o.Events = DefaultEvents
+	}
+	if o.Rounds == 0 {
+		o.Rounds = DefaultRounds
+	}
+	if o.Warmup == 0 {
+		o.Warmup = min(o.Events, DefaultWarmup)
+	}
+	if o.Consumers == 0 {
+		o.Consumers = DefaultConsumers
+	}
+	if o.InFlight == 0 {
+		o.InFlight = DefaultInFlight
+	}
+	if o.MemoryKeys == 0 {
+		o.MemoryKeys = DefaultMemoryKeys
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Stall == 0 {
+		o.Stall = DefaultStall
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+	if o.RunID == "" {
+		o.RunID = NewRunID()
+	}
+}
+
+// Validate reports the first invalid field, naming its flag.
+func (o Options) Validate() error {
+	switch {
+	case o.Events < 1:
+		return fmt.Errorf("--events must be > 0, got %d", o.Events)
+	case o.Rounds < 1 && o.Rounds != -1:
+		return fmt.Errorf("--rounds must be > 0, got %d", o.Rounds)
+	case o.Rounds == -1 && !o.Memory:
+		return errors.New("--rounds 0 measures nothing without --memory")
+	case o.Warmup < -1:
+		return fmt.Errorf("--warmup must be >= 0, got %d", o.Warmup)
+	case o.Consumers < 1:
+		return fmt.Errorf("--consumers must be > 0, got %d", o.Consumers)
+	case o.InFlight < 1:
+		return fmt.Errorf("--in-flight must be > 0, got %d", o.InFlight)
+	case o.MemoryKeys < 1:
+		return fmt.Errorf("--memory-keys must be > 0, got %d", o.MemoryKeys)
+	}
+	return nil
+}
+
+// NewRunID returns a fresh run ID (8 hex characters).
+func NewRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Report is the outcome of [Run]. The JSON field names are stable.
+type Report struct {
+	RunID     string `json:"run_id"`
+	Broker    string `json:"broker"`
+	Store     string `json:"store"`
+	Events    int    `json:"events_per_round"`
+	Rounds    int    `json:"rounds"`
+	Warmup    int    `json:"warmup"`
+	Consumers int    `json:"consumers"`
+	// InFlight is Options.InFlight on GoChannel, 0 elsewhere.
+	InFlight int `json:"in_flight"`
+	// Variants holds the figures of each variant (empty with Rounds -1).
+	Variants Variants `json:"variants"`
+	// RatioVsBare is idempo's time per message divided by bare's.
+	RatioVsBare float64 `json:"ratio_vs_bare"`
+	// RatioVsWatermill is idempo's time per message divided by Watermill's
+	// Retry+PoisonQueue+Deduplicator's.
+	RatioVsWatermill float64 `json:"ratio_vs_watermill"`
+	// Memory holds the store's memory figures (with Options.Memory).
+	Memory  *MemoryResult `json:"memory,omitempty"`
+	Machine Machine       `json:"machine"`
+}
+
+// Variants holds one result per variant.
+type Variants struct {
+	Bare      VariantResult `json:"bare"`
+	Watermill VariantResult `json:"watermill"`
+	Idempo    VariantResult `json:"idempo"`
+}
+
+func (v *Variants) of(k Variant) *VariantResult {
+	switch k {
+	case Bare:
+		return &v.Bare
+	case Watermill:
+		return &v.Watermill
+	default:
+		return &v.Idempo
+	}
+}
+
+// VariantResult is what one variant did over all its recorded rounds.
+type VariantResult struct {
+	// Messages is the number of messages handled in recorded rounds.
+	Messages int `json:"messages"`
+	// Redeliveries counts acks beyond one per message: deliveries the
+	// broker repeated, acked without a second effect by the deduplicating
+	// variants (a second effect fails the run).
+	Redeliveries int64 `json:"redeliveries"`
+	// ElapsedMS is the sum of the rounds' consumption times.
+	ElapsedMS float64 `json:"elapsed_ms"`
+	// EventsPerSec is Messages / elapsed.
+	EventsPerSec float64 `json:"events_per_s"`
+	// NsPerMsg is the cost: elapsed / Messages.
+	NsPerMsg float64 `json:"ns_per_msg"`
+	// P50US, P99US and MaxUS are handler-to-ack latencies over all recorded
+	// messages, in microseconds.
+	P50US float64 `json:"p50_us"`
+	P99US float64 `json:"p99_us"`
+	MaxUS float64 `json:"max_us"`
+	// AllocsPerMsg and BytesPerMsg are the process's heap allocations
+	// during the rounds per message (broker client and router included).
+	AllocsPerMsg float64 `json:"allocs_per_msg"`
+	BytesPerMsg  float64 `json:"bytes_per_msg"`
+	// Rounds has the figures of each recorded round, in order.
+	Rounds []RoundResult `json:"rounds"`
+}
+
+// RoundResult is one round of one variant.
+type RoundResult struct {
+	Round        int     `json:"round"`
+	Messages     int     `json:"messages"`
+	ElapsedMS    float64 `json:"elapsed_ms"`
+	EventsPerSec float64 `json:"events_per_s"`
+	AllocsPerMsg float64 `json:"allocs_per_msg"`
+}
+
+// Run opens the broker and store the options name, runs the benchmark and
+// returns its report. Errors matching [backend.ErrURL] are bad URLs; errors
+// matching [ErrCheck] mean the workload did not hold; any other error is a
+// setup failure (e.g. an unreachable server).
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	bspec, err := backend.ParseBroker(opts.Broker)
+	if err != nil {
+		return nil, err
+	}
+	sspec, err := backend.ParseStore(opts.Store)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	if err != nil {
+		return nil, fmt.Errorf("open broker %s: %w", bspec, err)
+	}
+	defer func() { _ = broker.Close() }()
+	return runOnBroker(ctx, opts, broker, sspec)
+}
+
+// runOnBroker opens the store and runs the benchmark on an opened broker.
+func runOnBroker(ctx context.Context, opts Options, broker *backend.Broker, sspec backend.Spec) (*Report, error) {
+	store, err := backend.OpenStore(ctx, sspec, opts.RunID)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", sspec, err)
+	}
+	defer func() { _ = store.Close() }()
+	if store.Drop != nil {
+		defer func() { _ = store.Drop(context.WithoutCancel(ctx)) }()
+	}
+	r, err := newRunner(ctx, opts, broker, store)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close(context.WithoutCancel(ctx))
+	return r.run(ctx)
+}
