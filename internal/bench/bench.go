@@ -53,7 +53,9 @@ type Options struct {
 	// Kafka and RabbitMQ they share one topic (a consumer group, competing
 	// consumers); on GoChannel, where every subscriber sees every message,
 	// the round's messages are spread over as many topics, one handler
-	// each. All share one dedup scope. Defaults to 1.
+	// each. All share one dedup scope. On Kafka, consumers that join after
+	// the first delivery make the group rebalance within the timed window.
+	// Defaults to 1.
 	Consumers int
 	// InFlight is, on GoChannel, how many messages each consumer has in
 	// flight: the publisher keeps that many ahead of the acks, and the

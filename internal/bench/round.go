@@ -167,27 +167,32 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	for i := range msgs {
 		msgs[i] = message.NewMessage(st.prefix+strconv.Itoa(i), []byte(`{"n":`+strconv.Itoa(i)+`}`))
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, watermill.NopLogger{})
-	if err != nil {
-		return fail(err)
-	}
-	h := st.measure(chain(st.handle, mws))
-	for k := range r.opts.Consumers {
-		sub, err := r.broker.NewSubscriber(name, k)
-		if err != nil {
-			return fail(fmt.Errorf("subscriber %d: %w", k, err))
-		}
-		router.AddConsumerHandler("bench-"+strconv.Itoa(k), topics[k%len(topics)], sub, func(m *message.Message) error {
-			_, err := h(m)
-			return err
-		})
-	}
 	if !r.broker.FanOut {
 		// Durable brokers: publish first, so that consumption is timed alone.
 		r.progress(fmt.Sprintf("round %s %-9s publishing %d messages", label, v, n))
 		if err := publishAll(r.broker.Publisher, topics, msgs); err != nil {
 			return fail(err)
 		}
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, watermill.NopLogger{})
+	if err != nil {
+		return fail(err)
+	}
+	h := st.measure(chain(st.handle, mws))
+	var subs []message.Subscriber // closed by the router once it runs
+	for k := range r.opts.Consumers {
+		sub, err := r.broker.NewSubscriber(name, k)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Close()
+			}
+			return fail(fmt.Errorf("subscriber %d: %w", k, err))
+		}
+		subs = append(subs, sub)
+		router.AddConsumerHandler("bench-"+strconv.Itoa(k), topics[k%len(topics)], sub, func(m *message.Message) error {
+			_, err := h(m)
+			return err
+		})
 	}
 	runtime.GC()
 	stopped := make(chan struct{})
@@ -237,7 +242,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	return roundFigures{
 		messages:     n,
 		redelivered:  st.acked.Load() - int64(n),
-		elapsed:      time.Duration(st.end.Load() - st.start),
+		elapsed:      max(time.Duration(st.end.Load()-st.start), 1), // never 0: rates must stay finite for JSON
 		mallocs:      after.Mallocs - st.before.Mallocs,
 		allocedBytes: after.TotalAlloc - st.before.TotalAlloc,
 		lat:          st.lat,
