@@ -14,7 +14,7 @@ import (
 
 // verifyEvents is the CI size of each verify run; `make verify-full` runs
 // the large matrix recorded in docs/reliability.md.
-const verifyEvents = 400
+const verifyEvents = 1000
 
 const rabbitURL = "amqp://guest:guest@127.0.0.1:5672/"
 

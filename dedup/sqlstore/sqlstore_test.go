@@ -258,7 +258,10 @@ func TestCleanup(t *testing.T) {
 					ret = 50 * time.Millisecond
 				}
 				k := dedup.Key{Scope: scope, ID: fmt.Sprint(i)}
-				req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: ret, Retention: ret}
+				// Claim for long, so a loaded machine cannot let the record
+				// expire before Complete; the completion's retention is the
+				// one cleanup judges.
+				req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Hour, Retention: time.Hour}
 				_, err := st.Claim(ctx, k, req)
 				require.NoError(t, err)
 				require.NoError(t, st.Complete(ctx, k, req.Token, ret))

@@ -445,7 +445,8 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	if h.own != nil {
 		storeRestarts = h.o.StoreRestarts
 	}
-	next := time.Now().Add(time.Duration(200+rnd.IntN(800)) * time.Millisecond)
+	// The first fault comes early, so even a short run sees one.
+	next := time.Now().Add(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
