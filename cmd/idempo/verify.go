@@ -31,6 +31,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the result on stdout")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	brk := fs.String("break", "", "")
+	debug := fs.Bool("debug", false, "let the consumers log their broker client's connection and rebalance events to stderr")
 	metricsAddr := fs.String("metrics-addr", "", "serve the consumers' outcomes as Prometheus metrics on /metrics at this address while running")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: idempo verify [flags]
@@ -64,7 +65,7 @@ Flags:
 		Broker: *broker, Store: *store, Events: *events, Faults: *d, Consumers: *consumers, Kills: *kills,
 		BrokerRestartCmd: *brokerRestart, StoreRestartCmd: *storeRestart, Restarts: *restarts,
 		Lease: *lease, Timeout: *timeout, Stderr: stderr, Progress: isTerminal(stderr), Break: *brk,
-		OwnRedis: *ownRedis, StoreRestarts: *restarts, MetricsAddr: *metricsAddr,
+		OwnRedis: *ownRedis, StoreRestarts: *restarts, MetricsAddr: *metricsAddr, Debug: *debug,
 	}
 	if *kills == 0 {
 		opts.Kills = -1
@@ -110,12 +111,17 @@ func runVerifyConsumer(ctx context.Context, args []string, stderr io.Writer) int
 	fs.IntVar(&o.Index, "index", 0, "consumer index")
 	fs.DurationVar(&o.Lease, "lease", 2*time.Second, "lease")
 	fs.StringVar(&o.Break, "break", "", "deliberately broken mode (tests)")
+	fs.BoolVar(&o.Debug, "debug", false, "log the broker client's connection and rebalance events")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	o.Faults = *d
 	o.Report = os.Stdout
-	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	level := slog.LevelError
+	if o.Debug {
+		level = slog.LevelInfo
+	}
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := verify.RunConsumer(ctx, o); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "idempo verify-consumer %d: %v\n", o.Index, err)
 		return 2

@@ -28,6 +28,7 @@ func verifyRun(t *testing.T, o verify.Options) verify.Result {
 	}
 	o.Timeout = 4 * time.Minute
 	o.Stderr = testWriter{t}
+	o.Debug = true // shown only when the test fails
 	res, err := verify.Run(context.Background(), o)
 	require.NoError(t, err)
 	t.Logf("verify %s × %s: %+v", o.Broker, o.Store, res)

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -45,6 +49,9 @@ type ConsumerOptions struct {
 	// finished delivery ("E <event>"), written unbuffered.
 	Report io.Writer
 	Logger *slog.Logger
+	// Debug logs the broker client's connection and rebalance events to
+	// Logger's handler at Info level, prefixed with the consumer index.
+	Debug bool
 }
 
 // names shared by the parent and its consumers.
@@ -71,7 +78,12 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	if err != nil {
 		return err
 	}
-	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{}, backend.WithFastFailover())
+	var brokerLogger watermill.LoggerAdapter = watermill.NopLogger{}
+	if o.Debug {
+		brokerLogger = watermill.NewSlogLogger(o.Logger.With("consumer", o.Index))
+		sarama.Logger = log.New(debugWriter{o.Logger, o.Index}, "", 0)
+	}
+	broker, err := backend.OpenBroker(ctx, bspec, brokerLogger, backend.WithFastFailover())
 	if err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
@@ -155,6 +167,17 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		return nil
 	})
 	return router.Run(ctx)
+}
+
+// debugWriter turns the Kafka client's log lines into records of Logger.
+type debugWriter struct {
+	l     *slog.Logger
+	index int
+}
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.l.Info(strings.TrimSpace(string(p)), "consumer", w.index, "client", "sarama")
+	return len(p), nil
 }
 
 // broken is the consumer of a deliberately broken build: retries and the
@@ -263,6 +286,9 @@ func consumerArgs(o ConsumerOptions) []string {
 	}
 	if o.Break != "" {
 		args = append(args, "--break", o.Break)
+	}
+	if o.Debug {
+		args = append(args, "--debug")
 	}
 	if o.Inbox {
 		args = append(args, "--inbox")

@@ -73,6 +73,9 @@ type Options struct {
 	Progress bool
 	Logger   *slog.Logger
 	RunID    string
+	// Debug makes the consumers log their broker client's connection and
+	// rebalance events to Stderr.
+	Debug bool
 }
 
 // Result is the verdict's input: the demo's ledger fields plus the harness's.
@@ -449,6 +452,7 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	next := time.Now().Add(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	lastSettled, progressAt, stallReported := -1, time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -460,6 +464,12 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 			fmt.Fprintf(h.o.Stderr, "\r\033[Ksettled %d/%d events, %d kills, %d restarts", settled, len(h.plan.IDs), h.kills, h.restarts)
 		}
 		all := settled == len(h.plan.IDs)
+		if settled != lastSettled {
+			lastSettled, progressAt = settled, time.Now()
+		} else if !all && time.Since(progressAt) > stallAfter && time.Since(stallReported) > stallAfter {
+			stallReported = time.Now()
+			h.reportStall(ctx, ledger, children, settled, time.Since(progressAt))
+		}
 		if !all && time.Now().After(next) {
 			switch {
 			case killsLeft > 0 && (brokerRestarts+storeRestarts == 0 || rnd.IntN(2) == 0):
@@ -497,6 +507,35 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	}
 }
 
+// stallAfter is how long verify waits without progress before it reports
+// what is still unsettled.
+const stallAfter = 20 * time.Second
+
+// reportStall prints what verify is waiting for when the run stops making
+// progress: the handlers in flight per consumer and some unsettled events.
+func (h *harness) reportStall(ctx context.Context, ledger *sql.DB, children []*child, settled int, since time.Duration) {
+	counts, err := effectCounts(ctx, ledger, h.o.RunID)
+	if err != nil {
+		fmt.Fprintf(h.o.Stderr, "idempo verify: no progress for %s (%d/%d settled); reading the ledger failed: %v\n", since.Round(time.Second), settled, len(h.plan.IDs), err)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var unsettled []string
+	for _, id := range h.plan.IDs {
+		if counts[id] == 0 && !h.dead[id] {
+			unsettled = append(unsettled, id)
+		}
+	}
+	var inflight []string
+	for i, c := range children {
+		inflight = append(inflight, fmt.Sprintf("consumer %d: %d", i, len(c.inflight)))
+	}
+	sample := unsettled[:min(len(unsettled), 5)]
+	fmt.Fprintf(h.o.Stderr, "idempo verify: no progress for %s: %d/%d settled, %d deliveries reported; in flight: %s; unsettled (%d) include %s\n",
+		since.Round(time.Second), settled, len(h.plan.IDs), h.outcomes, strings.Join(inflight, ", "), len(unsettled), strings.Join(sample, " "))
+}
+
 func (h *harness) settled(ctx context.Context, ledger *sql.DB) int {
 	var effected int
 	_ = ledger.QueryRowContext(ctx, fmt.Sprintf("SELECT COUNT(DISTINCT event_id) FROM %s", effectsTable(h.o.RunID))).Scan(&effected)
@@ -521,7 +560,7 @@ func (h *harness) restart(what, cmdline string) {
 func (h *harness) start(i int) (*child, error) {
 	co := ConsumerOptions{
 		Broker: h.broker.URL, Store: h.storeURL, RunID: h.o.RunID, Events: h.o.Events, Faults: h.o.Faults,
-		Ledger: h.ledgerPath, Inbox: h.inbox, Index: i, Lease: h.o.Lease, Break: h.o.Break,
+		Ledger: h.ledgerPath, Inbox: h.inbox, Index: i, Lease: h.o.Lease, Break: h.o.Break, Debug: h.o.Debug,
 	}
 	args := append(append(append([]string{}, h.o.Command[1:]...), "verify-consumer"), consumerArgs(co)...)
 	cmd := exec.Command(h.o.Command[0], args...)
