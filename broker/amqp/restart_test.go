@@ -101,7 +101,7 @@ func (n *privateNode) start() {
 	n.exited = make(chan error, 1)
 	go func(exited chan<- error) { exited <- cmd.Wait() }(n.exited)
 
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute) // an Erlang boot is slow on a loaded machine
 	for {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
 		if err == nil {

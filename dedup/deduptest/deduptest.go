@@ -179,14 +179,14 @@ func (s *suite) leaseExpiryThenReclaim(t *testing.T) {
 	st := s.newStore(t)
 	u := s.unit()
 	k := key(t, "lease")
-	first := req(u, long)
+	first := req(2*u, long)
 	mustClaim(t, st, k, first, dedup.StatusAcquired)
 	res := mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
 	if !s.f.NoLeaseRemaining {
 		require.Positive(t, res.LeaseRemaining)
-		require.LessOrEqual(t, res.LeaseRemaining, u+s.f.Granularity)
+		require.LessOrEqual(t, res.LeaseRemaining, 2*u+s.f.Granularity)
 	}
-	time.Sleep(2*u + s.f.Granularity)
+	time.Sleep(3*u + s.f.Granularity)
 	second := req(long, long)
 	res = mustClaim(t, st, k, second, dedup.StatusAcquired)
 	require.Equal(t, 2, res.Deliveries, "a takeover counts as a delivery")
@@ -568,15 +568,17 @@ func (s *suite) releasedKeepsCounter(t *testing.T) {
 	st := s.newStore(t)
 	u := s.unit()
 	k := key(t, "released-retention")
-	r := req(u, 3*u)
+	// Retention is 6 units, so that a loaded machine's slow store calls
+	// cannot eat the margin between the lease (1 unit) and the retention.
+	r := req(u, 6*u)
 	mustClaim(t, st, k, r, dedup.StatusAcquired)
 	require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
 	time.Sleep(u + s.f.Granularity)
-	r2 := req(u, 3*u)
+	r2 := req(u, 6*u)
 	res := mustClaim(t, st, k, r2, dedup.StatusAcquired)
 	require.Equal(t, 2, res.Deliveries, "the counter outlives the lease")
 	require.NoError(t, st.Release(ctxT(t), k, r2.Token, true))
-	time.Sleep(4*u + s.f.Granularity)
+	time.Sleep(7*u + s.f.Granularity)
 	res = mustClaim(t, st, k, req(long, long), dedup.StatusAcquired)
 	require.Equal(t, 1, res.Deliveries, "the counter is forgotten after the claim's retention")
 }
