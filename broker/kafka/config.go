@@ -66,10 +66,10 @@ type Config struct {
 
 	// Version is the Kafka protocol version spoken to the brokers, as
 	// "major.minor.patch". Defaults to [DefaultVersion] ("2.1.0"): the oldest
-	// version Kafka 4 still accepts, new enough for the idempotent producer
-	// (0.11+), and the newest whose consumer-group protocol the bundled sarama
-	// (v1.43) decodes correctly against the embedded cluster. Raise it only
-	// after testing against your brokers.
+	// version Kafka 4 still accepts and new enough for the idempotent
+	// producer (0.11+), so it works with every broker Kafka still supports.
+	// Newer versions (tested up to 3.6.0 against the embedded cluster) may be
+	// set to match your brokers.
 	Version string
 
 	// StartFromNewest makes a consumer group that has no committed offset for

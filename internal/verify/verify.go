@@ -607,7 +607,11 @@ func (h *harness) kill(c *child, i int) *child {
 	h.mu.Lock()
 	h.kills++
 	h.maxAllowed += len(c.inflight)
+	inflight := len(c.inflight)
 	h.mu.Unlock()
+	if h.o.Debug {
+		fmt.Fprintf(h.o.Stderr, "idempo verify: killed consumer %d (pid %d) with %d handlers in flight; restarting it\n", i, c.cmd.Process.Pid, inflight)
+	}
 	nc, err := h.start(i)
 	if err != nil {
 		h.o.Logger.Error("verify: restarting a consumer failed", "error", err)
