@@ -125,7 +125,88 @@ type delivery struct {
 	span      trace.Span // nil without tracing
 }
 
+// The hot path (handle → runAcquired → attempts → attempt → runOnce → call)
+// keeps its frames small: every rare branch (tracing, bad IDs, store errors,
+// collisions, in-progress) lives in a function of its own, so the router's
+// per-message goroutine rarely has to grow its stack.
+
 func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
+	d := s.newDelivery(msg)
+	if s.tracer != nil {
+		s.startSpan(d)
+		defer d.span.End()
+	}
+	if settled, err := s.identify(d); settled {
+		return err
+	}
+	if d.key.ID == "" {
+		return s.runUnclaimed(h, d)
+	}
+	var fp []byte
+	if s.cfg.Fingerprint {
+		fp = fingerprint(msg)
+	}
+	for {
+		l := d.resetGate(s.keeper.newToken())
+		if wait := s.keeper.enter(l); wait != nil {
+			if err := s.waitTwin(d, wait); err != nil {
+				return err
+			}
+			continue
+		}
+		start := time.Now()
+		res, err := s.cfg.Store.Claim(d.ctx, d.key, dedup.ClaimRequest{
+			Token:       l.token,
+			Lease:       s.cfg.Lease,
+			Retention:   s.cfg.Retention,
+			Fingerprint: fp,
+			ReplayID:    msg.Metadata.Get(dlq.KeyReplayID),
+		})
+		s.observeStore(d.ctx, d.handler, d.topic, OpClaim, start, err)
+		if err != nil || res.Status != dedup.StatusAcquired {
+			s.keeper.unregister(l)
+		}
+		if err != nil {
+			return s.claimFailed(d, err)
+		}
+		d.res = res
+		if fp != nil && len(res.Fingerprint) > 0 && !bytes.Equal(fp, res.Fingerprint) {
+			return s.collision(d, l)
+		}
+		switch res.Status {
+		case dedup.StatusAcquired:
+			return s.runAcquired(h, d, l, start)
+		case dedup.StatusDone, dedup.StatusDeadLettered:
+			s.stats.duplicates.Add(1)
+			s.outcome(d, OutcomeDuplicate)
+			return nil
+		case dedup.StatusInProgress:
+			return s.inProgress(d)
+		default:
+			return s.unknownStatus(d)
+		}
+	}
+}
+
+func (s *Stack) unknownStatus(d *delivery) error {
+	return s.nack(d, fmt.Errorf("%w: claim returned unknown status %v", ErrStore, d.res.Status), true)
+}
+
+// fingerprint is dedup.Fingerprint kept out of line, so its hash state is
+// not part of the handler's stack frame.
+//
+//go:noinline
+func fingerprint(msg *message.Message) []byte { return dedup.Fingerprint(msg) }
+
+// resetGate makes the delivery's gate a fresh lease of its key under token.
+//
+//go:noinline
+func (d *delivery) resetGate(token dedup.Token) *lease {
+	d.gate = lease{key: d.key, token: token, handler: d.handler, topic: d.topic}
+	return &d.gate
+}
+
+func (s *Stack) newDelivery(msg *message.Message) *delivery {
 	ctx := msg.Context()
 	d := &delivery{msg: msg, ctx: ctx, handler: message.HandlerNameFromCtx(ctx), topic: message.SubscribeTopicFromCtx(ctx)}
 	d.scope = s.cfg.Scope
@@ -135,111 +216,102 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 	if d.scope == "" {
 		d.scope = "default"
 	}
-	if s.tracer != nil {
-		ctx = tracing.Extract(ctx, msg)
-		ctx, d.span = s.tracer.Start(ctx, d.topic+" process",
-			trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(
-				attribute.String("messaging.destination.name", d.topic),
-				attribute.String("messaging.message.id", msg.UUID),
-				attribute.String("idempo.handler", d.handler),
-				attribute.String("idempo.scope", d.scope),
-			))
-		defer d.span.End()
-		d.ctx = ctx
-	}
+	return d
+}
 
-	if reason := msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
-		return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
+// startSpan starts the delivery's span, continuing the publisher's trace.
+func (s *Stack) startSpan(d *delivery) {
+	ctx := tracing.Extract(d.ctx, d.msg)
+	d.ctx, d.span = s.tracer.Start(ctx, d.topic+" process",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.destination.name", d.topic),
+			attribute.String("messaging.message.id", d.msg.UUID),
+			attribute.String("idempo.handler", d.handler),
+			attribute.String("idempo.scope", d.scope),
+		))
+}
+
+// identify sets the delivery's key. A message that cannot be identified is
+// dead-lettered (settled is true and err is what the router gets), or, with
+// AllowMissingEventID, left without a key to run unclaimed.
+func (s *Stack) identify(d *delivery) (settled bool, err error) {
+	if reason := d.msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
+		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
 	}
-	id, err := s.cfg.EventID(msg)
+	id, err := s.cfg.EventID(d.msg)
 	if err == nil {
-		d.key = dedup.Key{Scope: d.scope, ID: id}
-		err = d.key.Validate()
+		key := dedup.Key{Scope: d.scope, ID: id}
+		if err = key.Validate(); err == nil {
+			d.key, d.eventID = key, id
+			if d.span != nil {
+				d.span.SetAttributes(attribute.String("idempo.event_id", id))
+			}
+			return false, nil
+		}
 		d.eventID = id
-		if d.span != nil {
-			d.span.SetAttributes(attribute.String("idempo.event_id", id))
-		}
 	}
-	if err != nil {
-		if s.cfg.AllowMissingEventID && errors.Is(err, dedup.ErrMissingEventID) {
-			return s.runUnclaimed(h, d)
-		}
-		return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMissingEventID, Error: err.Error()})
+	if s.cfg.AllowMissingEventID && errors.Is(err, dedup.ErrMissingEventID) {
+		return false, nil
 	}
+	return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMissingEventID, Error: err.Error()})
+}
 
-	var fp []byte
-	if s.cfg.Fingerprint {
-		fp = dedup.Fingerprint(msg)
-	}
-	for {
-		l := &d.gate
-		*l = lease{key: d.key, token: s.keeper.newToken(), handler: d.handler, topic: d.topic}
-		if wait := s.keeper.enter(l); wait != nil {
-			// A twin in this process holds the key: wait for it, then ask the store.
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, ctx.Err()), false)
-			}
-		}
-		start := time.Now()
-		res, err := s.cfg.Store.Claim(ctx, d.key, dedup.ClaimRequest{
-			Token:       l.token,
-			Lease:       s.cfg.Lease,
-			Retention:   s.cfg.Retention,
-			Fingerprint: fp,
-			ReplayID:    msg.Metadata.Get(dlq.KeyReplayID),
-		})
-		s.observeStore(ctx, d.handler, d.topic, OpClaim, start, err)
-		if err != nil || res.Status != dedup.StatusAcquired {
-			s.keeper.unregister(l)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err), false)
-			}
-			s.cfg.Logger.Warn("idempo: dedup store claim failed; nacking", "scope", d.scope, "event_id", d.eventID, "error", err)
-			return s.nack(d, fmt.Errorf("%w: claim: %w", ErrStore, err), true)
-		}
-		d.res = res
-		if fp != nil && len(res.Fingerprint) > 0 && !bytes.Equal(fp, res.Fingerprint) {
-			if res.Status == dedup.StatusAcquired {
-				// The record belongs to the first payload: give it back untouched.
-				s.release(d, l, false)
-				s.keeper.unregister(l)
-			}
-			return s.deadLetterUnclaimed(d, dlq.Failure{
-				Reason: dlq.ReasonIDCollision,
-				Error:  "event ID " + strconv.Quote(d.eventID) + " was seen before with another payload",
-			})
-		}
-		switch res.Status {
-		case dedup.StatusDone, dedup.StatusDeadLettered:
-			s.stats.duplicates.Add(1)
-			s.outcome(d, OutcomeDuplicate)
-			return nil
-		case dedup.StatusInProgress:
-			s.stats.inProgress.Add(1)
-			s.outcome(d, OutcomeInProgress)
-			s.nackWait(ctx, res.LeaseRemaining)
-			return ErrInProgressElsewhere
-		case dedup.StatusAcquired:
-			hctx, cancel := context.WithCancelCause(ctx)
-			defer cancel(nil)
-			s.keeper.activate(l, start, cancel)
-			d.held = l
-			return s.runClaimed(h, d, hctx)
-		default:
-			return s.nack(d, fmt.Errorf("%w: claim returned unknown status %v", ErrStore, res.Status), true)
-		}
+// waitTwin waits for the twin in this process that holds the key's gate.
+func (s *Stack) waitTwin(d *delivery, wait <-chan struct{}) error {
+	select {
+	case <-wait:
+		return nil
+	case <-d.ctx.Done():
+		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, d.ctx.Err()), false)
 	}
 }
 
-// runClaimed runs the handler under an acquired claim and settles the record.
-func (s *Stack) runClaimed(h message.HandlerFunc, d *delivery, hctx context.Context) error {
-	defer s.keeper.unregister(d.held)
+func (s *Stack) claimFailed(d *delivery, err error) error {
+	if d.ctx.Err() != nil {
+		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err), false)
+	}
+	s.cfg.Logger.Warn("idempo: dedup store claim failed; nacking", "scope", d.scope, "event_id", d.eventID, "error", err)
+	return s.nack(d, fmt.Errorf("%w: claim: %w", ErrStore, err), true)
+}
+
+// collision dead-letters a payload whose event ID was seen with another one.
+func (s *Stack) collision(d *delivery, l *lease) error {
+	if d.res.Status == dedup.StatusAcquired {
+		// The record belongs to the first payload: give it back untouched.
+		s.release(d, l, false)
+		s.keeper.unregister(l)
+	}
+	return s.deadLetterUnclaimed(d, dlq.Failure{
+		Reason: dlq.ReasonIDCollision,
+		Error:  "event ID " + strconv.Quote(d.eventID) + " was seen before with another payload",
+	})
+}
+
+func (s *Stack) inProgress(d *delivery) error {
+	s.stats.inProgress.Add(1)
+	s.outcome(d, OutcomeInProgress)
+	s.nackWait(d.ctx, d.res.LeaseRemaining)
+	return ErrInProgressElsewhere
+}
+
+// runAcquired runs the handler under the claim acquired at start, with a
+// context the lease keeper cancels if the lease is lost, and settles the record.
+func (s *Stack) runAcquired(h message.HandlerFunc, d *delivery, l *lease, start time.Time) error {
+	hctx, cancel := context.WithCancelCause(d.ctx)
+	defer cancel(nil)
+	s.keeper.activate(l, start, cancel)
+	d.held = l
+	defer s.keeper.unregister(l)
+	if d.res.DueForDLQ != nil || (s.cfg.MaxDeliveries > 0 && d.res.Deliveries > s.cfg.MaxDeliveries) {
+		return s.deadLetterDue(d)
+	}
+	return s.attempts(h, d, hctx)
+}
+
+// deadLetterDue dead-letters a claimed message without running the handler:
+// its record is due for the DLQ, or it came more than MaxDeliveries times.
+func (s *Stack) deadLetterDue(d *delivery) error {
 	if d.res.DueForDLQ != nil {
 		f, err := dlq.DecodeFailure(d.res.DueForDLQ)
 		if err != nil {
@@ -247,13 +319,10 @@ func (s *Stack) runClaimed(h message.HandlerFunc, d *delivery, hctx context.Cont
 		}
 		return s.deadLetterHeld(d, f)
 	}
-	if s.cfg.MaxDeliveries > 0 && d.res.Deliveries > s.cfg.MaxDeliveries {
-		return s.deadLetterHeld(d, dlq.Failure{
-			Reason: dlq.ReasonDeliveryCap,
-			Error:  fmt.Sprintf("delivered %d times, more than MaxDeliveries (%d)", d.res.Deliveries, s.cfg.MaxDeliveries),
-		})
-	}
-	return s.attempts(h, d, hctx)
+	return s.deadLetterHeld(d, dlq.Failure{
+		Reason: dlq.ReasonDeliveryCap,
+		Error:  fmt.Sprintf("delivered %d times, more than MaxDeliveries (%d)", d.res.Deliveries, s.cfg.MaxDeliveries),
+	})
 }
 
 // runUnclaimed runs a message without an event ID (AllowMissingEventID):
@@ -268,49 +337,14 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 		start := time.Now()
 		outs, stack, err := s.attempt(h, d, hctx)
 		s.stats.attempts.Add(1)
-		s.cfg.Observer.Observe(hctx, Event{Kind: KindAttempt, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: time.Since(start), Err: err})
+		s.observeAttempt(hctx, d, start, err)
 		if err == nil {
 			return s.succeed(d, outs)
 		}
-		if errors.Is(err, dedup.ErrLeaseLost) || errors.Is(context.Cause(hctx), dedup.ErrLeaseLost) || errors.Is(context.Cause(hctx), errLeaseExpired) {
-			return s.leaseLost(d, err)
+		wait, settled, serr := s.failed(d, hctx, err, stack, start, &sched)
+		if settled {
+			return serr
 		}
-		if hctx.Err() != nil {
-			return s.cancelled(d, err)
-		}
-		now := time.Now()
-		if d.fail.FirstFailure.IsZero() {
-			d.fail.FirstFailure = start
-		}
-		d.fail.LastFailure = now
-		d.fail.Error = err.Error()
-		d.fail.Attempts++
-		class := s.cfg.Retry.Classify(err)
-		d.fail.ErrorClass = class.String()
-		if stack != nil {
-			d.fail.ErrorClass = "panic"
-			d.fail.PanicStack = string(stack)
-		}
-		switch class {
-		case retry.Cancelled:
-			return s.cancelled(d, err)
-		case retry.PermanentClass:
-			d.fail.Reason = dlq.ReasonPermanent
-			return s.deadLetter(d, d.fail)
-		}
-		if sched == nil {
-			sched = s.cfg.Retry.NewSchedule(start)
-		}
-		wait, ok := sched.Next()
-		if !ok {
-			if s.cfg.Redelivery != nil && d.held != nil && redeliveryTier(d.msg) < len(s.cfg.Redelivery.Delays) {
-				return s.redeliverLater(d)
-			}
-			d.fail.Reason = dlq.ReasonRetriesExhausted
-			return s.deadLetter(d, d.fail)
-		}
-		s.stats.retries.Add(1)
-		s.cfg.Observer.Observe(hctx, Event{Kind: KindRetry, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: wait, Err: err})
 		if werr := retry.Wait(hctx, wait); werr != nil {
 			if c := context.Cause(hctx); errors.Is(c, dedup.ErrLeaseLost) || errors.Is(c, errLeaseExpired) {
 				return s.leaseLost(d, c)
@@ -320,12 +354,66 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 	}
 }
 
+func (s *Stack) observeAttempt(ctx context.Context, d *delivery, start time.Time, err error) {
+	s.cfg.Observer.Observe(ctx, Event{Kind: KindAttempt, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: time.Since(start), Err: err})
+}
+
+// failed records a failed attempt and decides what comes next: settled
+// with the router's result (lease lost, cancelled, dead-lettered, delayed
+// redelivery), or another attempt after wait.
+func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byte, start time.Time, sched **retry.Schedule) (wait time.Duration, settled bool, _ error) {
+	if errors.Is(err, dedup.ErrLeaseLost) || errors.Is(context.Cause(hctx), dedup.ErrLeaseLost) || errors.Is(context.Cause(hctx), errLeaseExpired) {
+		return 0, true, s.leaseLost(d, err)
+	}
+	if hctx.Err() != nil {
+		return 0, true, s.cancelled(d, err)
+	}
+	now := time.Now()
+	if d.fail.FirstFailure.IsZero() {
+		d.fail.FirstFailure = start
+	}
+	d.fail.LastFailure = now
+	d.fail.Error = err.Error()
+	d.fail.Attempts++
+	class := s.cfg.Retry.Classify(err)
+	d.fail.ErrorClass = class.String()
+	if stack != nil {
+		d.fail.ErrorClass = "panic"
+		d.fail.PanicStack = string(stack)
+	}
+	switch class {
+	case retry.Cancelled:
+		return 0, true, s.cancelled(d, err)
+	case retry.PermanentClass:
+		d.fail.Reason = dlq.ReasonPermanent
+		return 0, true, s.deadLetter(d, d.fail)
+	}
+	if *sched == nil {
+		*sched = s.cfg.Retry.NewSchedule(start)
+	}
+	wait, ok := (*sched).Next()
+	if !ok {
+		if s.cfg.Redelivery != nil && d.held != nil && redeliveryTier(d.msg) < len(s.cfg.Redelivery.Delays) {
+			return 0, true, s.redeliverLater(d)
+		}
+		d.fail.Reason = dlq.ReasonRetriesExhausted
+		return 0, true, s.deadLetter(d, d.fail)
+	}
+	s.stats.retries.Add(1)
+	s.cfg.Observer.Observe(hctx, Event{Kind: KindRetry, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: wait, Err: err})
+	return wait, false, nil
+}
+
 // attempt runs the handler once on a copy of the message, in the store's
 // transaction when the stack is transactional and the message is claimed.
-func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context) (outs []*message.Message, stack []byte, err error) {
+func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context) ([]*message.Message, []byte, error) {
 	if s.txc == nil || d.held == nil {
 		return s.runOnce(h, d, hctx)
 	}
+	return s.attemptInTx(h, d, hctx)
+}
+
+func (s *Stack) attemptInTx(h message.HandlerFunc, d *delivery, hctx context.Context) (outs []*message.Message, stack []byte, err error) {
 	start := time.Now()
 	txErr := s.txc.CompleteInTx(hctx, d.key, d.held.token, s.cfg.Retention, func(ctx context.Context) error {
 		outs, stack, err = s.runOnce(h, d, ctx)
@@ -353,14 +441,32 @@ func (s *Stack) attempt(h message.HandlerFunc, d *delivery, hctx context.Context
 
 // runOnce calls the handler on a fresh copy of the message.
 func (s *Stack) runOnce(h message.HandlerFunc, d *delivery, ctx context.Context) ([]*message.Message, []byte, error) {
-	var span trace.Span
 	if s.tracer != nil {
-		ctx, span = s.tracer.Start(ctx, "idempo attempt", trace.WithAttributes(attribute.Int("idempo.attempt", d.fail.Attempts+1)))
-		defer span.End()
+		return s.runOnceTraced(h, d, ctx)
 	}
 	cp := d.msg.Copy()
 	cp.SetContext(ctx)
 	outs, stack, err := call(h, cp)
+	s.afterRun(d, cp, stack)
+	return outs, stack, err
+}
+
+func (s *Stack) runOnceTraced(h message.HandlerFunc, d *delivery, ctx context.Context) ([]*message.Message, []byte, error) {
+	ctx, span := s.tracer.Start(ctx, "idempo attempt", trace.WithAttributes(attribute.Int("idempo.attempt", d.fail.Attempts+1)))
+	defer span.End()
+	cp := d.msg.Copy()
+	cp.SetContext(ctx)
+	outs, stack, err := call(h, cp)
+	s.afterRun(d, cp, stack)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "attempt failed")
+	}
+	return outs, stack, err
+}
+
+// afterRun counts the handler's own (ignored) Ack or Nack and panics.
+func (s *Stack) afterRun(d *delivery, cp *message.Message, stack []byte) {
 	select {
 	case <-cp.Acked():
 		s.ignoredAck(d, "Ack")
@@ -371,11 +477,6 @@ func (s *Stack) runOnce(h message.HandlerFunc, d *delivery, ctx context.Context)
 	if stack != nil {
 		s.stats.panics.Add(1)
 	}
-	if span != nil && err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "attempt failed")
-	}
-	return outs, stack, err
 }
 
 // call runs h, turning a panic into a *PanicError with its stack.
