@@ -57,6 +57,9 @@ type Stack struct {
 	stats  counters
 	txc    dedup.TxCompleter
 	tracer trace.Tracer // nil without Config.TracerProvider
+	// observed is false when Config.Observer is the default no-op, so the
+	// hot path skips building events and reading the clock for them.
+	observed bool
 }
 
 // New validates cfg, applies its defaults and returns a Stack. Errors match
@@ -70,7 +73,8 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	s := &Stack{cfg: cfg, dlq: router}
+	_, nop := cfg.Observer.(nopObserver)
+	s := &Stack{cfg: cfg, dlq: router, observed: !nop}
 	if cfg.Transactional {
 		s.txc = cfg.Store.(dedup.TxCompleter)
 	}
@@ -355,6 +359,9 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 }
 
 func (s *Stack) observeAttempt(ctx context.Context, d *delivery, start time.Time, err error) {
+	if !s.observed {
+		return
+	}
 	s.cfg.Observer.Observe(ctx, Event{Kind: KindAttempt, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Duration: time.Since(start), Err: err})
 }
 
@@ -745,12 +752,18 @@ func (s *Stack) outcome(d *delivery, o Outcome) {
 			d.span.SetStatus(codes.Error, string(o))
 		}
 	}
+	if !s.observed {
+		return
+	}
 	s.cfg.Observer.Observe(d.ctx, Event{Kind: KindOutcome, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Outcome: o})
 }
 
 func (s *Stack) observeStore(ctx context.Context, handler, topic, op string, start time.Time, err error) {
 	if err != nil && !errors.Is(err, dedup.ErrLeaseLost) {
 		s.stats.storeErrors.Add(1)
+	}
+	if !s.observed {
+		return
 	}
 	s.cfg.Observer.Observe(ctx, Event{Kind: KindStoreOp, Handler: handler, Topic: topic, Op: op, Duration: time.Since(start), Err: err})
 }

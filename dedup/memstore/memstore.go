@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"bytes"
-	"container/heap"
 	"context"
 	"fmt"
 	"sync"
@@ -291,7 +290,7 @@ func (s *Store) setExpiry(key dedup.Key, r *record, at time.Time) {
 	}
 	s.gen++
 	r.heapGen, r.heapAt = s.gen, at
-	heap.Push(&s.expiry, expiryEntry{at: at, key: key, gen: s.gen})
+	s.expiry.push(expiryEntry{at: at, key: key, gen: s.gen})
 	if len(s.expiry) > 4*len(s.records)+64 {
 		s.rebuildHeap()
 	}
@@ -304,7 +303,7 @@ func (s *Store) drop(key dedup.Key) { delete(s.records, key) }
 // its entry pushed again. Called with mu held.
 func (s *Store) evictExpired(now time.Time) {
 	for len(s.expiry) > 0 && !now.Before(s.expiry[0].at) {
-		e := heap.Pop(&s.expiry).(expiryEntry)
+		e := s.expiry.pop()
 		r, ok := s.records[e.key]
 		if !ok || r.heapGen != e.gen {
 			continue // stale entry
@@ -315,7 +314,7 @@ func (s *Store) evictExpired(now time.Time) {
 		}
 		s.gen++
 		r.heapGen, r.heapAt = s.gen, r.expiresAt
-		heap.Push(&s.expiry, expiryEntry{at: r.expiresAt, key: e.key, gen: s.gen})
+		s.expiry.push(expiryEntry{at: r.expiresAt, key: e.key, gen: s.gen})
 	}
 }
 
@@ -326,7 +325,7 @@ func (s *Store) rebuildHeap() {
 		r.heapGen, r.heapAt = s.gen, r.expiresAt
 		h = append(h, expiryEntry{at: r.expiresAt, key: k, gen: s.gen})
 	}
-	heap.Init(&h)
+	h.init()
 	s.expiry = h
 }
 
@@ -336,17 +335,61 @@ type expiryEntry struct {
 	gen uint64
 }
 
+// expiryHeap is a min-heap of expiry entries by time, typed so that a push
+// does not box its entry into an interface (container/heap would allocate).
 type expiryHeap []expiryEntry
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
-func (h *expiryHeap) Pop() any {
+func (h expiryHeap) less(i, j int) bool { return h[i].at.Before(h[j].at) }
+
+func (h *expiryHeap) push(e expiryEntry) {
+	*h = append(*h, e)
+	h.up(len(*h) - 1)
+}
+
+// pop removes and returns the earliest entry; h must not be empty.
+func (h *expiryHeap) pop() expiryEntry {
 	old := *h
-	n := len(old)
-	e := old[n-1]
-	old[n-1] = expiryEntry{}
-	*h = old[:n-1]
+	n := len(old) - 1
+	e := old[0]
+	old[0] = old[n]
+	old[n] = expiryEntry{}
+	*h = old[:n]
+	h.down(0)
 	return e
+}
+
+func (h expiryHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h expiryHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (h expiryHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
