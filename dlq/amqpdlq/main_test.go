@@ -4,13 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,8 +22,7 @@ import (
 	"github.com/idempo/idempo/dedup/redisstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
-	"github.com/idempo/idempo/middleware"
-	"github.com/idempo/idempo/retry"
+	"github.com/idempo/idempo/dlq/internal/dlqtest"
 )
 
 func TestMain(m *testing.M) {
@@ -37,8 +31,6 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m)
 }
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func brokerURL() string {
 	if u := os.Getenv("IDEMPO_AMQP_URL"); u != "" {
@@ -97,150 +89,44 @@ func newRedisStore(t *testing.T, prefix string) dedup.Store {
 	return st
 }
 
-// world is one consumer under test: a router with the idempo stack on a
-// classic queue, its DLQ a stream queue, and a ledger of effects.
+// world is one consumer under test on RabbitMQ: its topic a classic queue,
+// its DLQ a stream queue, its dedup store in Redis.
 type world struct {
-	t        *testing.T
+	*dlqtest.World
 	cfg      amqp.Config
-	topic    string
-	dlqTopic string
-	store    dedup.Store
 	prefix   string
-	broken   atomic.Bool
-	mu       sync.Mutex
-	effects  map[string]int
-	pub      *amqp.Publisher
-	source   *amqpdlq.Source
+	dlqPub   *amqp.Publisher
 	replayer *amqpdlq.ReplayPublisher
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, cfg: amqp.Config{URL: brokerURL(), NackDelay: 100 * time.Millisecond}, effects: map[string]int{}}
-	w.topic = unique("orders")
-	w.dlqTopic = dlq.DefaultTopic(w.topic, "")
-	deleteQueues(t, w.topic, w.dlqTopic, w.dlqTopic+".parked")
-	prefix := "idempo-dlqtest-" + watermill.NewShortUUID() + ":"
-	w.prefix = prefix
-	w.store = newRedisStore(t, prefix)
-	w.broken.Store(true)
+	w := &world{cfg: amqp.Config{URL: brokerURL(), NackDelay: 100 * time.Millisecond}}
+	topic := unique("orders")
+	dlqTopic := dlq.DefaultTopic(topic, "")
+	deleteQueues(t, topic, dlqTopic, dlqTopic+".parked")
+	w.prefix = "idempo-dlqtest-" + watermill.NewShortUUID() + ":"
+	store := newRedisStore(t, w.prefix)
 
-	var err error
-	w.pub, err = amqp.NewPublisher(w.cfg, nil)
+	pub, err := amqp.NewPublisher(w.cfg, nil)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.pub.Close() })
-	require.NoError(t, w.pub.DeclareQueue(w.topic))
-	w.source, err = amqpdlq.NewSource(brokerURL(), &amqpdlq.Options{Idle: 500 * time.Millisecond, FirstWait: time.Second})
+	t.Cleanup(func() { _ = pub.Close() })
+	require.NoError(t, pub.DeclareQueue(topic))
+	source, err := amqpdlq.NewSource(brokerURL(), &amqpdlq.Options{Idle: 500 * time.Millisecond, FirstWait: time.Second})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.source.Close() })
+	t.Cleanup(func() { _ = source.Close() })
 	w.replayer, err = amqpdlq.NewReplayPublisher(w.cfg, nil, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = w.replayer.Close() })
+	w.dlqPub, err = amqpdlq.NewDLQPublisher(w.cfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.dlqPub.Close() })
+
+	w.World = dlqtest.NewWorld(t, topic, dlqtest.Backend{
+		Store: store, Source: source, Publisher: pub, DLQPublisher: w.dlqPub,
+		NewSubscriber: func() (message.Subscriber, error) { return amqp.NewSubscriber(w.cfg, nil) },
+	})
 	return w
-}
-
-// run starts the consumer: a Watermill router whose handler fails
-// permanently for "poison" payloads while broken is set.
-func (w *world) run() {
-	t := w.t
-	dlqPub, err := amqpdlq.NewDLQPublisher(w.cfg, nil)
-	require.NoError(t, err)
-	stack, err := middleware.New(middleware.Config{
-		Store: w.store, DLQPublisher: dlqPub, Logger: quiet,
-		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
-	})
-	require.NoError(t, err)
-	sub, err := amqp.NewSubscriber(w.cfg, nil)
-	require.NoError(t, err)
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
-	require.NoError(t, err)
-	router.AddConsumerHandler("billing", w.topic, sub, func(m *message.Message) error {
-		_, err := stack.Middleware(func(m *message.Message) ([]*message.Message, error) {
-			if w.broken.Load() && string(m.Payload) == "poison" {
-				return nil, retry.Permanent(errors.New("bug: cannot bill " + m.UUID))
-			}
-			w.mu.Lock()
-			w.effects[m.UUID]++
-			w.mu.Unlock()
-			return nil, nil
-		})(m)
-		return err
-	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = router.Run(context.Background())
-	}()
-	<-router.Running()
-	t.Cleanup(func() {
-		_ = router.Close()
-		<-done
-		_ = stack.Close()
-		_ = dlqPub.Close()
-	})
-}
-
-func (w *world) publish(id, payload string) {
-	w.t.Helper()
-	require.NoError(w.t, w.pub.Publish(w.topic, message.NewMessage(id, []byte(payload))))
-}
-
-func (w *world) effect(id string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.effects[id]
-}
-
-func (w *world) ops(pub message.Publisher) *dlq.Ops {
-	w.t.Helper()
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: w.source, Store: w.store, Publisher: pub})
-	require.NoError(w.t, err)
-	return ops
-}
-
-func list(t *testing.T, ops *dlq.Ops, topic string, f dlq.Filter) []dlq.Entry {
-	t.Helper()
-	var out []dlq.Entry
-	require.NoError(t, ops.List(context.Background(), topic, f, func(e dlq.Entry) error {
-		out = append(out, e)
-		return nil
-	}))
-	return out
-}
-
-// waitEntries waits until n unresolved entries are listed.
-func waitEntries(t *testing.T, ops *dlq.Ops, topic string, n int) []dlq.Entry {
-	t.Helper()
-	var got []dlq.Entry
-	require.Eventually(t, func() bool {
-		got = nil
-		err := ops.List(context.Background(), topic, dlq.Filter{}, func(e dlq.Entry) error {
-			got = append(got, e)
-			return nil
-		})
-		return err == nil && len(got) == n
-	}, 60*time.Second, 200*time.Millisecond, "want %d unresolved entries", n)
-	return got
-}
-
-func waitEffects(t *testing.T, w *world, ids ...string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			if w.effect(id) == 0 {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 50*time.Millisecond, "effects of %v", ids)
-}
-
-// replayMessage builds what a replay of e publishes, to deliver it again.
-func replayMessage(e dlq.Entry) *message.Message {
-	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
-	m.Metadata.Set(dlq.KeyReplays, strconv.Itoa(e.Replays+1))
-	m.Metadata.Set(dlq.KeyReplayID, e.ID)
-	return m
 }
 
 // Crash helper: a child process that replays every unresolved entry through

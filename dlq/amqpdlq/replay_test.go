@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/dlq/internal/dlqtest"
 )
 
 // TestReplayOnRabbitMQProcessesOnce runs the whole flow on a real broker:
@@ -23,82 +24,9 @@ import (
 func TestReplayOnRabbitMQProcessesOnce(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.run()
-	poison := []string{"ev-0", "ev-2", "ev-4"}
-	for i, id := range []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"} {
-		p := "ok"
-		if i%2 == 0 {
-			p = "poison"
-		}
-		w.publish(id, p)
-	}
-	w.publish("ev-1", "ok") // a publisher duplicate
-	ops := w.ops(w.replayer)
-	ctx := context.Background()
-
-	entries := waitEntries(t, ops, w.dlqTopic, 3)
-	waitEffects(t, w, "ev-1", "ev-3", "ev-5")
-	for i, e := range entries {
-		require.Equal(t, poison[i], e.EventID)
-		require.Equal(t, poison[i], e.OriginalUUID)
-		require.Equal(t, dlq.ReasonPermanent, e.Reason)
-		require.Contains(t, e.Error, "bug: cannot bill")
-		require.Equal(t, "permanent", e.ErrorClass)
-		require.Equal(t, w.topic, e.OriginalTopic)
-		require.Equal(t, "billing", e.Handler)
-		require.Empty(t, e.Problems)
-		require.Empty(t, e.Resolution)
-		require.Equal(t, "poison", string(e.Message.Payload))
+	w.ReplayProcessesOnce(w.replayer, func(t *testing.T, _ int, e dlq.Entry) {
 		require.NotContains(t, e.Message.Metadata, amqpdlq.StreamOffsetHeader)
-	}
-	again := list(t, ops, w.dlqTopic, dlq.Filter{})
-	require.Equal(t, positions(entries), positions(again), "listing consumes and reorders nothing")
-
-	shown, err := ops.Show(ctx, w.dlqTopic, entries[1].ID)
-	require.NoError(t, err)
-	require.Equal(t, "ev-2", shown.EventID)
-	_, err = ops.Show(ctx, w.dlqTopic, "no-such-id")
-	require.ErrorIs(t, err, dlq.ErrNotFound)
-
-	dry, err := ops.Replay(ctx, w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{DryRun: true})
-	require.NoError(t, err)
-	require.Equal(t, 3, dry.Skipped)
-	require.Len(t, list(t, ops, w.dlqTopic, dlq.Filter{}), 3, "a dry run resolves nothing")
-
-	w.broken.Store(false)
-	res, err := ops.Replay(ctx, w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{})
-	require.NoError(t, err)
-	require.Equal(t, dlq.ReplayResult{Replayed: 3}, res)
-	waitEffects(t, w, poison...)
-
-	// A second replay finds nothing to do; a replay delivered twice (a
-	// duplicate of the republish) is deduplicated.
-	res, err = ops.Replay(ctx, w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{})
-	require.NoError(t, err)
-	require.Zero(t, res.Replayed)
-	for _, e := range entries {
-		require.NoError(t, w.pub.Publish(w.topic, replayMessage(e)))
-	}
-	w.publish("ev-6", "ok") // a marker: once it is processed, the duplicates before it were too
-	waitEffects(t, w, "ev-6")
-	for _, id := range []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"} {
-		require.Equal(t, 1, w.effect(id), "event %s processed exactly once", id)
-	}
-
-	require.Empty(t, list(t, ops, w.dlqTopic, dlq.Filter{}), "nothing unresolved is left")
-	all := list(t, ops, w.dlqTopic, dlq.Filter{All: true})
-	require.Len(t, all, 3)
-	for _, e := range all {
-		require.Equal(t, dlq.Replayed, e.Resolution)
-	}
-}
-
-func positions(es []dlq.Entry) []string {
-	out := make([]string, len(es))
-	for i, e := range es {
-		out[i] = e.ID + "@" + e.Position
-	}
-	return out
+	})
 }
 
 // Messages written by other tools, or with damaged idempo metadata, are
@@ -107,20 +35,17 @@ func positions(es []dlq.Entry) []string {
 func TestForeignAndMalformedEntries(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ops := w.ops(nil)
+	ops := w.Ops(nil)
 	ctx := context.Background()
 
-	err := ops.List(ctx, w.dlqTopic, dlq.Filter{}, func(dlq.Entry) error { return nil })
+	err := ops.List(ctx, w.DLQTopic, dlq.Filter{}, func(dlq.Entry) error { return nil })
 	require.ErrorIs(t, err, amqpdlq.ErrNoQueue)
-	require.ErrorContains(t, err, w.dlqTopic)
-	err = ops.List(ctx, w.topic, dlq.Filter{}, func(dlq.Entry) error { return nil })
+	require.ErrorContains(t, err, w.DLQTopic)
+	err = ops.List(ctx, w.Topic, dlq.Filter{}, func(dlq.Entry) error { return nil })
 	require.ErrorIs(t, err, amqpdlq.ErrNotStream, "a classic queue is refused, not drained")
 
-	dlqPub, err := amqpdlq.NewDLQPublisher(w.cfg, nil)
-	require.NoError(t, err)
-	defer dlqPub.Close()
-	require.NoError(t, dlqPub.DeclareQueue(w.dlqTopic))
-	require.Empty(t, list(t, ops, w.dlqTopic, dlq.Filter{}), "an empty stream has no entries")
+	require.NoError(t, w.dlqPub.DeclareQueue(w.DLQTopic))
+	require.Empty(t, dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{}), "an empty stream has no entries")
 
 	conn, err := amqp091.Dial(brokerURL())
 	require.NoError(t, err)
@@ -129,7 +54,7 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, ch.Confirm(false))
 	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1))
-	require.NoError(t, ch.PublishWithContext(ctx, "", w.dlqTopic, false, false, amqp091.Publishing{
+	require.NoError(t, ch.PublishWithContext(ctx, "", w.DLQTopic, false, false, amqp091.Publishing{
 		Body: []byte("from another tool"), Headers: amqp091.Table{"count": int32(7), "nested": amqp091.Table{"a": "b"}},
 	}))
 	require.True(t, (<-confirms).Ack)
@@ -137,11 +62,11 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	bad := message.NewMessage("bad-uuid", []byte("x"))
 	bad.Metadata.Set(dlq.KeyEntryID, "entry-bad")
 	bad.Metadata.Set(dlq.KeyAttempts, "abc")
-	bad.Metadata.Set(dlq.KeyOriginalTopic, w.topic)
-	require.NoError(t, dlqPub.Publish(w.dlqTopic, bad))
+	bad.Metadata.Set(dlq.KeyOriginalTopic, w.Topic)
+	require.NoError(t, w.dlqPub.Publish(w.DLQTopic, bad))
 
 	var got []dlq.Entry
-	require.Eventually(t, func() bool { got = list(t, ops, w.dlqTopic, dlq.Filter{}); return len(got) == 2 }, 30*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { got = dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{}); return len(got) == 2 }, 30*time.Second, 100*time.Millisecond)
 	require.Equal(t, "0", got[0].Position)
 	require.Equal(t, "from another tool", string(got[0].Message.Payload))
 	require.NotEmpty(t, got[0].Problems)
@@ -158,19 +83,19 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 func TestReplayCrashLosesNothing(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.run()
+	w.Run()
 	poison := []string{"c-0", "c-1", "c-2"}
 	for _, id := range poison {
-		w.publish(id, "poison")
+		w.Publish(id, "poison")
 	}
-	ops := w.ops(w.replayer)
-	entries := waitEntries(t, ops, w.dlqTopic, 3)
-	w.broken.Store(false)
+	ops := w.Ops(w.replayer)
+	entries := dlqtest.WaitEntries(t, ops, w.DLQTopic, 3)
+	w.Broken.Store(false)
 
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"=1", "IDEMPO_PREFIX="+w.prefix, "IDEMPO_DLQ_TOPIC="+w.dlqTopic)
+	cmd.Env = append(os.Environ(), crashHelperEnv+"=1", "IDEMPO_PREFIX="+w.prefix, "IDEMPO_DLQ_TOPIC="+w.DLQTopic)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
@@ -184,23 +109,19 @@ func TestReplayCrashLosesNothing(t *testing.T) {
 	// Nothing lost: every entry is still in the DLQ and still listed; the
 	// one caught mid-way shows as in progress until the replay's claim
 	// runs out, the two never republished are unresolved.
-	all := list(t, ops, w.dlqTopic, dlq.Filter{All: true})
-	require.Equal(t, positions(entries), positions(all))
-	unresolved := list(t, ops, w.dlqTopic, dlq.Filter{})
+	all := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{All: true})
+	require.Equal(t, dlqtest.Positions(entries), dlqtest.Positions(all))
+	unresolved := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})
 	require.Len(t, unresolved, 3, "an entry held by a crashed replay is not resolved")
 	require.Equal(t, dlq.InProgress, all[0].Resolution)
 	require.Empty(t, all[1].Resolution)
 
-	res, err := ops.Replay(context.Background(), w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 2, res.Replayed)
-	waitEffects(t, w, poison...)
+	w.WaitEffects(poison...)
 	// The crashed replay's entry is replayed again once its claim runs out;
 	// simulate that republish now: dedup absorbs it.
-	require.NoError(t, w.pub.Publish(w.topic, replayMessage(entries[0])))
-	w.publish("c-marker", "ok")
-	waitEffects(t, w, "c-marker")
-	for _, id := range poison {
-		require.Equal(t, 1, w.effect(id), "event %s at most once", id)
-	}
+	w.Redeliver("c-marker", entries[0])
+	w.RequireOnce(poison...)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
 )
 
@@ -20,62 +21,10 @@ import (
 func TestReplayOnKafkaProcessesOnce(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.run()
-	poison := []string{"ev-0", "ev-2", "ev-4"}
-	for i, id := range []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"} {
-		p := "ok"
-		if i%2 == 0 {
-			p = "poison"
-		}
-		w.publish(id, p)
-	}
-	w.publish("ev-1", "ok") // a publisher duplicate
-	ops := w.ops(w.pub)
-	ctx := context.Background()
-
-	entries := waitEntries(t, ops, w.dlqTopic, 3)
-	waitEffects(t, w, "ev-1", "ev-3", "ev-5")
-	for i, e := range entries {
-		require.Equal(t, poison[i], e.EventID)
+	w.ReplayProcessesOnce(w.Publisher, func(t *testing.T, i int, e dlq.Entry) {
 		require.Equal(t, "0/"+[]string{"0", "1", "2"}[i], e.Position)
-		require.Equal(t, dlq.ReasonPermanent, e.Reason)
-		require.Contains(t, e.Error, "bug: cannot bill")
-		require.Equal(t, "permanent", e.ErrorClass)
-		require.Equal(t, w.topic, e.OriginalTopic)
-		require.Equal(t, "billing", e.Handler)
-		require.Empty(t, e.Problems)
-		require.Equal(t, "poison", string(e.Message.Payload))
 		require.Equal(t, []string{"0", "2", "4"}[i], e.Message.Metadata.Get(dlq.KeyOffset), "the original's offset survives")
-	}
-	again := list(t, ops, w.dlqTopic, dlq.Filter{})
-	require.Equal(t, positions(entries), positions(again), "listing consumes and reorders nothing")
-
-	_, err := ops.Show(ctx, w.dlqTopic, "no-such-id")
-	require.ErrorIs(t, err, dlq.ErrNotFound)
-
-	w.broken.Store(false)
-	res, err := ops.Replay(ctx, w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{})
-	require.NoError(t, err)
-	require.Equal(t, dlq.ReplayResult{Replayed: 3}, res)
-	waitEffects(t, w, poison...)
-
-	res, err = ops.Replay(ctx, w.dlqTopic, dlq.Filter{}, dlq.ReplayOptions{})
-	require.NoError(t, err)
-	require.Zero(t, res.Replayed, "a replayed entry is not replayed again")
-	for _, e := range entries {
-		require.NoError(t, w.pub.Publish(w.topic, replayMessage(e)), "a replay delivered twice")
-	}
-	w.publish("ev-6", "ok") // one partition: once it is processed, so are the duplicates before it
-	waitEffects(t, w, "ev-6")
-	for _, id := range []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"} {
-		require.Equal(t, 1, w.effect(id), "event %s processed exactly once", id)
-	}
-	require.Empty(t, list(t, ops, w.dlqTopic, dlq.Filter{}))
-	all := list(t, ops, w.dlqTopic, dlq.Filter{All: true})
-	require.Len(t, all, 3)
-	for _, e := range all {
-		require.Equal(t, dlq.Replayed, e.Resolution)
-	}
+	})
 }
 
 // Records written by other tools, or with damaged idempo metadata, are
@@ -85,26 +34,26 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	t.Parallel()
 	empty := "empty_topic"
 	w := newWorld(t, kafka.WithPartitions(2), kafka.WithTopics(empty))
-	ops := w.ops(nil)
+	ops := w.Ops(nil)
 	ctx := context.Background()
 
 	err := ops.List(ctx, "no_such_topic", dlq.Filter{}, func(dlq.Entry) error { return nil })
 	require.ErrorIs(t, err, kafkadlq.ErrNoTopic)
 	require.ErrorContains(t, err, "no_such_topic")
-	require.Empty(t, list(t, ops, empty, dlq.Filter{}))
+	require.Empty(t, dlqtest.List(t, ops, empty, dlq.Filter{}))
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	require.NoError(t, err)
 	defer cl.Close()
 	require.NoError(t, cl.ProduceSync(ctx,
-		&kgo.Record{Topic: w.dlqTopic, Partition: 1, Key: []byte("k"), Value: []byte("from another tool"), Headers: []kgo.RecordHeader{{Key: "x", Value: []byte("y")}}},
-		&kgo.Record{Topic: w.dlqTopic, Partition: 0, Value: []byte("bad"), Headers: []kgo.RecordHeader{
+		&kgo.Record{Topic: w.DLQTopic, Partition: 1, Key: []byte("k"), Value: []byte("from another tool"), Headers: []kgo.RecordHeader{{Key: "x", Value: []byte("y")}}},
+		&kgo.Record{Topic: w.DLQTopic, Partition: 0, Value: []byte("bad"), Headers: []kgo.RecordHeader{
 			{Key: dlq.KeyEntryID, Value: []byte("entry-bad")},
 			{Key: dlq.KeyAttempts, Value: []byte("abc")},
 		}},
 	).FirstErr())
 
-	got := list(t, ops, w.dlqTopic, dlq.Filter{})
+	got := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})
 	require.Len(t, got, 2)
 	require.Equal(t, "entry-bad", got[0].ID)
 	require.Equal(t, "0/0", got[0].Position)
@@ -116,8 +65,8 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	require.Equal(t, "k", got[1].Message.Metadata.Get(dlq.KeyPartitionKey))
 	require.NotEmpty(t, got[1].Problems)
 	require.Contains(t, got[1].Problems[0], "not written by idempo")
-	require.Equal(t, "pos:"+w.dlqTopic+"/1/0", got[1].ID, "no UUID either: the position names it")
-	require.Equal(t, positions(got), positions(list(t, ops, w.dlqTopic, dlq.Filter{})))
+	require.Equal(t, "pos:"+w.DLQTopic+"/1/0", got[1].ID, "no UUID either: the position names it")
+	require.Equal(t, dlqtest.Positions(got), dlqtest.Positions(dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})))
 }
 
 // Records appended after a read began are left for the next read.
@@ -125,19 +74,19 @@ func TestReadStopsAtTheHighWatermark(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	for i := range 3 {
-		require.NoError(t, w.pub.Publish(w.dlqTopic, message.NewMessage("u"+string(rune('0'+i)), nil)))
+		require.NoError(t, w.Publisher.Publish(w.DLQTopic, message.NewMessage("u"+string(rune('0'+i)), nil)))
 	}
 	n := 0
-	require.NoError(t, w.source.Read(context.Background(), w.dlqTopic, func(dlq.Entry) error {
+	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlq.Entry) error {
 		n++
 		if n == 1 {
-			return w.pub.Publish(w.dlqTopic, message.NewMessage("late", nil))
+			return w.Publisher.Publish(w.DLQTopic, message.NewMessage("late", nil))
 		}
 		return nil
 	}))
 	require.Equal(t, 3, n)
 	n = 0
-	require.NoError(t, w.source.Read(context.Background(), w.dlqTopic, func(dlq.Entry) error { n++; return nil }))
+	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlq.Entry) error { n++; return nil }))
 	require.Equal(t, 4, n)
 }
 

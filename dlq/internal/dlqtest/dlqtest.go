@@ -1,0 +1,285 @@
+package dlqtest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
+)
+
+// Handler is the name of the consumer's handler, recorded in its dead
+// letters.
+const Handler = "billing"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// Backend is what differs between the DLQ backends: the broker clients the
+// consumer and the DLQ operations use. The backend closes what it gives,
+// except the subscribers, which the consumer's router closes.
+type Backend struct {
+	// Store is the dedup store of the consumer and of the DLQ operations.
+	Store dedup.Store
+	// Source reads the DLQ topics.
+	Source dlq.Source
+	// Publisher publishes to the consumer's topic.
+	Publisher message.Publisher
+	// DLQPublisher is the publisher the consumer dead-letters through.
+	DLQPublisher message.Publisher
+	// NewSubscriber returns a subscriber for the consumer's handler.
+	NewSubscriber func() (message.Subscriber, error)
+}
+
+// World is one consumer under test: a Watermill router with the idempo stack
+// on Topic, its dead letters on DLQTopic, and a ledger of the handler's
+// effects.
+type World struct {
+	Backend
+	// Topic is the topic the consumer reads.
+	Topic string
+	// DLQTopic is Topic's dead-letter topic.
+	DLQTopic string
+	// Broken makes the handler fail permanently for "poison" payloads while
+	// it is set. NewWorld sets it.
+	Broken atomic.Bool
+
+	t       *testing.T
+	mu      sync.Mutex
+	effects map[string]int
+}
+
+// NewWorld returns a World consuming topic through b. Call Run to start the
+// consumer.
+func NewWorld(t *testing.T, topic string, b Backend) *World {
+	t.Helper()
+	w := &World{Backend: b, Topic: topic, DLQTopic: dlq.DefaultTopic(topic, ""), t: t, effects: map[string]int{}}
+	w.Broken.Store(true)
+	return w
+}
+
+// Run starts the consumer; it stops when the test ends.
+func (w *World) Run() {
+	t := w.t
+	t.Helper()
+	stack, err := middleware.New(middleware.Config{
+		Store: w.Store, DLQPublisher: w.DLQPublisher, Logger: quiet,
+		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
+	})
+	require.NoError(t, err)
+	sub, err := w.NewSubscriber()
+	require.NoError(t, err)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
+	require.NoError(t, err)
+	router.AddConsumerHandler(Handler, w.Topic, sub, func(m *message.Message) error {
+		_, err := stack.Middleware(w.handle)(m)
+		return err
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = router.Run(context.Background())
+	}()
+	<-router.Running()
+	t.Cleanup(func() {
+		_ = router.Close()
+		<-done
+		_ = stack.Close()
+	})
+}
+
+func (w *World) handle(m *message.Message) ([]*message.Message, error) {
+	if w.Broken.Load() && string(m.Payload) == "poison" {
+		return nil, retry.Permanent(errors.New("bug: cannot bill " + m.UUID))
+	}
+	w.mu.Lock()
+	w.effects[m.UUID]++
+	w.mu.Unlock()
+	return nil, nil
+}
+
+// Publish publishes an event with the given ID and payload to Topic.
+func (w *World) Publish(id, payload string) {
+	w.t.Helper()
+	require.NoError(w.t, w.Publisher.Publish(w.Topic, message.NewMessage(id, []byte(payload))))
+}
+
+// Effect returns how often the handler processed the event id.
+func (w *World) Effect(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.effects[id]
+}
+
+// Ops returns the DLQ operations on the backend's store and source,
+// replaying through pub.
+func (w *World) Ops(pub message.Publisher) *dlq.Ops {
+	w.t.Helper()
+	ops, err := dlq.NewOps(dlq.OpsConfig{Source: w.Source, Store: w.Store, Publisher: pub})
+	require.NoError(w.t, err)
+	return ops
+}
+
+// WaitEffects waits until the handler processed each of ids.
+func (w *World) WaitEffects(ids ...string) {
+	w.t.Helper()
+	require.Eventually(w.t, func() bool {
+		for _, id := range ids {
+			if w.Effect(id) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 50*time.Millisecond, "effects of %v", ids)
+}
+
+// RequireOnce asserts that the handler processed each of ids exactly once.
+func (w *World) RequireOnce(ids ...string) {
+	w.t.Helper()
+	for _, id := range ids {
+		require.Equal(w.t, 1, w.Effect(id), "event %s processed exactly once", id)
+	}
+}
+
+// Redeliver publishes again to Topic what a replay of each entry published,
+// as a duplicate of the republish would, then publishes the event marker and
+// waits for its effect: Topic has one partition or queue, so once the marker
+// is processed, the duplicates before it were too.
+func (w *World) Redeliver(marker string, entries ...dlq.Entry) {
+	w.t.Helper()
+	for _, e := range entries {
+		require.NoError(w.t, w.Publisher.Publish(w.Topic, replayMessage(e)), "a replay delivered twice")
+	}
+	w.Publish(marker, "ok")
+	w.WaitEffects(marker)
+}
+
+// replayMessage builds what a replay of e publishes, to deliver it again.
+func replayMessage(e dlq.Entry) *message.Message {
+	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
+	m.Metadata.Set(dlq.KeyReplays, strconv.Itoa(e.Replays+1))
+	m.Metadata.Set(dlq.KeyReplayID, e.ID)
+	return m
+}
+
+// List returns the entries of topic that f selects.
+func List(t *testing.T, ops *dlq.Ops, topic string, f dlq.Filter) []dlq.Entry {
+	t.Helper()
+	var out []dlq.Entry
+	require.NoError(t, ops.List(context.Background(), topic, f, func(e dlq.Entry) error {
+		out = append(out, e)
+		return nil
+	}))
+	return out
+}
+
+// WaitEntries waits until n unresolved entries of topic are listed and
+// returns them.
+func WaitEntries(t *testing.T, ops *dlq.Ops, topic string, n int) []dlq.Entry {
+	t.Helper()
+	var got []dlq.Entry
+	require.Eventually(t, func() bool {
+		got = nil
+		err := ops.List(context.Background(), topic, dlq.Filter{}, func(e dlq.Entry) error {
+			got = append(got, e)
+			return nil
+		})
+		return err == nil && len(got) == n
+	}, 60*time.Second, 100*time.Millisecond, "want %d unresolved entries", n)
+	return got
+}
+
+// Positions returns each entry's ID and position, to compare listings.
+func Positions(es []dlq.Entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.ID + "@" + e.Position
+	}
+	return out
+}
+
+// ReplayProcessesOnce runs the whole flow: it starts the consumer, poison
+// events land in the DLQ, and after the fix a replay through pub processes
+// each exactly once, however often it is repeated or redelivered. check, if
+// not nil, makes the backend's own assertions on the i-th dead letter.
+func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing.T, i int, e dlq.Entry)) {
+	t := w.t
+	t.Helper()
+	w.Run()
+	events := []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}
+	poison := []string{"ev-0", "ev-2", "ev-4"}
+	for i, id := range events {
+		p := "ok"
+		if i%2 == 0 {
+			p = "poison"
+		}
+		w.Publish(id, p)
+	}
+	w.Publish("ev-1", "ok") // a publisher duplicate
+	ops := w.Ops(pub)
+	ctx := context.Background()
+
+	entries := WaitEntries(t, ops, w.DLQTopic, 3)
+	w.WaitEffects("ev-1", "ev-3", "ev-5")
+	for i, e := range entries {
+		require.Equal(t, poison[i], e.EventID)
+		require.Equal(t, poison[i], e.OriginalUUID)
+		require.Equal(t, dlq.ReasonPermanent, e.Reason)
+		require.Contains(t, e.Error, "bug: cannot bill")
+		require.Equal(t, "permanent", e.ErrorClass)
+		require.Equal(t, w.Topic, e.OriginalTopic)
+		require.Equal(t, Handler, e.Handler)
+		require.Empty(t, e.Problems)
+		require.Empty(t, e.Resolution)
+		require.Equal(t, "poison", string(e.Message.Payload))
+		if check != nil {
+			check(t, i, e)
+		}
+	}
+	again := List(t, ops, w.DLQTopic, dlq.Filter{})
+	require.Equal(t, Positions(entries), Positions(again), "listing consumes and reorders nothing")
+
+	shown, err := ops.Show(ctx, w.DLQTopic, entries[1].ID)
+	require.NoError(t, err)
+	require.Equal(t, "ev-2", shown.EventID)
+	_, err = ops.Show(ctx, w.DLQTopic, "no-such-id")
+	require.ErrorIs(t, err, dlq.ErrNotFound)
+
+	dry, err := ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{DryRun: true})
+	require.NoError(t, err)
+	require.Equal(t, 3, dry.Skipped)
+	require.Len(t, List(t, ops, w.DLQTopic, dlq.Filter{}), 3, "a dry run resolves nothing")
+
+	w.Broken.Store(false)
+	res, err := ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlq.ReplayResult{Replayed: 3}, res)
+	w.WaitEffects(poison...)
+
+	// A second replay finds nothing to do; a replay delivered twice (a
+	// duplicate of the republish) is deduplicated.
+	res, err = ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Zero(t, res.Replayed, "a replayed entry is not replayed again")
+	w.Redeliver("ev-6", entries...)
+	w.RequireOnce(events...)
+
+	require.Empty(t, List(t, ops, w.DLQTopic, dlq.Filter{}), "nothing unresolved is left")
+	all := List(t, ops, w.DLQTopic, dlq.Filter{All: true})
+	require.Len(t, all, 3)
+	for _, e := range all {
+		require.Equal(t, dlq.Replayed, e.Resolution)
+	}
+}
