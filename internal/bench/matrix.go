@@ -116,12 +116,9 @@ func RunMatrix(ctx context.Context, mo MatrixOptions) (*MatrixResult, error) {
 		Events: base.Events, Rounds: max(base.Rounds, 0), Warmup: max(base.Warmup, 0), Consumers: base.Consumers,
 		InFlight: base.InFlight,
 	}
-	for _, bs := range bspecs {
-		rows := matrixBroker(ctx, base, bs, sspecs)
-		res.Rows = append(res.Rows, rows...)
-		if ctx.Err() != nil {
-			break
-		}
+	// A cancelled run returns the rows measured so far.
+	for i := 0; i < len(bspecs) && ctx.Err() == nil; i++ {
+		res.Rows = append(res.Rows, matrixBroker(ctx, base, bspecs[i], sspecs)...)
 	}
 	return res, nil
 }
