@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -90,10 +91,17 @@ type bundle struct {
 
 func setup(tb testing.TB) *bundle {
 	tb.Helper()
+	return setupWith(tb, redisstore.Options{})
+}
+
+// setupWith is setup with options (Prefix is set here).
+func setupWith(tb testing.TB, o redisstore.Options) *bundle {
+	tb.Helper()
 	c := newClient(tb, nil)
 	prefix := randomPrefix(tb)
 	dropPrefix(tb, c, prefix)
-	st, err := redisstore.New(c, &redisstore.Options{Prefix: prefix})
+	o.Prefix = prefix
+	st, err := redisstore.New(c, &o)
 	require.NoError(tb, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	tb.Cleanup(cancel)
@@ -107,6 +115,14 @@ func claimReq(lease, retention time.Duration) dedup.ClaimRequest {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
+}
+
+// The conformance suite with coalescing: its parallel cases share one store,
+// so their calls meet in pipelines.
+func TestConformanceCoalesced(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, redisstore.Options{Coalesce: true})
 	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
 }
 
@@ -435,3 +451,80 @@ func (f *inFlight) enter(i int) {
 }
 
 func (f *inFlight) leave(i int) { f.n[i].Add(-1) }
+
+// With Coalesce, concurrent calls travel in shared pipelines, each still
+// one script with its own answer; a lone call goes out on its own.
+func TestCoalescedCallsSharePipelines(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, redisstore.Options{Coalesce: true})
+	hook := &commandCounter{}
+	b.client.AddHook(hook)
+	scope := "coalesced"
+
+	k := dedup.Key{Scope: scope, ID: "alone"}
+	r := claimReq(time.Minute, time.Hour)
+	_, err := b.store.Claim(b.ctx, k, r)
+	require.NoError(t, err)
+	hook.take()
+	require.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
+	require.Equal(t, []string{"evalsha"}, hook.take(), "a lone call is one command, not a pipeline")
+
+	const workers, perWorker = 16, 50
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				k := dedup.Key{Scope: scope, ID: fmt.Sprintf("w%d-e%d", w, i)}
+				r := claimReq(time.Minute, time.Hour)
+				res, err := b.store.Claim(b.ctx, k, r)
+				if !assert.NoError(t, err) || !assert.Equal(t, dedup.StatusAcquired, res.Status) {
+					return
+				}
+				// Another worker's token never completes this key.
+				assert.ErrorIs(t, b.store.Complete(b.ctx, k, dedup.NewToken(), time.Hour), dedup.ErrLeaseLost)
+				assert.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
+				res, err = b.store.Claim(b.ctx, k, claimReq(time.Minute, time.Hour))
+				assert.NoError(t, err)
+				assert.Equal(t, dedup.StatusDone, res.Status)
+			}
+		})
+	}
+	wg.Wait()
+	var piped, alone int
+	for _, name := range hook.take() {
+		switch name {
+		case "pipeline:evalsha":
+			piped++
+		case "evalsha":
+			alone++
+		default:
+			t.Errorf("unexpected command %q", name)
+		}
+	}
+	require.Equal(t, workers*perWorker*4, piped+alone, "one script per call")
+	require.Positive(t, piped, "concurrent calls shared pipelines")
+	t.Logf("%d calls: %d in pipelines, %d alone", piped+alone, piped, alone)
+}
+
+// A server whose script cache was flushed answers a pipeline's EVALSHAs with
+// NOSCRIPT; each such call is sent again with its script, and succeeds.
+func TestCoalescedCallsSurviveScriptFlush(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, redisstore.Options{Coalesce: true})
+	const workers, rounds = 8, 5
+	for round := range rounds {
+		require.NoError(t, b.client.ScriptFlush(b.ctx).Err())
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				k := dedup.Key{Scope: "flush", ID: fmt.Sprintf("r%d-w%d", round, w)}
+				r := claimReq(time.Minute, time.Hour)
+				res, err := b.store.Claim(b.ctx, k, r)
+				if assert.NoError(t, err) && assert.Equal(t, dedup.StatusAcquired, res.Status) {
+					assert.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
+				}
+			})
+		}
+		wg.Wait()
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/redisstore"
 )
 
 // defaultStressEvents: 50k events (60k deliveries) take about 11 s with -race
@@ -27,6 +28,9 @@ const defaultStressEvents = 50_000
 // test, and every event must have had its effect exactly once. 2% of the
 // acquired deliveries fail before their effect and release the claim, so
 // takeovers after a release are exercised too.
+//
+// It runs once with one round trip per call and once with coalescing (on a
+// fifth of the events), where the consumers' calls share pipelines.
 func TestStressNoTwinsNoDoubleEffects(t *testing.T) {
 	t.Parallel()
 	events := defaultStressEvents
@@ -35,8 +39,13 @@ func TestStressNoTwinsNoDoubleEffects(t *testing.T) {
 		require.NoError(t, err, "IDEMPO_STRESS_EVENTS")
 		events = n
 	}
+	t.Run("round-trips", func(t *testing.T) { stress(t, events, redisstore.Options{}) })
+	t.Run("coalesced", func(t *testing.T) { stress(t, max(events/5, 1), redisstore.Options{Coalesce: true}) })
+}
+
+func stress(t *testing.T, events int, o redisstore.Options) {
 	const consumers = 8
-	b := setup(t)
+	b := setupWith(t, o)
 	scope := "stress"
 
 	// Originals at their index, duplicates within ±16 places of theirs.
