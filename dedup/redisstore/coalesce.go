@@ -56,7 +56,7 @@ func (c *coalescer) run(ctx context.Context, script *redis.Script, keys []string
 		lead = <-call.ready
 	}
 	if lead {
-		c.lead(call)
+		c.lead(call) //nolint:contextcheck // the pipeline serves every queued call; each brings its own context
 	}
 	res, err := call.cmd.Result()
 	*call = scriptCall{ready: call.ready}
