@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -12,9 +13,17 @@ import (
 // tests: no Apache Kafka installation is needed. Topics are created on first
 // use. Without [WithDataDir] it keeps everything in memory and loses it on
 // Close. Its methods are safe for concurrent use.
+//
+// Like Kafka, it drops a consumer-group member whose session times out. One
+// goroutine per cluster checks the groups once a second for members that
+// stopped talking without leaving (the in-process cluster alone could keep a
+// member killed during a rebalance, with its partitions, for good) and makes
+// them leave.
 type Embedded struct {
 	cluster *kfake.Cluster
 	addrs   []string
+	reaper  *reaper
+	close   sync.Once
 }
 
 // EmbeddedOption configures [StartEmbedded].
@@ -91,7 +100,12 @@ func StartEmbedded(opts ...EmbeddedOption) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: start embedded cluster: %w", err)
 	}
-	return &Embedded{cluster: c, addrs: c.ListenAddrs()}, nil
+	e := &Embedded{cluster: c, addrs: c.ListenAddrs()}
+	if e.reaper, err = startReaper(c, e.addrs); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("kafka: start embedded cluster: %w", err)
+	}
+	return e, nil
 }
 
 // Addrs returns the brokers' host:port addresses.
@@ -120,5 +134,8 @@ func (e *Embedded) Config(group string) Config {
 // Close stops the cluster; clients still connected see their connections
 // closed. Close is idempotent.
 func (e *Embedded) Close() {
-	e.cluster.Close()
+	e.close.Do(func() {
+		e.reaper.close()
+		e.cluster.Close()
+	})
 }
