@@ -448,8 +448,11 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	if h.own != nil {
 		storeRestarts = h.o.StoreRestarts
 	}
-	// The first fault comes early, so even a short run sees one.
-	next := time.Now().Add(time.Duration(50+rnd.IntN(200)) * time.Millisecond)
+	// The first fault comes early, so even a short run sees one, but only
+	// once an event has settled: the consumers are then connected and
+	// working, which is what a kill or a restart must interrupt.
+	var next time.Time
+	firstFault := time.Duration(50+rnd.IntN(200)) * time.Millisecond
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	lastSettled, progressAt, stallReported := -1, time.Now(), time.Time{}
@@ -464,19 +467,23 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 			fmt.Fprintf(h.o.Stderr, "\r\033[Ksettled %d/%d events, %d kills, %d restarts", settled, len(h.plan.IDs), h.kills, h.restarts)
 		}
 		all := settled == len(h.plan.IDs)
+		if next.IsZero() && settled > 0 {
+			next = time.Now().Add(firstFault)
+		}
 		if settled != lastSettled {
 			lastSettled, progressAt = settled, time.Now()
 		} else if !all && time.Since(progressAt) > stallAfter && time.Since(stallReported) > stallAfter {
 			stallReported = time.Now()
 			h.reportStall(ctx, ledger, children, settled, time.Since(progressAt))
 		}
-		if !all && time.Now().After(next) {
+		if !all && !next.IsZero() && time.Now().After(next) {
 			switch {
 			case killsLeft > 0 && (brokerRestarts+storeRestarts == 0 || rnd.IntN(2) == 0):
 				i := rnd.IntN(len(children))
 				children[i] = h.kill(children[i], i)
 				killsLeft--
 			case brokerRestarts > 0:
+				fmt.Fprintf(h.o.Stderr, "idempo verify: restarting the broker with %d/%d events settled\n", settled, len(h.plan.IDs))
 				h.restart("broker", h.o.BrokerRestartCmd)
 				brokerRestarts--
 			case storeRestarts > 0:
@@ -489,6 +496,7 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 						h.mu.Unlock()
 					}
 				} else {
+					fmt.Fprintf(h.o.Stderr, "idempo verify: restarting the store with %d/%d events settled\n", settled, len(h.plan.IDs))
 					h.restart("store", h.o.StoreRestartCmd)
 				}
 				storeRestarts--
