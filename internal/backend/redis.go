@@ -32,7 +32,7 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("redis at %s is unreachable: %w", opts.Addr, err)
 	}
-	st, err := redisstore.New(client, &redisstore.Options{Prefix: "idempo:" + runID + ":"})
+	st, err := redisstore.New(client, &redisstore.Options{Prefix: "idempo:" + runID + ":", Coalesce: true})
 	if err != nil {
 		_ = client.Close()
 		return nil, err
