@@ -23,8 +23,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/amqpdlq"
 	"github.com/idempo/idempo/internal/backend"
 	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/metrics"
@@ -455,7 +457,7 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	firstFault := time.Duration(50+rnd.IntN(200)) * time.Millisecond
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	lastSettled, progressAt, stallReported := -1, time.Now(), time.Time{}
+	lastSettled, progressAt, stallReported, lastRescan := -1, time.Now(), time.Time{}, time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -506,12 +508,65 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 		h.mu.Lock()
 		quiet := time.Since(h.lastReport) > time.Second
 		h.mu.Unlock()
+		if !all && quiet && time.Since(progressAt) > dlqRescanAfter && time.Since(lastRescan) > dlqRescanAfter {
+			lastRescan = time.Now()
+			h.rescanDLQ(ctx)
+		}
 		if all && quiet {
 			if h.o.Progress {
 				fmt.Fprint(h.o.Stderr, "\r\033[K")
 			}
 			return false
 		}
+	}
+}
+
+// dlqRescanAfter is how long a quiet run waits before it reads the whole
+// DLQ again (see rescanDLQ).
+const dlqRescanAfter = 3 * time.Second
+
+// rescanDLQ reads every entry of a RabbitMQ DLQ stream and counts its event
+// as dead-lettered. The DLQ reader subscribes to the stream at its end, so
+// after a broker restart it misses the dead letters written while it was
+// reconnecting; they are in the stream, and this finds them. (A Kafka DLQ
+// reader is a consumer group and resumes from its committed offsets.)
+func (h *harness) rescanDLQ(ctx context.Context) {
+	if h.broker.Spec.Kind != backend.AMQP {
+		return
+	}
+	cfg, err := amqp.ParseURL(h.broker.URL)
+	if err != nil {
+		return
+	}
+	src, err := amqpdlq.NewSource(cfg.URL, nil)
+	if err != nil {
+		fmt.Fprintf(h.o.Stderr, "idempo verify: reading the DLQ: %v\n", err)
+		return
+	}
+	defer func() { _ = src.Close() }()
+	var found []string
+	err = src.Read(ctx, dlqTopicName(h.o.RunID), func(e dlq.Entry) error {
+		id := e.EventID
+		if id == "" {
+			id = e.OriginalUUID
+		}
+		found = append(found, id)
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(h.o.Stderr, "idempo verify: reading the DLQ: %v\n", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	missed := 0
+	for _, id := range found {
+		if !h.dead[id] {
+			missed++
+			h.dead[id] = true
+		}
+	}
+	if missed > 0 {
+		fmt.Fprintf(h.o.Stderr, "idempo verify: %d dead letters in the DLQ that its reader missed while it reconnected\n", missed)
 	}
 }
 
