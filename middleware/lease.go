@@ -30,6 +30,11 @@ type lease struct {
 	busy     bool          // an extension is under way
 	pending  bool          // gate held, claim not (yet) acquired
 	lost     bool
+	// settling is set once the handler succeeded (or the message is being
+	// dead-lettered) and the stack records the outcome: an extension that
+	// then finds the record no longer held raced with that record, and
+	// nothing is lost.
+	settling atomic.Bool
 	handler  string
 	topic    string
 }
@@ -186,11 +191,15 @@ func (k *keeper) extend(l *lease) {
 
 	k.mu.Lock()
 	l.busy = false
+	raced := false
 	switch {
 	case err == nil:
 		l.deadline = start.Add(leaseDur)
 		l.next = start.Add(leaseDur / 3)
 		s.stats.leaseExtensions.Add(1)
+	case errors.Is(err, dedup.ErrLeaseLost) && l.settling.Load():
+		// The outcome was recorded while the extension ran: not a loss.
+		raced = true
 	case errors.Is(err, dedup.ErrLeaseLost):
 		l.lost = true
 		l.cancel(err)
@@ -205,6 +214,7 @@ func (k *keeper) extend(l *lease) {
 	default:
 	}
 	switch {
+	case raced:
 	case err == nil:
 		s.cfg.Observer.Observe(context.Background(), Event{Kind: KindLeaseExtended, Handler: l.handler, Topic: l.topic})
 	case lost:

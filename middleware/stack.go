@@ -544,6 +544,9 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 
 // succeed publishes outputs (outside a transaction), records completion and acks.
 func (s *Stack) succeed(d *delivery, outs []*message.Message) error {
+	if d.held != nil {
+		d.held.settling.Store(true)
+	}
 	if s.txc == nil || d.held == nil {
 		if err := s.publishOutputs(d.ctx, d, outs); err != nil {
 			if retry.IsPermanent(err) {
@@ -639,6 +642,7 @@ func (s *Stack) info(d *delivery, f dlq.Failure) dlq.Info {
 // acks. If the publish fails, the record is marked due for the DLQ and the
 // message nacked, so the redelivery dead-letters it without running the handler.
 func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
+	d.held.settling.Store(true)
 	ctx := context.WithoutCancel(d.ctx)
 	if err := s.dlq.Publish(d.ctx, d.msg, s.info(d, f)); err != nil {
 		s.dlqFailed(d, err)

@@ -89,6 +89,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d := faultFlags(fs)
 	events := fs.Int("events", 20000, "number of unique events to publish (duplicates come on top)")
 	consumers := fs.Int("consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
+	inFlight := fs.Int("in-flight", 32, "messages each consumer handles at once")
 	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
 	store := fs.String("store", "sqlite", "dedup store URL: sqlite (a file in the user cache dir, the embedded default), sqlite://PATH, memory, redis://host:6379/0, postgres://…, mysql://…")
 	asJSON := fs.Bool("json", false, "print exactly one JSON object with the ledger on stdout")
@@ -114,6 +115,10 @@ Flags:
 		fmt.Fprintf(stderr, "idempo demo: --events must be > 0, got %d\n", *events)
 		return 2
 	}
+	if *inFlight <= 0 {
+		fmt.Fprintf(stderr, "idempo demo: --in-flight must be >= 1, got %d\n", *inFlight)
+		return 2
+	}
 	if *consumers <= 0 {
 		fmt.Fprintf(stderr, "idempo demo: --consumers must be >= 1, got %d\n", *consumers)
 		return 2
@@ -126,6 +131,7 @@ Flags:
 		Events:      *events,
 		Faults:      *d,
 		Consumers:   *consumers,
+		InFlight:    *inFlight,
 		Broker:      *broker,
 		Store:       *store,
 		Timeout:     *timeout,

@@ -32,6 +32,12 @@ type Options struct {
 	// Consumers is the number of consumers of one dedup scope. On GoChannel
 	// each sees every message, so they are concurrent twins. Default 3.
 	Consumers int
+	// InFlight is how many messages each consumer handles at once. Watermill's
+	// router starts a goroutine per message it receives, and GoChannel hands
+	// over every published message at once, so without a bound thousands of
+	// deliveries would queue for the store (SQLite has one connection) and
+	// outlive their leases. Default 32.
+	InFlight int
 	// Broker and Store are the --broker and --store URLs.
 	Broker, Store string
 	// Timeout bounds the whole run. Default 5 minutes.
@@ -123,6 +129,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Consumers == 0 {
 		o.Consumers = 3
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 32
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Minute
@@ -411,7 +420,14 @@ func (r *run) wait(ctx context.Context, fanOut bool) bool {
 // outer counts deliveries and simulates lost acks: after the stack acks an
 // ack-loss event for the first time, the message is delivered again.
 func (r *run) outer(broker *backend.Broker, topic string, h message.HandlerFunc) message.HandlerFunc {
+	inFlight := make(chan struct{}, r.opts.InFlight)
 	return func(msg *message.Message) ([]*message.Message, error) {
+		select {
+		case inFlight <- struct{}{}:
+		case <-msg.Context().Done():
+			return nil, msg.Context().Err()
+		}
+		defer func() { <-inFlight }()
 		r.deliveries.Add(1)
 		outs, err := h(msg)
 		if err != nil {

@@ -1,0 +1,100 @@
+package middleware_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/middleware"
+)
+
+// lateExtend is a store whose Extend answers only after Complete returned,
+// as when an extension is in flight while the handler finishes.
+type lateExtend struct {
+	dedup.Store
+	completed chan struct{}
+	extended  chan error
+}
+
+func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
+	<-s.completed
+	err := s.Store.Extend(ctx, k, t, l)
+	s.extended <- err
+	return err
+}
+
+func (s *lateExtend) Complete(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
+	err := s.Store.Complete(ctx, k, t, r)
+	close(s.completed)
+	return err
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// An extension that finds the record already completed raced with the
+// completion: no lease is lost, nothing is logged or counted as lost.
+func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
+	st := &lateExtend{Store: memstore.New(nil), completed: make(chan struct{}), extended: make(chan error, 1)}
+	var logs syncBuffer
+	var mu sync.Mutex
+	var kinds []middleware.Kind
+	stack, err := middleware.New(middleware.Config{
+		Store:        st,
+		DLQPublisher: newCapture(),
+		Lease:        300 * time.Millisecond, // extended every 100 ms
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
+			mu.Lock()
+			kinds = append(kinds, e.Kind)
+			mu.Unlock()
+		}),
+	})
+	require.NoError(t, err)
+	defer stack.Close()
+
+	slow := func(*message.Message) ([]*message.Message, error) {
+		time.Sleep(200 * time.Millisecond) // the keeper's extension starts meanwhile
+		return nil, nil
+	}
+	_, err = stack.Middleware(slow)(msg("raced", "p"))
+	require.NoError(t, err)
+	select {
+	case err := <-st.extended:
+		require.ErrorIs(t, err, dedup.ErrLeaseLost, "the extension found the record completed")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no extension ran while the handler did")
+	}
+	// Let the keeper handle the extension's answer.
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, stack.Close())
+
+	require.Zero(t, stack.Stats().LeaseLost)
+	require.Equal(t, int64(1), stack.Stats().Processed)
+	require.NotContains(t, logs.String(), "lease lost")
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotContains(t, kinds, middleware.KindLeaseLost)
+}
