@@ -198,8 +198,10 @@ func (k *keeper) extend(l *lease) {
 		l.next = start.Add(leaseDur / 3)
 		s.stats.leaseExtensions.Add(1)
 	case errors.Is(err, dedup.ErrLeaseLost) && l.settling.Load():
-		// The outcome was recorded while the extension ran: not a loss.
+		// The outcome was recorded while the extension ran: not a loss,
+		// and nothing left to extend.
 		raced = true
+		l.next = l.deadline
 	case errors.Is(err, dedup.ErrLeaseLost):
 		l.lost = true
 		l.cancel(err)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -97,4 +100,79 @@ func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.NotContains(t, kinds, middleware.KindLeaseLost)
+}
+
+// lateExtendTx is lateExtend for the transactional inbox: Extend answers
+// after the inbox transaction committed the completion, and the commit
+// returns to the stack only after the keeper had that answer, so the keeper
+// judges it before anything after the commit runs.
+type lateExtendTx struct {
+	*sqlstore.Store
+	completed chan struct{}
+	answered  chan struct{}
+	extended  chan error
+	once      sync.Once
+	extends   atomic.Int32
+}
+
+func (s *lateExtendTx) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
+	<-s.completed
+	s.extends.Add(1)
+	err := s.Store.Extend(ctx, k, t, l)
+	s.once.Do(func() {
+		s.extended <- err
+		close(s.answered)
+	})
+	return err
+}
+
+func (s *lateExtendTx) CompleteInTx(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration, fn func(context.Context) error) error {
+	err := s.Store.CompleteInTx(ctx, k, t, r, fn)
+	close(s.completed)
+	<-s.answered
+	time.Sleep(50 * time.Millisecond) // the keeper handles the answer
+	return err
+}
+
+// The same race with the transactional inbox: the extension finds the record
+// completed by the committed transaction; no lease is lost.
+func TestExtensionRacingInboxCommitIsNoLoss(t *testing.T) {
+	db, err := sqlstore.OpenSQLite(filepath.Join(t.TempDir(), "settle.db"))
+	require.NoError(t, err)
+	defer db.Close()
+	inner, err := sqlstore.New(db, nil)
+	require.NoError(t, err)
+	require.NoError(t, inner.Migrate(context.Background()))
+	st := &lateExtendTx{Store: inner, completed: make(chan struct{}), answered: make(chan struct{}), extended: make(chan error, 1)}
+	var logs syncBuffer
+	stack, err := middleware.New(middleware.Config{
+		Store:         st,
+		DLQPublisher:  newCapture(),
+		Transactional: true,
+		Lease:         300 * time.Millisecond,
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	require.NoError(t, err)
+	defer stack.Close()
+
+	slow := func(m *message.Message) ([]*message.Message, error) {
+		time.Sleep(200 * time.Millisecond)
+		_, ok := sqlstore.TxFromContext(m.Context())
+		require.True(t, ok, "the handler runs in the inbox transaction")
+		return nil, nil
+	}
+	_, err = stack.Middleware(slow)(msg("raced-tx", "p"))
+	require.NoError(t, err)
+	select {
+	case err := <-st.extended:
+		require.ErrorIs(t, err, dedup.ErrLeaseLost, "the extension found the record completed")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no extension ran while the handler did")
+	}
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, stack.Close())
+	require.Zero(t, stack.Stats().LeaseLost)
+	require.Equal(t, int64(1), stack.Stats().Processed)
+	require.NotContains(t, logs.String(), "lease lost")
+	require.Equal(t, int32(1), st.extends.Load(), "a settled claim is not extended again")
 }

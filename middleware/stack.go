@@ -428,8 +428,17 @@ func (s *Stack) attemptInTx(h message.HandlerFunc, d *delivery, hctx context.Con
 			return err
 		}
 		// Outputs go out before the commit that records completion.
-		return s.publishOutputs(ctx, d, outs)
+		if perr := s.publishOutputs(ctx, d, outs); perr != nil {
+			return perr
+		}
+		// From here the fenced completion in the transaction decides; an
+		// extension that finds the record settled raced with the commit.
+		d.held.settling.Store(true)
+		return nil
 	})
+	if txErr != nil {
+		d.held.settling.Store(false)
+	}
 	if err == nil && txErr != nil {
 		// The handler succeeded but the transaction did not commit: nothing
 		// of it happened. Retry unless the claim is lost.
