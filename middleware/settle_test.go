@@ -19,24 +19,51 @@ import (
 	"github.com/idempo/idempo/middleware"
 )
 
-// lateExtend is a store whose Extend answers only after Complete returned,
-// as when an extension is in flight while the handler finishes.
+// lateExtend is a store whose Extend answers only after the completion was
+// recorded, as when an extension is in flight while the handler finishes.
 type lateExtend struct {
 	dedup.Store
-	completed chan struct{}
-	extended  chan error
+	completed chan struct{} // closed when the completion is recorded
+	answered  chan struct{} // closed when the first extension answered
+	extended  chan error    // the first extension's answer
+	once      sync.Once
+	extends   atomic.Int32
+}
+
+func newLateExtend(st dedup.Store) *lateExtend {
+	return &lateExtend{Store: st, completed: make(chan struct{}), answered: make(chan struct{}), extended: make(chan error, 1)}
 }
 
 func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
 	<-s.completed
+	s.extends.Add(1)
 	err := s.Store.Extend(ctx, k, t, l)
-	s.extended <- err
+	s.once.Do(func() {
+		s.extended <- err
+		close(s.answered)
+	})
 	return err
 }
 
 func (s *lateExtend) Complete(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
 	err := s.Store.Complete(ctx, k, t, r)
 	close(s.completed)
+	return err
+}
+
+// lateExtendTx is lateExtend for the transactional inbox: the commit returns
+// to the stack only after the keeper had the extension's answer, so the
+// keeper judges it before anything after the commit runs.
+type lateExtendTx struct {
+	*lateExtend
+	tx *sqlstore.Store
+}
+
+func (s *lateExtendTx) CompleteInTx(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration, fn func(context.Context) error) error {
+	err := s.tx.CompleteInTx(ctx, k, t, r, fn)
+	close(s.completed)
+	<-s.answered
+	time.Sleep(50 * time.Millisecond) // the keeper handles the answer
 	return err
 }
 
@@ -57,18 +84,21 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// An extension that finds the record already completed raced with the
-// completion: no lease is lost, nothing is logged or counted as lost.
-func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
-	st := &lateExtend{Store: memstore.New(nil), completed: make(chan struct{}), extended: make(chan error, 1)}
+// raceCompletion runs one message whose handler outlasts a third of the
+// lease through a stack on st, so that the keeper's extension is in flight
+// when the completion is recorded, and checks that this race loses no lease:
+// nothing counted, logged or observed as lost, and no further extension.
+func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactional bool, h message.HandlerFunc) {
+	t.Helper()
 	var logs syncBuffer
 	var mu sync.Mutex
 	var kinds []middleware.Kind
 	stack, err := middleware.New(middleware.Config{
-		Store:        st,
-		DLQPublisher: newCapture(),
-		Lease:        300 * time.Millisecond, // extended every 100 ms
-		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		Store:         st,
+		DLQPublisher:  newCapture(),
+		Transactional: transactional,
+		Lease:         300 * time.Millisecond, // extended every 100 ms
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
 			mu.Lock()
 			kinds = append(kinds, e.Kind)
@@ -78,14 +108,14 @@ func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
 	require.NoError(t, err)
 	defer stack.Close()
 
-	slow := func(*message.Message) ([]*message.Message, error) {
+	slow := func(m *message.Message) ([]*message.Message, error) {
 		time.Sleep(200 * time.Millisecond) // the keeper's extension starts meanwhile
-		return nil, nil
+		return h(m)
 	}
 	_, err = stack.Middleware(slow)(msg("raced", "p"))
 	require.NoError(t, err)
 	select {
-	case err := <-st.extended:
+	case err := <-late.extended:
 		require.ErrorIs(t, err, dedup.ErrLeaseLost, "the extension found the record completed")
 	case <-time.After(5 * time.Second):
 		t.Fatal("no extension ran while the handler did")
@@ -97,41 +127,17 @@ func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
 	require.Zero(t, stack.Stats().LeaseLost)
 	require.Equal(t, int64(1), stack.Stats().Processed)
 	require.NotContains(t, logs.String(), "lease lost")
+	require.Equal(t, int32(1), late.extends.Load(), "a settled claim is not extended again")
 	mu.Lock()
 	defer mu.Unlock()
 	require.NotContains(t, kinds, middleware.KindLeaseLost)
 }
 
-// lateExtendTx is lateExtend for the transactional inbox: Extend answers
-// after the inbox transaction committed the completion, and the commit
-// returns to the stack only after the keeper had that answer, so the keeper
-// judges it before anything after the commit runs.
-type lateExtendTx struct {
-	*sqlstore.Store
-	completed chan struct{}
-	answered  chan struct{}
-	extended  chan error
-	once      sync.Once
-	extends   atomic.Int32
-}
-
-func (s *lateExtendTx) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
-	<-s.completed
-	s.extends.Add(1)
-	err := s.Store.Extend(ctx, k, t, l)
-	s.once.Do(func() {
-		s.extended <- err
-		close(s.answered)
-	})
-	return err
-}
-
-func (s *lateExtendTx) CompleteInTx(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration, fn func(context.Context) error) error {
-	err := s.Store.CompleteInTx(ctx, k, t, r, fn)
-	close(s.completed)
-	<-s.answered
-	time.Sleep(50 * time.Millisecond) // the keeper handles the answer
-	return err
+// An extension that finds the record already completed raced with the
+// completion: no lease is lost, nothing is logged or counted as lost.
+func TestExtensionRacingCompletionIsNoLoss(t *testing.T) {
+	late := newLateExtend(memstore.New(nil))
+	raceCompletion(t, late, late, false, ok)
 }
 
 // The same race with the transactional inbox: the extension finds the record
@@ -143,36 +149,11 @@ func TestExtensionRacingInboxCommitIsNoLoss(t *testing.T) {
 	inner, err := sqlstore.New(db, nil)
 	require.NoError(t, err)
 	require.NoError(t, inner.Migrate(context.Background()))
-	st := &lateExtendTx{Store: inner, completed: make(chan struct{}), answered: make(chan struct{}), extended: make(chan error, 1)}
-	var logs syncBuffer
-	stack, err := middleware.New(middleware.Config{
-		Store:         st,
-		DLQPublisher:  newCapture(),
-		Transactional: true,
-		Lease:         300 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
-	})
-	require.NoError(t, err)
-	defer stack.Close()
-
-	slow := func(m *message.Message) ([]*message.Message, error) {
-		time.Sleep(200 * time.Millisecond)
+	late := newLateExtend(inner)
+	inTx := func(m *message.Message) ([]*message.Message, error) {
 		_, ok := sqlstore.TxFromContext(m.Context())
 		require.True(t, ok, "the handler runs in the inbox transaction")
 		return nil, nil
 	}
-	_, err = stack.Middleware(slow)(msg("raced-tx", "p"))
-	require.NoError(t, err)
-	select {
-	case err := <-st.extended:
-		require.ErrorIs(t, err, dedup.ErrLeaseLost, "the extension found the record completed")
-	case <-time.After(5 * time.Second):
-		t.Fatal("no extension ran while the handler did")
-	}
-	time.Sleep(100 * time.Millisecond)
-	require.NoError(t, stack.Close())
-	require.Zero(t, stack.Stats().LeaseLost)
-	require.Equal(t, int64(1), stack.Stats().Processed)
-	require.NotContains(t, logs.String(), "lease lost")
-	require.Equal(t, int32(1), st.extends.Load(), "a settled claim is not extended again")
+	raceCompletion(t, &lateExtendTx{lateExtend: late, tx: inner}, late, true, inTx)
 }
