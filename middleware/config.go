@@ -63,8 +63,10 @@ type Config struct {
 
 	// Lease is how long a claim holds without extension. The stack extends it
 	// about every Lease/3 while the handler runs and while it waits between
-	// retries; if it cannot, the handler's context is cancelled before the
-	// lease runs out. Defaults to 30s.
+	// retries; if no extension got through by Lease/4 before the lease runs
+	// out, the handler's context is cancelled, and a handler must then return
+	// within that Lease/4 for no twin to run beside it. Defaults to 30s; at
+	// least [MinLease] (1s).
 	Lease time.Duration
 	// Retention is how long done and dead-lettered records (and delivery
 	// counters) are kept. It must cover the longest retry window plus the
@@ -164,8 +166,8 @@ func (c *Config) Validate() error {
 		return configError("DLQPublisher is required: without a dead-letter queue a poison message could only be dropped or looped")
 	case c.Lease < 0:
 		return configError("Lease must be > 0, got %v", c.Lease)
-	case c.Lease < 10*time.Millisecond:
-		return configError("Lease %v is too short to be extended in time (use at least 10ms; 30s is the default)", c.Lease)
+	case c.Lease < MinLease:
+		return configError("Lease %v is shorter than MinLease (%v): the lease keeper cannot promise to extend it in time on a loaded machine (30s is the default)", c.Lease, MinLease)
 	case c.Retention < 0:
 		return configError("Retention must be > 0, got %v", c.Retention)
 	case c.MaxDeliveries < -1:

@@ -57,9 +57,9 @@ func Retry(p retry.Policy) (message.HandlerMiddleware, error) {
 
 // DeadLetter returns a middleware that publishes a message whose handler
 // failed to the DLQ described by cfg and acks it once the publish succeeded
-// (a failed publish is returned, so the router nacks). Cancellation
-// (context.Canceled, or the message's context done) is passed through, never
-// dead-lettered. Safe for concurrent use.
+// (a failed publish is returned, so the router nacks). Cancellation (the
+// message's context done) is passed through, never dead-lettered; a
+// handler's own context.Canceled is a failure like any other. Safe for concurrent use.
 func DeadLetter(cfg dlq.Config) (message.HandlerMiddleware, error) {
 	r, err := dlq.New(cfg)
 	if err != nil {
@@ -73,7 +73,7 @@ func DeadLetter(cfg dlq.Config) (message.HandlerMiddleware, error) {
 			if err == nil {
 				return outs, nil
 			}
-			if ctx.Err() != nil || retry.DefaultClassifier(err) == retry.Cancelled {
+			if ctx.Err() != nil {
 				return nil, err
 			}
 			f := dlq.Failure{

@@ -70,7 +70,15 @@ func TestDeadLetterLayerWrapsRetry(t *testing.T) {
 	_, err = h(msg("e2", "p"))
 	require.ErrorIs(t, err, dlq.ErrPublish, "a failed DLQ publish nacks")
 
-	_, err = dl(func(*message.Message) ([]*message.Message, error) { return nil, context.Canceled })(msg("e3", "p"))
-	require.ErrorIs(t, err, context.Canceled, "cancellation is never dead-lettered")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	m3 := msg("e3", "p")
+	m3.SetContext(cancelled)
+	_, err = dl(func(*message.Message) ([]*message.Message, error) { return nil, context.Canceled })(m3)
+	require.ErrorIs(t, err, context.Canceled, "cancellation (the message's context done) is never dead-lettered")
 	require.Len(t, pub.on("idempo.dlq"), 1)
+
+	_, err = dl(func(*message.Message) ([]*message.Message, error) { return nil, context.Canceled })(msg("e4", "p"))
+	require.NoError(t, err, "a handler's own context.Canceled is a failure like any other")
+	require.Len(t, pub.on("idempo.dlq"), 2)
 }

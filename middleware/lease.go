@@ -12,8 +12,26 @@ import (
 )
 
 // errLeaseExpired is the cancellation cause of a handler whose lease could
-// not be extended before it ran out.
+// not be extended in time: its context is cancelled a guard (Lease/4)
+// before the lease runs out, so that a handler honouring its context has
+// stopped before another worker can claim the event.
 var errLeaseExpired = errors.New("idempo: lease could not be extended before it ran out")
+
+// errStackClosed is the cancellation cause of handlers still running (or
+// starting) when the stack is closed: without the keeper their leases would
+// run out under them.
+var errStackClosed = errors.New("idempo: stack closed while the handler ran")
+
+// MinLease is the shortest [Config.Lease] New accepts. The keeper extends a
+// lease every Lease/3 and cancels the handler's context Lease/4 before the
+// lease runs out if no extension got through, so an extension has
+// Lease·5/12 (417 ms at the minimum) to be sent, answered and seen, and a
+// cancelled handler Lease/4 (250 ms) to return. Below one second, a store
+// round trip plus a scheduling pause on a loaded machine (a busy database,
+// a garbage-collection cycle, two cores shared with other work) can outlast
+// those margins, and a twin could then claim the event while the first
+// handler still runs.
+const MinLease = time.Second
 
 // keeperIdle is how long the keeper goroutine lingers with no lease to keep
 // before it exits; it starts again with the next claim.
@@ -29,7 +47,9 @@ type lease struct {
 	done     chan struct{} // closed when the claim is given up; nil until a twin waits
 	busy     bool          // an extension is under way
 	pending  bool          // gate held, claim not (yet) acquired
-	lost     bool
+	// stopped: the keeper no longer keeps this lease (lost, cut off,
+	// closed, or its outcome recorded while an extension ran).
+	stopped bool
 	// settling is set once the handler succeeded (or the message is being
 	// dead-lettered) and the stack records the outcome: an extension that
 	// then finds the record no longer held raced with that record, and
@@ -43,10 +63,15 @@ type lease struct {
 // goroutine, which runs only while claims are held (plus keeperIdle).
 // Holding a claim costs one map entry; no per-message goroutine or timer.
 type keeper struct {
-	s      *Stack
-	mu     sync.Mutex
+	s     *Stack
+	clk   clock
+	lease time.Duration // Config.Lease
+	guard time.Duration // the handler is cancelled this long before its lease runs out
+	mu    sync.Mutex
+	// leases holds the local gates and the claims held, by key.
 	leases map[dedup.Key]*lease
-	alive  bool
+	alive  bool      // the loop goroutine runs
+	wakeAt time.Time // when the running loop looks at the leases next
 	wake   chan struct{}
 	wg     sync.WaitGroup
 	closed bool
@@ -64,8 +89,20 @@ func (k *keeper) newToken() dedup.Token {
 	return dedup.Token(b)
 }
 
-func newKeeper(s *Stack) *keeper {
-	return &keeper{s: s, leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1), tokenPrefix: string(dedup.NewToken())[:24] + "-"}
+func newKeeper(s *Stack, clk clock) *keeper {
+	return &keeper{
+		s: s, clk: clk, lease: s.cfg.Lease, guard: s.cfg.Lease / 4,
+		leases: make(map[dedup.Key]*lease), wake: make(chan struct{}, 1),
+		tokenPrefix: string(dedup.NewToken())[:24] + "-",
+	}
+}
+
+// signal wakes the loop if it sleeps. Safe for concurrent use.
+func (k *keeper) signal() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
 }
 
 // enter makes l (filled in by the caller) the local gate holder of its
@@ -87,21 +124,30 @@ func (k *keeper) enter(l *lease) <-chan struct{} {
 	return nil
 }
 
-// activate starts keeping the lease of a claim acquired at start (taken
-// before the Claim call, so the deadline errs early, never late).
+// activate starts keeping the lease of a claim acquired at start (read from
+// the keeper's clock before the Claim call was sent, so the deadline errs
+// early, never late). A loop that sleeps past the new lease's first
+// extension (a claim that took long to answer, or a loop waiting on a later
+// lease) is woken, so every lease is served on time whether the loop was
+// running or not. After Close, the handler is cancelled at once.
 func (k *keeper) activate(l *lease, start time.Time, cancel context.CancelCauseFunc) {
-	lease := k.s.cfg.Lease
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	l.cancel = cancel
-	l.deadline = start.Add(lease)
-	l.next = start.Add(lease / 3)
+	l.deadline = start.Add(k.lease)
+	l.next = start.Add(k.lease / 3)
 	l.pending = false
-	if !k.alive && !k.closed {
+	switch {
+	case k.closed:
+		l.stopped = true
+		cancel(errStackClosed)
+	case !k.alive:
 		k.alive = true
 		k.wg.Add(1)
 		go k.loop()
+	case l.next.Before(k.wakeAt):
+		k.signal()
 	}
-	k.mu.Unlock()
 }
 
 // unregister gives the claim up: no more extensions; waiting twins wake.
@@ -116,27 +162,37 @@ func (k *keeper) unregister(l *lease) {
 	k.mu.Unlock()
 }
 
+// close stops the loop and cancels the handlers of the claims still held:
+// their leases are no longer extended, so they must stop before they run out.
 func (k *keeper) close() {
 	k.mu.Lock()
 	k.closed = true
-	k.mu.Unlock()
-	select {
-	case k.wake <- struct{}{}:
-	default:
+	for _, l := range k.leases {
+		if !l.pending && !l.stopped {
+			l.stopped = true
+			l.cancel(errStackClosed)
+		}
 	}
+	k.mu.Unlock()
+	k.signal()
 	k.wg.Wait()
 }
 
+// loop extends every held lease about every Lease/3 and cancels the handler
+// of a lease that could not be extended by its cutoff (Lease/4 before it
+// runs out). It sleeps until the earliest of those moments; activate wakes
+// it for a lease due earlier.
 func (k *keeper) loop() {
 	defer k.wg.Done()
-	timer := time.NewTimer(keeperIdle)
+	timer := k.clk.NewTimer(keeperIdle)
 	defer timer.Stop()
-	idleSince := time.Now()
+	idleSince := k.clk.Now()
 	for {
-		now := time.Now()
+		now := k.clk.Now()
 		k.mu.Lock()
 		if k.closed || (len(k.leases) == 0 && now.Sub(idleSince) >= keeperIdle) {
 			k.alive = false
+			k.wakeAt = time.Time{}
 			k.mu.Unlock()
 			return
 		}
@@ -145,11 +201,12 @@ func (k *keeper) loop() {
 			idleSince = now
 		}
 		for _, l := range k.leases {
-			if l.lost || l.pending {
+			if l.stopped || l.pending {
 				continue
 			}
-			if !now.Before(l.deadline) {
-				l.lost = true
+			cutoff := l.deadline.Add(-k.guard)
+			if !now.Before(cutoff) {
+				l.stopped = true
 				l.cancel(errLeaseExpired)
 				continue
 			}
@@ -161,18 +218,16 @@ func (k *keeper) loop() {
 			if !l.busy && l.next.Before(wakeAt) {
 				wakeAt = l.next
 			}
-			if l.deadline.Before(wakeAt) {
-				wakeAt = l.deadline
+			if cutoff.Before(wakeAt) {
+				wakeAt = cutoff
 			}
 		}
+		k.wakeAt = wakeAt
 		k.mu.Unlock()
-		timer.Reset(time.Until(wakeAt))
+		timer.Reset(wakeAt.Sub(now))
 		select {
-		case <-timer.C:
+		case <-timer.C():
 		case <-k.wake:
-			if !timer.Stop() {
-				<-timer.C
-			}
 		}
 	}
 }
@@ -182,9 +237,10 @@ func (k *keeper) loop() {
 func (k *keeper) extend(l *lease) {
 	defer k.wg.Done()
 	s := k.s
-	leaseDur := s.cfg.Lease
-	start := time.Now()
-	ctx, cancel := context.WithDeadline(context.Background(), l.deadline)
+	leaseDur := k.lease
+	start := k.clk.Now()
+	// The extension is worth waiting for until the lease runs out.
+	ctx, cancel := context.WithTimeout(context.Background(), l.deadline.Sub(start))
 	err := s.cfg.Store.Extend(ctx, l.key, l.token, leaseDur)
 	cancel()
 	s.observeStore(context.Background(), l.handler, l.topic, OpExtend, start, err)
@@ -201,20 +257,17 @@ func (k *keeper) extend(l *lease) {
 		// The outcome was recorded while the extension ran: not a loss,
 		// and nothing left to extend.
 		raced = true
-		l.next = l.deadline
+		l.stopped = true
 	case errors.Is(err, dedup.ErrLeaseLost):
-		l.lost = true
+		l.stopped = true
 		l.cancel(err)
 	default:
-		// Try again soon; the loop cancels the handler at the deadline.
-		l.next = time.Now().Add(leaseDur / 10)
+		// Try again soon; the loop cancels the handler at its cutoff.
+		l.next = k.clk.Now().Add(leaseDur / 10)
 	}
-	lost := l.lost
+	lost := l.stopped && !raced
 	k.mu.Unlock()
-	select {
-	case k.wake <- struct{}{}:
-	default:
-	}
+	k.signal()
 	switch {
 	case raced:
 	case err == nil:

@@ -76,7 +76,7 @@ func (s *Stack) redeliverLater(d *delivery) error {
 	topic := r.Topic(d.topic, tier, delay)
 	if err := r.Publisher.Publish(topic, c); err != nil {
 		s.release(d, d.held, true)
-		return s.nack(d, fmt.Errorf("%w: delayed redelivery to %q: %w", ErrDeadLetter, topic, err), true)
+		return s.nack(d, fmt.Errorf("%w: delayed redelivery to %q: %w", ErrDeadLetter, topic, err))
 	}
 	s.release(d, d.held, true)
 	s.stats.redelivered.Add(1)

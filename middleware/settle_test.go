@@ -97,7 +97,7 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 		Store:         st,
 		DLQPublisher:  newCapture(),
 		Transactional: transactional,
-		Lease:         300 * time.Millisecond, // extended every 100 ms
+		Lease:         middleware.MinLease, // extended every 333 ms
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
 			mu.Lock()
@@ -109,7 +109,7 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 	defer stack.Close()
 
 	slow := func(m *message.Message) ([]*message.Message, error) {
-		time.Sleep(200 * time.Millisecond) // the keeper's extension starts meanwhile
+		time.Sleep(600 * time.Millisecond) // the keeper's extension starts meanwhile
 		return h(m)
 	}
 	_, err = stack.Middleware(slow)(msg("raced", "p"))

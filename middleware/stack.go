@@ -85,7 +85,7 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer(tracing.InstrumentationName)
 	}
-	s.keeper = newKeeper(s)
+	s.keeper = newKeeper(s, realClock{})
 	return s, nil
 }
 
@@ -158,7 +158,7 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 			}
 			continue
 		}
-		start := time.Now()
+		start := s.keeper.clk.Now() // the lease counts from before the claim is sent
 		res, err := s.cfg.Store.Claim(d.ctx, d.key, dedup.ClaimRequest{
 			Token:       l.token,
 			Lease:       s.cfg.Lease,
@@ -193,7 +193,7 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 }
 
 func (s *Stack) unknownStatus(d *delivery) error {
-	return s.nack(d, fmt.Errorf("%w: claim returned unknown status %v", ErrStore, d.res.Status), true)
+	return s.nack(d, fmt.Errorf("%w: claim returned unknown status %v", ErrStore, d.res.Status))
 }
 
 // fingerprint is dedup.Fingerprint kept out of line, so its hash state is
@@ -267,16 +267,16 @@ func (s *Stack) waitTwin(d *delivery, wait <-chan struct{}) error {
 	case <-wait:
 		return nil
 	case <-d.ctx.Done():
-		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, d.ctx.Err()), false)
+		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, d.ctx.Err()))
 	}
 }
 
 func (s *Stack) claimFailed(d *delivery, err error) error {
 	if d.ctx.Err() != nil {
-		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err), false)
+		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err))
 	}
 	s.cfg.Logger.Warn("idempo: dedup store claim failed; nacking", "scope", d.scope, "event_id", d.eventID, "error", err)
-	return s.nack(d, fmt.Errorf("%w: claim: %w", ErrStore, err), true)
+	return s.nack(d, fmt.Errorf("%w: claim: %w", ErrStore, err))
 }
 
 // collision dead-letters a payload whose event ID was seen with another one.
@@ -388,9 +388,11 @@ func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byt
 		d.fail.ErrorClass = "panic"
 		d.fail.PanicStack = string(stack)
 	}
+	// A handler's own context.Canceled (or a classifier's Cancelled) while
+	// nothing of the stack's is done is an ordinary failure: retried,
+	// counted and capped. Only the stack's own contexts (checked above)
+	// mean cancellation.
 	switch class {
-	case retry.Cancelled:
-		return 0, true, s.cancelled(d, err)
 	case retry.PermanentClass:
 		d.fail.Reason = dlq.ReasonPermanent
 		return 0, true, s.deadLetter(d, d.fail)
@@ -565,7 +567,7 @@ func (s *Stack) succeed(d *delivery, outs []*message.Message) error {
 			if d.held != nil {
 				s.release(d, d.held, d.ctx.Err() == nil)
 			}
-			return s.nack(d, err, true)
+			return s.nack(d, err)
 		}
 	}
 	if d.held != nil && !d.completed {
@@ -664,7 +666,7 @@ func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
 			s.cfg.Logger.Warn("idempo: could not mark the event due for the DLQ; the next delivery runs the handler again",
 				"scope", d.scope, "event_id", d.eventID, "error", merr)
 		}
-		return s.nack(d, fmt.Errorf("%w: %w", ErrDeadLetter, err), true)
+		return s.nack(d, fmt.Errorf("%w: %w", ErrDeadLetter, err))
 	}
 	mctx, cancel := context.WithDeadline(ctx, d.held.deadlineSnapshot(s.keeper))
 	defer cancel()
@@ -689,7 +691,7 @@ func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
 func (s *Stack) deadLetterUnclaimed(d *delivery, f dlq.Failure) error {
 	if err := s.dlq.Publish(d.ctx, d.msg, s.info(d, f)); err != nil {
 		s.dlqFailed(d, err)
-		return s.nack(d, fmt.Errorf("%w: %w", ErrDeadLetter, err), true)
+		return s.nack(d, fmt.Errorf("%w: %w", ErrDeadLetter, err))
 	}
 	s.deadLettered(d, f)
 	return nil
@@ -713,7 +715,7 @@ func (s *Stack) cancelled(d *delivery, err error) error {
 	if d.held != nil {
 		s.release(d, d.held, false)
 	}
-	return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err), false)
+	return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err))
 }
 
 // leaseLost nacks without touching the record: another owner has it.
@@ -721,7 +723,7 @@ func (s *Stack) leaseLost(d *delivery, err error) error {
 	s.stats.leaseLost.Add(1)
 	s.cfg.Observer.Observe(d.ctx, Event{Kind: KindLeaseLost, Handler: d.handler, Topic: d.topic, EventID: d.eventID, Err: err})
 	s.cfg.Logger.Warn("idempo: lease lost while processing; nacked", "scope", d.scope, "event_id", d.eventID, "error", err)
-	return s.nack(d, fmt.Errorf("%w: %w", dedup.ErrLeaseLost, err), false)
+	return s.nack(d, fmt.Errorf("%w: %w", dedup.ErrLeaseLost, err))
 }
 
 func (s *Stack) release(d *delivery, l *lease, keepCount bool) {
@@ -737,13 +739,13 @@ func (s *Stack) release(d *delivery, l *lease, keepCount bool) {
 }
 
 // nack counts a failed delivery and returns err for the router to nack.
-// With wait, it first waits NackDelay so brokers that redeliver at once do not spin.
-func (s *Stack) nack(d *delivery, err error, wait bool) error {
+// Every nack first waits NackDelay, so brokers that redeliver at once do not
+// spin; the wait ends at once when the message's context is done (shutdown,
+// rebalance, revoked partition).
+func (s *Stack) nack(d *delivery, err error) error {
 	s.stats.failed.Add(1)
 	s.outcome(d, OutcomeFailed)
-	if wait {
-		s.nackWait(d.ctx, 0)
-	}
+	s.nackWait(d.ctx, 0)
 	return err
 }
 

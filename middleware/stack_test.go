@@ -428,7 +428,7 @@ func TestOutputPublishFailureNacks(t *testing.T) {
 // Row "success": complete failures still ack (counted); stale token acks (counted).
 func TestCompleteFailureStillAcks(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 300 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = middleware.MinLease })
 	inject(&b.store.completeErr, errors.New("store down"))
 	_, err := b.run(ok, msg("e1", "p"))
 	require.NoError(t, err)
@@ -450,16 +450,21 @@ func TestLeaseLostBeforeCompleteAcks(t *testing.T) {
 // Row "acquired": the lease is extended while the handler runs.
 func TestLeaseExtendedDuringLongHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 90 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = middleware.MinLease })
 	h := func(m *message.Message) ([]*message.Message, error) {
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond)
 		return nil, m.Context().Err()
 	}
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() { _, err := b.run(h, msg("e1", "p")); done <- err }()
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	require.Equal(t, dedup.StatusInProgress, claim(t, b.mem, "e1").Status, "the lease outlived its first term")
-	require.NoError(t, <-done)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler did not return within 30s")
+	}
 	require.Positive(t, b.stack.Stats().LeaseExtensions)
 	require.Equal(t, dedup.StatusDone, claim(t, b.mem, "e1").Status)
 }
@@ -468,7 +473,7 @@ func TestLeaseExtendedDuringLongHandler(t *testing.T) {
 // is cancelled and the message nacked.
 func TestLeaseNotExtendableCancelsHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 60 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = middleware.MinLease })
 	inject(&b.store.extendErr, errors.New("store slow"))
 	h := func(m *message.Message) ([]*message.Message, error) {
 		select {
@@ -506,13 +511,18 @@ func TestCancellationReleasesAndNacks(t *testing.T) {
 	require.Equal(t, 1, res.Deliveries, "a cancellation does not count")
 }
 
-func TestHandlerReturningCanceledIsNotDeadLettered(t *testing.T) {
+// A handler's own context.Canceled while nothing of the stack's is done is an
+// ordinary failure: retried in-process, then dead-lettered, never a
+// release-and-nack that could loop.
+func TestHandlerReturningCanceledIsAnOrdinaryFailure(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, err := b.run(func(*message.Message) ([]*message.Message, error) { return nil, context.Canceled }, msg("e1", "p"))
-	require.ErrorIs(t, err, middleware.ErrCancelled)
-	require.Equal(t, int32(1), b.calls.Load())
-	require.Zero(t, b.dlq.count())
+	require.NoError(t, err, "acked once in the DLQ")
+	require.Equal(t, int32(3), b.calls.Load(), "retried like any failure (MaxAttempts 3)")
+	require.Equal(t, 1, b.dlq.count())
+	require.Equal(t, dlq.ReasonRetriesExhausted, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 }
 
 // Store outage on claim: nack, never processed without dedup, not counted.

@@ -1,9 +1,6 @@
 package retry
 
-import (
-	"context"
-	"errors"
-)
+import "errors"
 
 // Class is how an error is handled.
 type Class int
@@ -14,8 +11,12 @@ const (
 	Retryable Class = iota + 1
 	// PermanentClass errors are dead-lettered at once with reason "permanent_error".
 	PermanentClass
-	// Cancelled errors mean the consumer is stopping: the claim is released
-	// and the message nacked, never retried nor dead-lettered.
+	// Cancelled is kept for classifiers written against earlier versions.
+	// No error decides cancellation by itself: the middleware treats a
+	// delivery as cancelled only when its own per-message context is done
+	// (shutdown, rebalance, revoked partition), and otherwise handles a
+	// Cancelled error like a Retryable one (retried, counted and capped), so
+	// a handler returning context.Canceled on its own cannot loop.
 	Cancelled
 )
 
@@ -59,18 +60,14 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// DefaultClassifier is the classifier used when none is set: context.Canceled
-// is [Cancelled], errors marked with [Permanent] are [PermanentClass], and
-// everything else is [Retryable]. A handler's own context.DeadlineExceeded
-// (a call of its that timed out) is retryable; the middleware separately
-// treats its own context being done as cancellation.
+// DefaultClassifier is the classifier used when none is set: errors marked
+// with [Permanent] are [PermanentClass], and everything else is [Retryable],
+// context.Canceled and context.DeadlineExceeded included: a handler's own
+// cancelled or timed-out call is an ordinary failure. The middleware
+// separately treats its own per-message context being done as cancellation.
 func DefaultClassifier(err error) Class {
-	switch {
-	case errors.Is(err, context.Canceled):
-		return Cancelled
-	case IsPermanent(err):
+	if IsPermanent(err) {
 		return PermanentClass
-	default:
-		return Retryable
 	}
+	return Retryable
 }

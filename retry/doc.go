@@ -4,11 +4,15 @@
 //
 // # Classification
 //
-// [DefaultClassifier] treats every error as retryable except:
-//   - errors marked with [Permanent]: never retried, dead-lettered at once;
-//   - errors matching context.Canceled: a shutdown, rebalance or revoked
-//     partition. They are never retried and never dead-lettered: the claim is
-//     released and the message nacked.
+// [DefaultClassifier] treats every error as retryable except errors marked
+// with [Permanent]: never retried, dead-lettered at once.
+//
+// An error never means cancellation by itself, not even context.Canceled: a
+// handler that returns it while the consumer is not stopping is retried,
+// counted and capped like any other failure. Cancellation (shutdown,
+// rebalance, revoked partition) is decided by the middleware from its own
+// per-message context: the claim is released and the message nacked, never
+// retried nor dead-lettered.
 //
 // Database serialization failures (SQLSTATE 40001), deadlocks (40P01, MySQL
 // 1213) and lock wait timeouts (MySQL 1205) are retryable, as is every error

@@ -99,8 +99,9 @@ func TestClassification(t *testing.T) {
 	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(retry.Permanent(base)))
 	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(fmt.Errorf("wrapped: %w", retry.Permanent(base))))
 	require.ErrorIs(t, retry.Permanent(base), base, "the mark is transparent to errors.Is")
-	require.Equal(t, retry.Cancelled, retry.DefaultClassifier(fmt.Errorf("x: %w", context.Canceled)))
-	require.Equal(t, retry.Cancelled, retry.DefaultClassifier(retry.Permanent(context.Canceled)), "cancellation wins over permanence")
+	require.Equal(t, retry.Retryable, retry.DefaultClassifier(fmt.Errorf("x: %w", context.Canceled)),
+		"a handler's own context.Canceled is an ordinary failure; only the middleware's context means cancellation")
+	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(retry.Permanent(context.Canceled)), "the permanent mark holds for any error")
 	require.Equal(t, retry.Retryable, retry.DefaultClassifier(context.DeadlineExceeded), "a handler's own timeout is retried")
 	require.NoError(t, retry.Permanent(nil))
 }
