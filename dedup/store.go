@@ -64,14 +64,23 @@ type ClaimRequest struct {
 	// after this claim if it is never completed. Required, >= Lease.
 	Retention time.Duration
 	// Fingerprint is an optional digest of the payload (see [Fingerprint]).
-	// A claim that acquires stores it if the record has none yet; the store
-	// never overwrites a stored one, and claims that do not acquire change
-	// nothing. It is returned in [ClaimResult.Fingerprint].
+	// Every claim that acquires (reports StatusAcquired), a retried claim by
+	// the holder's own token included, stores it if the record has none yet;
+	// the store never overwrites a stored one, and claims that do not
+	// acquire change nothing. It is returned in [ClaimResult.Fingerprint].
 	Fingerprint []byte
-	// ReplayID, when not empty, marks a replay from the dead-letter queue:
-	// a dead-lettered record is claimed anew (its delivery counter restarts)
-	// if its last admitted replay ID differs from this one. Empty for normal
-	// deliveries.
+	// ReplayID, when not empty, marks a replay from the dead-letter queue.
+	// Empty for normal deliveries.
+	//
+	// The record keeps one replay ID: the one carried by the last claim
+	// that acquired it with one. Every claim that acquires and carries a
+	// replay ID stores it, whatever it acquired (an absent or expired
+	// record, a released one, one due for the DLQ, an expired lease, a
+	// dead-lettered record, or its own claim retried); an acquiring claim
+	// without one keeps the stored ID. A dead-lettered record is claimed
+	// anew (its delivery counter restarting at 1) only by a replay ID that
+	// differs from the stored one. So each replay message is admitted once:
+	// once it has been dead-lettered, its copies report StatusDeadLettered.
 	ReplayID string
 }
 
@@ -142,7 +151,9 @@ type Store interface {
 	// that has run out (taking it over), or dead-lettered with a new
 	// req.ReplayID (restarting the counter at 1). A claim of a record already
 	// in progress under req.Token (a retried call whose reply was lost)
-	// renews the lease and reports StatusAcquired without counting again.
+	// renews the lease and reports StatusAcquired without counting again;
+	// in all else it is an acquiring claim (it stores req.Fingerprint and
+	// req.ReplayID as those fields say, and stretches the retention).
 	// Otherwise it changes nothing and reports StatusDone, StatusDeadLettered
 	// or StatusInProgress.
 	Claim(ctx context.Context, key Key, req ClaimRequest) (ClaimResult, error)

@@ -31,6 +31,16 @@ type Features struct {
 	// Parallel runs the cases with t.Parallel. The store must then keep the
 	// cases apart (each case uses its own random scope).
 	Parallel bool
+	// Reopen returns a second, freshly opened instance of the store st (one
+	// that newStore returned) on the same backend, as another process or a
+	// restart would open it: a new client or connection pool, the same
+	// server, database file, table or key prefix. It should register its
+	// cleanup with t.Cleanup. The "Reopen" case then checks that the new
+	// instance sees the delivery counters and the records (done,
+	// dead-lettered, held, released, due for the DLQ) that st left. Nil
+	// skips that case: right for a store that keeps its records in the
+	// process (memory).
+	Reopen func(t *testing.T, st dedup.Store) dedup.Store
 }
 
 // Run runs the conformance suite against the store that newStore returns.
@@ -62,6 +72,8 @@ func Run(t *testing.T, newStore func(t *testing.T) dedup.Store, features Feature
 		{"ClaimRetriedBySameToken", s.claimRetriedBySameToken},
 		{"DueForDLQ", s.dueForDLQ},
 		{"DeadLetteredAndReplay", s.deadLetteredAndReplay},
+		{"ReplayIDKeptByEveryAcquisition", s.replayIDKeptByEveryAcquisition},
+		{"ClaimRetriedBySameTokenStoresFingerprint", s.claimRetriedStoresFingerprint},
 		{"ContextCancellation", s.contextCancellation},
 		{"ScopeIsolation", s.scopeIsolation},
 		{"LargeAndBinaryKeys", s.largeAndBinaryKeys},
@@ -69,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) dedup.Store, features Feature
 		{"InvalidInput", s.invalidInput},
 		{"ReleasedRecordKeepsCounterUntilRetention", s.releasedKeepsCounter},
 		{"ManyKeysConcurrently", s.manyKeysConcurrently},
+		{"Reopen", s.reopen},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -416,6 +429,128 @@ func (s *suite) deadLetteredAndReplay(t *testing.T) {
 	mustClaim(t, st, k, rp3, dedup.StatusDone)
 }
 
+// replayIDKeptByEveryAcquisition: a replay's ID is stored by whatever
+// acquisition admits it, not only by one that reopens a dead-lettered
+// record; otherwise, once that replay is dead-lettered, a copy of the same
+// replay message would be admitted (and run) again.
+func (s *suite) replayIDKeptByEveryAcquisition(t *testing.T) {
+	st := s.newStore(t)
+	u := s.unit()
+	replay := func(id string) dedup.ClaimRequest {
+		r := req(long, long)
+		r.ReplayID = id
+		return r
+	}
+	// Each way acquires k with a claim carrying a replay ID (or, for the
+	// last, after one) and returns the holder's request with that ID.
+	ways := []struct {
+		name    string
+		acquire func(t *testing.T, k dedup.Key) dedup.ClaimRequest
+	}{
+		{"AbsentRecord", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			rp := replay("r-absent")
+			res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.Equal(t, 1, res.Deliveries)
+			return rp
+		}},
+		{"ExpiredRecord", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			r := req(u, u)
+			mustClaim(t, st, k, r, dedup.StatusAcquired)
+			require.NoError(t, st.MarkDeadLettered(ctxT(t), k, r.Token, u))
+			time.Sleep(2*u + s.f.Granularity)
+			rp := replay("r-expired")
+			res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.Equal(t, 1, res.Deliveries, "an expired record is forgotten")
+			return rp
+		}},
+		{"ReleasedRecord", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			r := req(long, long)
+			mustClaim(t, st, k, r, dedup.StatusAcquired)
+			require.NoError(t, st.Release(ctxT(t), k, r.Token, true))
+			rp := replay("r-released")
+			res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.Equal(t, 2, res.Deliveries)
+			return rp
+		}},
+		{"RecordDueForDLQ", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			// The replay then dead-letters it without running the handler.
+			r := req(long, long)
+			mustClaim(t, st, k, r, dedup.StatusAcquired)
+			require.NoError(t, st.MarkDueForDLQ(ctxT(t), k, r.Token, []byte("note")))
+			rp := replay("r-due")
+			res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.Equal(t, []byte("note"), res.DueForDLQ)
+			return rp
+		}},
+		{"TakenOverRecord", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			mustClaim(t, st, k, req(u, long), dedup.StatusAcquired)
+			time.Sleep(2*u + s.f.Granularity)
+			rp := replay("r-takeover")
+			res := mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.Equal(t, 2, res.Deliveries)
+			return rp
+		}},
+		{"ClaimRetriedBySameToken", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			r := req(long, long)
+			mustClaim(t, st, k, r, dedup.StatusAcquired)
+			r.ReplayID = "r-retried"
+			res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+			require.Equal(t, 1, res.Deliveries, "a retried claim does not count again")
+			return r
+		}},
+		{"LaterAcquisitionWithoutReplayID", func(t *testing.T, k dedup.Key) dedup.ClaimRequest {
+			// A later acquisition without a replay ID keeps the stored one.
+			rp := replay("r-kept")
+			mustClaim(t, st, k, rp, dedup.StatusAcquired)
+			require.NoError(t, st.Release(ctxT(t), k, rp.Token, true))
+			plain := req(long, long)
+			res := mustClaim(t, st, k, plain, dedup.StatusAcquired)
+			require.Equal(t, 2, res.Deliveries)
+			plain.ReplayID = rp.ReplayID // for the checks: the claim carried none
+			return plain
+		}},
+	}
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
+			k := key(t, "replay")
+			held := w.acquire(t, k)
+			require.NoError(t, st.MarkDeadLettered(ctxT(t), k, held.Token, long))
+			res, err := st.Claim(ctxT(t), k, replay(held.ReplayID))
+			require.NoError(t, err)
+			require.Equal(t, dedup.StatusDeadLettered, res.Status,
+				"a copy of replay %q was admitted again after that replay was dead-lettered", held.ReplayID)
+			next := replay(held.ReplayID + "-next")
+			res = mustClaim(t, st, k, next, dedup.StatusAcquired)
+			require.Equal(t, 1, res.Deliveries, "a new replay restarts the counter")
+			require.NoError(t, st.Complete(ctxT(t), k, next.Token, long))
+		})
+	}
+}
+
+// claimRetriedStoresFingerprint: a retried claim by the owner's token is an
+// acquiring claim, so it stores its fingerprint when the record has none.
+func (s *suite) claimRetriedStoresFingerprint(t *testing.T) {
+	st := s.newStore(t)
+	k := key(t, "retried-fp")
+	fp1 := bytes.Repeat([]byte{1}, 32)
+	fp2 := bytes.Repeat([]byte{2}, 32)
+	r := req(long, long)
+	mustClaim(t, st, k, r, dedup.StatusAcquired)
+	r.Fingerprint = fp1
+	res := mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.Equal(t, 1, res.Deliveries, "a retried claim does not count again")
+	require.Empty(t, res.Fingerprint, "the record had no fingerprint before the retried claim")
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusInProgress)
+	require.Equal(t, fp1, res.Fingerprint, "a retried claim stores its fingerprint when the record has none")
+	// A stored one is never overwritten, by a retried claim either.
+	r.Fingerprint = fp2
+	res = mustClaim(t, st, k, r, dedup.StatusAcquired)
+	require.Equal(t, fp1, res.Fingerprint)
+	require.NoError(t, st.Complete(ctxT(t), k, r.Token, long))
+	res = mustClaim(t, st, k, req(long, long), dedup.StatusDone)
+	require.Equal(t, fp1, res.Fingerprint)
+}
+
 func (s *suite) contextCancellation(t *testing.T) {
 	st := s.newStore(t)
 	k := key(t, "cancel")
@@ -631,4 +766,95 @@ func (s *suite) manyKeysConcurrently(t *testing.T) {
 		require.True(t, ok, "key %d never acquired", i)
 		require.Equal(t, int32(1), n.(*atomic.Int32).Load(), "key %d acquired more than once", i)
 	}
+}
+
+// reopen: a second instance opened on the same backend sees everything the
+// first left: counters, outcomes, held claims with their token fencing.
+func (s *suite) reopen(t *testing.T) {
+	if s.f.Reopen == nil {
+		t.Skip("Features.Reopen is nil: the store is not opened a second time on its backend")
+	}
+	st := s.newStore(t)
+	ctx := ctxT(t)
+	fp := bytes.Repeat([]byte{7}, 32)
+	note := []byte("{\"reason\":\"permanent\",\"bin\":\"\x00\xff\"}")
+
+	// Done after three deliveries, with a fingerprint.
+	kDone := key(t, "reopen-done")
+	for range 2 {
+		r := req(long, long)
+		mustClaim(t, st, kDone, r, dedup.StatusAcquired)
+		require.NoError(t, st.Release(ctx, kDone, r.Token, true))
+	}
+	r := req(long, long)
+	r.Fingerprint = fp
+	res := mustClaim(t, st, kDone, r, dedup.StatusAcquired)
+	require.Equal(t, 3, res.Deliveries)
+	require.NoError(t, st.Complete(ctx, kDone, r.Token, long))
+
+	// Dead-lettered, replayed once, and dead-lettered again.
+	kDL := key(t, "reopen-dead-lettered")
+	r = req(long, long)
+	mustClaim(t, st, kDL, r, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDeadLettered(ctx, kDL, r.Token, long))
+	rp := req(long, long)
+	rp.ReplayID = "reopen-replay-1"
+	mustClaim(t, st, kDL, rp, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDeadLettered(ctx, kDL, rp.Token, long))
+
+	// Held by a live claim.
+	kHeld := key(t, "reopen-held")
+	held := req(long, long)
+	held.Fingerprint = fp
+	mustClaim(t, st, kHeld, held, dedup.StatusAcquired)
+
+	// Released twice with the deliveries kept.
+	kRel := key(t, "reopen-released")
+	for range 2 {
+		r := req(long, long)
+		mustClaim(t, st, kRel, r, dedup.StatusAcquired)
+		require.NoError(t, st.Release(ctx, kRel, r.Token, true))
+	}
+
+	// Due for the DLQ.
+	kDue := key(t, "reopen-due")
+	r = req(long, long)
+	mustClaim(t, st, kDue, r, dedup.StatusAcquired)
+	require.NoError(t, st.MarkDueForDLQ(ctx, kDue, r.Token, note))
+
+	fresh := s.f.Reopen(t, st)
+	require.NotNil(t, fresh, "Features.Reopen returned nil")
+
+	res = mustClaim(t, fresh, kDone, req(long, long), dedup.StatusDone)
+	require.Equal(t, 3, res.Deliveries, "the reopened store sees the delivery counter")
+	require.Equal(t, fp, res.Fingerprint, "the reopened store sees the fingerprint")
+
+	res = mustClaim(t, fresh, kDL, req(long, long), dedup.StatusDeadLettered)
+	require.Equal(t, 1, res.Deliveries)
+	again := req(long, long)
+	again.ReplayID = rp.ReplayID
+	mustClaim(t, fresh, kDL, again, dedup.StatusDeadLettered)
+
+	res = mustClaim(t, fresh, kHeld, req(long, long), dedup.StatusInProgress)
+	require.Equal(t, 1, res.Deliveries)
+	require.Equal(t, fp, res.Fingerprint)
+	if !s.f.NoLeaseRemaining {
+		require.Positive(t, res.LeaseRemaining, "the reopened store sees the lease")
+	}
+	stranger := dedup.NewToken()
+	require.ErrorIs(t, fresh.Extend(ctx, kHeld, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, fresh.Complete(ctx, kHeld, stranger, long), dedup.ErrLeaseLost)
+	require.ErrorIs(t, fresh.Release(ctx, kHeld, stranger, true), dedup.ErrLeaseLost)
+	require.ErrorIs(t, fresh.MarkDeadLettered(ctx, kHeld, stranger, long), dedup.ErrLeaseLost)
+	require.NoError(t, fresh.Extend(ctx, kHeld, held.Token, long), "the owner's token still holds the claim")
+	require.NoError(t, fresh.Complete(ctx, kHeld, held.Token, long))
+	require.NoError(t, st.Complete(ctx, kHeld, held.Token, long), "idempotent across instances")
+	mustClaim(t, st, kHeld, req(long, long), dedup.StatusDone)
+
+	res = mustClaim(t, fresh, kRel, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, 3, res.Deliveries, "the reopened store continues the delivery counter")
+
+	res = mustClaim(t, fresh, kDue, req(long, long), dedup.StatusAcquired)
+	require.Equal(t, note, res.DueForDLQ, "the reopened store returns the due note")
+	require.Equal(t, 2, res.Deliveries)
 }

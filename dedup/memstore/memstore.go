@@ -119,7 +119,7 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 		}
 		r = &record{}
 		s.records[key] = r
-		s.acquire(key, r, req, now)
+		s.acquire(key, r, req, now, true)
 		return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: r.deliveries}, nil
 	}
 
@@ -134,11 +134,10 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 			return res, nil
 		}
 		r.deliveries = 0
-		r.replayID = req.ReplayID
 	case stateInProgress:
 		if r.token == req.Token {
-			r.leaseUntil = now.Add(req.Lease)
-			s.setExpiry(key, r, maxTime(r.expiresAt, now.Add(req.Retention)))
+			// A retried claim: renewed, not counted again.
+			s.acquire(key, r, req, now, false)
 			res.Status, res.Deliveries = dedup.StatusAcquired, r.deliveries
 			return res, nil
 		}
@@ -151,20 +150,28 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 		res.DueForDLQ = bytes.Clone(r.failure)
 	case stateReleased:
 	}
-	s.acquire(key, r, req, now)
+	s.acquire(key, r, req, now, true)
 	res.Status, res.Deliveries = dedup.StatusAcquired, r.deliveries
 	return res, nil
 }
 
-func (s *Store) acquire(key dedup.Key, r *record, req dedup.ClaimRequest, now time.Time) {
+// acquire gives r to req's claim, counting the delivery unless it is a
+// retried claim. Every acquiring claim, a retried one included, stores its
+// fingerprint if r has none and its replay ID if it carries one.
+func (s *Store) acquire(key dedup.Key, r *record, req dedup.ClaimRequest, now time.Time, count bool) {
 	if len(r.fingerprint) == 0 && len(req.Fingerprint) > 0 {
 		r.fingerprint = bytes.Clone(req.Fingerprint)
+	}
+	if req.ReplayID != "" {
+		r.replayID = req.ReplayID
 	}
 	r.state = stateInProgress
 	r.token = req.Token
 	r.leaseUntil = now.Add(req.Lease)
 	r.failure = nil
-	r.deliveries++
+	if count {
+		r.deliveries++
+	}
 	s.setExpiry(key, r, maxTime(r.expiresAt, now.Add(req.Retention)))
 }
 

@@ -12,8 +12,9 @@
 // [Store.Complete] can repeat that one effect. Redis must run with
 // maxmemory-policy noeviction: every record has a TTL, so the volatile-*
 // policies can evict live records as well as the allkeys-* ones, and an
-// evicted record lets a duplicate through. [New] checks the policy (see
-// [Options.EvictionPolicyCheck]). Redis replicates asynchronously: a failover
+// evicted record lets a duplicate through. [New] checks the policy once (see
+// [Options.EvictionPolicyCheck]); a later change, or a node added later, is
+// not seen. Redis replicates asynchronously: a failover
 // to a replica can lose the most recent claims and completions, and
 // duplicates of those events are then processed again.
 //
@@ -24,7 +25,8 @@
 // The braces are a Redis Cluster hash tag, so each record lives in one slot.
 // The hash holds the fields state, token, lease_until (milliseconds by the
 // server's TIME), deliveries, fp (the fingerprint), failure (the due-for-DLQ
-// note) and replay (the last admitted replay ID); its PEXPIRE is the record's
+// note) and replay (the replay ID of the last acquiring claim that carried
+// one); its PEXPIRE is the record's
 // retention. A done record takes 216 bytes of server memory by MEMORY USAGE
 // with the default prefix (264 with a 32-byte fingerprint); plan for about 300
 // per record, expiry entry included.

@@ -86,6 +86,7 @@ type Options struct {
 
 	// EvictionPolicyCheck says what [New] does when the server's
 	// maxmemory-policy is not noeviction. Defaults to [EvictionCheckRefuse].
+	// The check runs once, in New; the store never checks again.
 	EvictionPolicyCheck EvictionCheck
 
 	// Logger receives the warnings of the eviction policy check. Defaults to
@@ -130,7 +131,9 @@ var _ dedup.Store = (*Store)(nil)
 // Unless [Options.EvictionPolicyCheck] is [EvictionCheckOff], New asks every
 // master for its maxmemory-policy (CONFIG GET, within 10 s) and, by default,
 // fails with an [*EvictionPolicyError] when it is not noeviction, or with the
-// client's error when Redis cannot be reached. New does not load the scripts:
+// client's error when Redis cannot be reached. The check runs here only: a
+// later CONFIG SET, a restart with another configuration, or a master added
+// to a cluster afterwards is not seen by the store. New does not load the scripts:
 // the first call of each method on a server sends it with EVAL.
 func New(client redis.UniversalClient, opts *Options) (*Store, error) {
 	if client == nil {

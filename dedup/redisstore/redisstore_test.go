@@ -112,23 +112,51 @@ func claimReq(lease, retention time.Duration) dedup.ClaimRequest {
 	return dedup.ClaimRequest{Token: dedup.NewToken(), Lease: lease, Retention: retention}
 }
 
+// reopener returns a Features.Reopen that opens a second store, on a client
+// of its own, under the prefix of the store it is given (prefixes maps each
+// store newStore returned to its prefix).
+func reopener(prefixes *sync.Map, o redisstore.Options) func(t *testing.T, st dedup.Store) dedup.Store {
+	return func(t *testing.T, st dedup.Store) dedup.Store {
+		p, ok := prefixes.Load(st)
+		require.True(t, ok, "reopen: unknown store %p", st)
+		o.Prefix = p.(string)
+		fresh, err := redisstore.New(newClient(t, nil), &o)
+		require.NoError(t, err)
+		return fresh
+	}
+}
+
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
+	var prefixes sync.Map
+	prefixes.Store(dedup.Store(b.store), b.prefix)
+	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{
+		Parallel: true, Granularity: time.Millisecond, Reopen: reopener(&prefixes, redisstore.Options{}),
+	})
 }
 
 // The conformance suite with coalescing: its parallel cases share one store,
 // so their calls meet in pipelines.
 func TestConformanceCoalesced(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, redisstore.Options{Coalesce: true})
-	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
+	o := redisstore.Options{Coalesce: true}
+	b := setupWith(t, o)
+	var prefixes sync.Map
+	prefixes.Store(dedup.Store(b.store), b.prefix)
+	deduptest.Run(t, func(*testing.T) dedup.Store { return b.store }, deduptest.Features{
+		Parallel: true, Granularity: time.Millisecond, Reopen: reopener(&prefixes, o),
+	})
 }
 
 func TestConformanceStorePerCase(t *testing.T) {
 	t.Parallel()
-	deduptest.Run(t, func(t *testing.T) dedup.Store { return setup(t).store }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
+	var prefixes sync.Map
+	deduptest.Run(t, func(t *testing.T) dedup.Store {
+		b := setup(t)
+		prefixes.Store(dedup.Store(b.store), b.prefix)
+		return b.store
+	}, deduptest.Features{Parallel: true, Granularity: time.Millisecond, Reopen: reopener(&prefixes, redisstore.Options{})})
 }
 
 // commandCounter is a go-redis hook that counts the commands sent.

@@ -14,7 +14,7 @@ import (
 //	deliveries   the delivery counter
 //	fp           the first non-empty fingerprint offered by an acquiring claim (absent if none)
 //	failure      the note left by MarkDueForDLQ (only in state due_for_dlq)
-//	replay       the last admitted replay ID (absent if none)
+//	replay       the replay ID of the last acquiring claim that carried one (absent if none)
 //
 // The key's PEXPIRE is the record's retention; Redis forgets the record, its
 // counter included, when it runs out. Every script touches KEYS[1] only, so it
@@ -58,35 +58,31 @@ local state, oldfp, deliveries = r[1], r[5], tonumber(r[4]) or 0
 if state == 'done' then return {2, deliveries, oldfp, false, 0} end
 if state == 'dead_lettered' and (replay == '' or replay == r[7]) then return {3, deliveries, oldfp, false, 0} end
 ` + luaNow + `
-if not state then
-  if fp == '' then
-    redis.call('HSET', k, 'state', 'in_progress', 'token', token, 'lease_until', now + lease, 'deliveries', 1)
-  else
-    redis.call('HSET', k, 'state', 'in_progress', 'token', token, 'lease_until', now + lease, 'deliveries', 1, 'fp', fp)
-  end
-  redis.call('PEXPIRE', k, retention)
-  return {1, 1, false, false, 0}
-end
-local due = false
-if state == 'dead_lettered' then
-  -- A replay with a new ID: the counter restarts.
+local due, count = false, true
+if not state or state == 'dead_lettered' then
+  -- A new record, or a replay with a new ID: the counter (re)starts.
   deliveries = 0
-  redis.call('HSET', k, 'replay', replay)
 elseif state == 'in_progress' then
   if r[2] == token then
-    redis.call('HSET', k, 'lease_until', now + lease)
-    if redis.call('PTTL', k) < retention then redis.call('PEXPIRE', k, retention) end
-    return {1, deliveries, oldfp, false, 0}
+    count = false -- a retried claim: renewed, not counted again
+  else
+    local until_ms = tonumber(r[3])
+    if now < until_ms then return {4, deliveries, oldfp, false, until_ms - now} end
   end
-  local until_ms = tonumber(r[3])
-  if now < until_ms then return {4, deliveries, oldfp, false, until_ms - now} end
 elseif state == 'due_for_dlq' then
   due = r[6] or ''
 end
-deliveries = deliveries + 1
-redis.call('HSET', k, 'state', 'in_progress', 'token', token, 'lease_until', now + lease, 'deliveries', deliveries)
--- Only a claim that acquires stores a fingerprint, and never over one.
-if not oldfp and fp ~= '' then redis.call('HSET', k, 'fp', fp) end
+if count then deliveries = deliveries + 1 end
+-- Every acquiring claim, a retried one included, stores its fingerprint
+-- unless the record has one, and its replay ID if it carries one.
+local set = {'state', 'in_progress', 'token', token, 'lease_until', now + lease, 'deliveries', deliveries}
+if fp ~= '' and not oldfp then set[#set + 1] = 'fp'; set[#set + 1] = fp end
+if replay ~= '' then set[#set + 1] = 'replay'; set[#set + 1] = replay end
+redis.call('HSET', k, unpack(set))
+if not state then
+  redis.call('PEXPIRE', k, retention)
+  return {1, 1, false, false, 0}
+end
 if due then redis.call('HDEL', k, 'failure') end
 if redis.call('PTTL', k) < retention then redis.call('PEXPIRE', k, retention) end
 return {1, deliveries, oldfp, due, 0}

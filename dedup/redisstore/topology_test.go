@@ -83,7 +83,16 @@ func TestCluster(t *testing.T) {
 	st, err := redisstore.New(c, nil)
 	require.NoError(t, err)
 	t.Run("Conformance", func(t *testing.T) {
-		deduptest.Run(t, func(*testing.T) dedup.Store { return st }, deduptest.Features{Parallel: true, Granularity: time.Millisecond})
+		deduptest.Run(t, func(*testing.T) dedup.Store { return st }, deduptest.Features{
+			Parallel: true, Granularity: time.Millisecond,
+			Reopen: func(t *testing.T, _ dedup.Store) dedup.Store {
+				c2 := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
+				t.Cleanup(func() { _ = c2.Close() })
+				fresh, err := redisstore.New(c2, nil)
+				require.NoError(t, err)
+				return fresh
+			},
+		})
 	})
 
 	// Records spread over the masters.

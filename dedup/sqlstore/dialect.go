@@ -220,8 +220,8 @@ func buildQueries(d Dialect, table string) (*queries, error) {
 	q := &queries{schema: schema}
 
 	const cols = `state, token, deliveries, fingerprint, failure, replay_id, {REM:expires_at}, {REM:lease_until}`
-	insert := `INSERT INTO {T} (key_hash, scope, event_id, state, token, lease_until, expires_at, deliveries, fingerprint)
-VALUES (?, ?, ?, 1, ?, {PLUS}, {PLUS}, 1, ?)`
+	insert := `INSERT INTO {T} (key_hash, scope, event_id, state, token, lease_until, expires_at, deliveries, fingerprint, replay_id)
+VALUES (?, ?, ?, 1, ?, {PLUS}, {PLUS}, 1, ?, ?)`
 	switch d {
 	case MySQL:
 		q.insert = x.expand(insert)

@@ -34,14 +34,18 @@ func TestConformance(t *testing.T) {
 			// file per case, since its single connection would make the
 			// cases' timings depend on each other.
 			var shared *sqlstore.Store
+			var dsns sync.Map // store → DSN, for Reopen
 			if d != sqlstore.SQLite {
-				shared, _ = newStore(t, d)
+				var dsn string
+				shared, dsn = newStore(t, d)
+				dsns.Store(dedup.Store(shared), dsn)
 			}
 			deduptest.Run(t, func(t *testing.T) dedup.Store {
 				if shared != nil {
 					return shared
 				}
-				st, _ := newStore(t, d)
+				st, dsn := newStore(t, d)
+				dsns.Store(dedup.Store(st), dsn)
 				return st
 			}, deduptest.Features{
 				Parallel: true,
@@ -49,6 +53,22 @@ func TestConformance(t *testing.T) {
 				// lease and retention waits to 500ms so that a loaded CI host
 				// stalling a call for a few hundred ms does not fail it.
 				Granularity: 10 * time.Millisecond,
+				// A second pool (a second SQLite connection) on the same
+				// database and table, migrated again as a restart would.
+				Reopen: func(t *testing.T, st dedup.Store) dedup.Store {
+					dsn, ok := dsns.Load(st)
+					require.True(t, ok, "reopen: unknown store %p", st)
+					db, err := openDSN(context.Background(), d, dsn.(string), 4)
+					require.NoError(t, err)
+					t.Cleanup(func() { _ = db.Close() })
+					fresh, err := sqlstore.New(db, &sqlstore.Options{Table: st.(*sqlstore.Store).Table(), Logger: quietLogger})
+					require.NoError(t, err)
+					t.Cleanup(func() { _ = fresh.Close() })
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					require.NoError(t, fresh.Migrate(ctx))
+					return fresh
+				},
 			})
 		})
 	}

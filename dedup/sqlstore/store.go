@@ -256,18 +256,31 @@ type acquisition struct {
 	replayID    []byte
 }
 
+// replayArg is the replay_id a claim carrying id stores: NULL for none.
+func replayArg(id string) []byte {
+	if id == "" {
+		return nil
+	}
+	return []byte(id)
+}
+
 // decide applies the claim rules of [dedup.Store.Claim] to a record read
-// under lock (or, for a first look, without one).
+// under lock (or, for a first look, without one). Every acquisition, a
+// retried claim's included, stores the request's fingerprint if the record
+// has none and its replay ID if it carries one.
 func decide(r row, req dedup.ClaimRequest) (dedup.ClaimResult, *acquisition, error) {
 	if r.expiresInUS <= 0 {
 		// Expired: the record is forgotten, counter included.
 		return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: 1},
-			&acquisition{deliveries: 1, fingerprint: nilIfEmpty(req.Fingerprint)}, nil
+			&acquisition{deliveries: 1, fingerprint: nilIfEmpty(req.Fingerprint), replayID: replayArg(req.ReplayID)}, nil
 	}
 	res := dedup.ClaimResult{Deliveries: r.deliveries, Fingerprint: nilIfEmpty(r.fingerprint)}
-	acq := &acquisition{deliveries: r.deliveries + 1, fingerprint: res.Fingerprint, replayID: nilIfEmpty(r.replayID)}
+	acq := &acquisition{deliveries: r.deliveries + 1, fingerprint: res.Fingerprint, replayID: replayArg(req.ReplayID)}
 	if acq.fingerprint == nil {
 		acq.fingerprint = nilIfEmpty(req.Fingerprint)
+	}
+	if acq.replayID == nil {
+		acq.replayID = nilIfEmpty(r.replayID)
 	}
 	switch r.state {
 	case stateDone:
@@ -279,7 +292,6 @@ func decide(r row, req dedup.ClaimRequest) (dedup.ClaimResult, *acquisition, err
 			return res, nil, nil
 		}
 		acq.deliveries = 1
-		acq.replayID = []byte(req.ReplayID)
 	case stateInProgress:
 		switch {
 		case string(r.token) == string(req.Token):
@@ -363,7 +375,7 @@ func (s *Store) claim(ctx context.Context, key dedup.Key, hash []byte, req dedup
 
 func (s *Store) insert(ctx context.Context, key dedup.Key, hash []byte, req dedup.ClaimRequest) (bool, error) {
 	res, err := s.exec(ctx, s.q.insert, hash, key.Scope, []byte(key.ID), []byte(req.Token),
-		durArg(s.dialect, req.Lease), durArg(s.dialect, req.Retention), nilIfEmpty(req.Fingerprint))
+		durArg(s.dialect, req.Lease), durArg(s.dialect, req.Retention), nilIfEmpty(req.Fingerprint), replayArg(req.ReplayID))
 	if err != nil {
 		var my *mysql.MySQLError
 		if s.q.insertIsPlain && errors.As(err, &my) && my.Number == 1062 { // ER_DUP_ENTRY

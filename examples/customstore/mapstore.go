@@ -82,6 +82,7 @@ func (s *MapStore) Claim(ctx context.Context, k dedup.Key, req dedup.ClaimReques
 	if r.state == 0 {
 		res.Fingerprint = nil
 	}
+	retried := false
 	switch r.state {
 	case done:
 		res.Status = dedup.StatusDone
@@ -91,29 +92,33 @@ func (s *MapStore) Claim(ctx context.Context, k dedup.Key, req dedup.ClaimReques
 			res.Status = dedup.StatusDeadLettered
 			return res, nil
 		}
-		r.deliveries, r.replayID = 0, req.ReplayID
+		r.deliveries = 0
 	case inProgress:
 		if r.token == req.Token {
-			r.leaseUntil = now.Add(req.Lease)
-			res.Status = dedup.StatusAcquired
-			return res, nil
-		}
-		if now.Before(r.leaseUntil) {
+			retried = true // renewed below, not counted again
+		} else if now.Before(r.leaseUntil) {
 			res.Status, res.LeaseRemaining = dedup.StatusInProgress, r.leaseUntil.Sub(now)
 			return res, nil
 		}
 	case dueForDLQ:
 		res.DueForDLQ = bytes.Clone(r.failure)
 	}
+	// Every acquiring claim, a retried one included, stores its fingerprint
+	// unless the record has one, and its replay ID if it carries one.
 	if len(r.fingerprint) == 0 {
 		r.fingerprint = bytes.Clone(req.Fingerprint)
+	}
+	if req.ReplayID != "" {
+		r.replayID = req.ReplayID
 	}
 	r.state, r.token, r.failure = inProgress, req.Token, nil
 	r.leaseUntil = now.Add(req.Lease)
 	if e := now.Add(req.Retention); e.After(r.expires) {
 		r.expires = e
 	}
-	r.deliveries++
+	if !retried {
+		r.deliveries++
+	}
 	res.Status, res.Deliveries = dedup.StatusAcquired, r.deliveries
 	return res, nil
 }
