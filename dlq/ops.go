@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -228,13 +229,16 @@ func CollisionEntryID(id string, payload []byte) string {
 // (a DLQ publish repeated after a lost confirm). Each entry gets the digest
 // its resolution record is checked against.
 func (o *Ops) read(ctx context.Context, topic string, fn func(Entry) error) error {
-	first := map[string][sha256.Size]byte{} // entry ID → digest of its first copy's payload
+	// Entry ID → the first 8 bytes of its first copy's payload digest: one
+	// small map entry per ID, for the length of one read.
+	first := map[string]uint64{}
 	return o.cfg.Source.Read(ctx, topic, func(e Entry) error {
 		var payload []byte
 		if e.Message != nil {
 			payload = e.Message.Payload
 		}
-		pd := sha256.Sum256(payload)
+		sum := sha256.Sum256(payload)
+		pd := binary.BigEndian.Uint64(sum[:8])
 		if prev, seen := first[e.ID]; !seen {
 			first[e.ID] = pd
 		} else if prev != pd {
@@ -386,10 +390,12 @@ type EntryError struct {
 	Message string `json:"error"`
 }
 
+// Error names the entry, its position and the cause.
 func (e *EntryError) Error() string {
 	return fmt.Sprintf("entry %s at %s: %v", e.ID, e.Position, e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *EntryError) Unwrap() error { return e.Err }
 
 // ErrNoDestination is the cause of an [EntryError] for an entry with no
