@@ -110,17 +110,49 @@ func New(cfg Config) (*Router, error) {
 
 var entryNamespace = uuid.MustParse("6f1c7a52-3f3e-4c1b-9a53-5b1d0f1e9e01")
 
-// EntryID returns the DLQ entry ID of a dead letter: a UUID derived from the
-// scope, the event ID and the replay count, so a copy published twice keeps
-// one ID, and each replay cycle gets a new one. With no event ID it is derived
-// from the message UUID instead.
+// EntryID returns the DLQ entry ID of a dead letter with an event ID or a
+// message UUID: a UUID derived from the scope, the event ID and the replay
+// count, so a copy published twice keeps one ID, and each replay cycle gets a
+// new one. With no event ID it is derived from the message UUID instead. With
+// neither it returns "": such a copy's ID comes from [PositionEntryID] or is
+// random (see [Router.Copy]).
 func EntryID(scope, eventID, msgUUID string, replays int) string {
 	id := eventID
 	kind := "e"
 	if id == "" {
 		id, kind = msgUUID, "u"
 	}
+	if id == "" {
+		return ""
+	}
 	return uuid.NewSHA1(entryNamespace, []byte(kind+"\x00"+scope+"\x00"+id+"\x00"+strconv.Itoa(replays))).String()
+}
+
+// PositionEntryID returns the DLQ entry ID of a dead letter with neither an
+// event ID nor a message UUID whose position in the original topic is known
+// (Kafka: topic, partition and offset): a UUID derived from the scope, that
+// position and the replay count, so a copy published twice keeps one ID.
+// It returns "" when topic is empty or partition or offset is not a
+// non-negative integer.
+func PositionEntryID(scope, topic, partition, offset string, replays int) string {
+	p, perr := strconv.ParseInt(partition, 10, 32)
+	o, oerr := strconv.ParseInt(offset, 10, 64)
+	if topic == "" || perr != nil || oerr != nil || p < 0 || o < 0 {
+		return ""
+	}
+	pos := topic + "\x00" + strconv.FormatInt(p, 10) + "\x00" + strconv.FormatInt(o, 10)
+	return uuid.NewSHA1(entryNamespace, []byte("p\x00"+scope+"\x00"+pos+"\x00"+strconv.Itoa(replays))).String()
+}
+
+// copyEntryID is the entry-ID rule of [Router.Copy].
+func copyEntryID(msg *message.Message, info Info, replays int) string {
+	if id := EntryID(info.Scope, info.EventID, msg.UUID, replays); id != "" {
+		return id
+	}
+	if id := PositionEntryID(info.Scope, info.OriginalTopic, msg.Metadata.Get(KeyPartition), msg.Metadata.Get(KeyOffset), replays); id != "" {
+		return id
+	}
+	return uuid.NewString()
 }
 
 // Replays returns the replay count a message carries in [KeyReplays] (0 when
@@ -135,9 +167,17 @@ func Replays(msg *message.Message) int {
 
 // Copy builds the dead-letter copy of msg: the same payload and metadata plus
 // the failure metadata of this package. msg is not modified.
+//
+// The copy's entry ID ([KeyEntryID], also its UUID) is, in this order:
+// [EntryID] of the event ID; else [EntryID] of the message UUID; else, for a
+// message with neither, [PositionEntryID] of its original position when its
+// metadata carries one ([KeyPartition] and [KeyOffset], which the Kafka
+// preset's subscriber sets); else a random UUID. The first three are the same
+// for every copy of one delivery, so a copy published twice (a lost publisher
+// confirm) is one entry; a random one is not, and such a copy lists twice.
 func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
 	replays := Replays(msg)
-	entry := EntryID(info.Scope, info.EventID, msg.UUID, replays)
+	entry := copyEntryID(msg, info, replays)
 	c := message.NewMessage(entry, msg.Payload)
 	for k, v := range msg.Metadata {
 		c.Metadata[k] = v

@@ -87,3 +87,22 @@ func FuzzDecodeFailure(f *testing.F) {
 		}
 	})
 }
+
+func TestEntryIDWithoutIDs(t *testing.T) {
+	require.Empty(t, dlq.EntryID("s", "", "", 0), "neither ID: no derived entry ID")
+	p := dlq.PositionEntryID("s", "orders", "1", "7", 0)
+	require.NotEmpty(t, p)
+	require.Equal(t, p, dlq.PositionEntryID("s", "orders", "1", "7", 0))
+	for _, other := range []string{
+		dlq.PositionEntryID("s", "orders", "1", "8", 0),
+		dlq.PositionEntryID("s", "orders", "2", "7", 0),
+		dlq.PositionEntryID("s", "payments", "1", "7", 0),
+		dlq.PositionEntryID("t", "orders", "1", "7", 0),
+		dlq.PositionEntryID("s", "orders", "1", "7", 1),
+	} {
+		require.NotEqual(t, p, other)
+	}
+	for _, bad := range [][3]string{{"", "1", "7"}, {"orders", "", "7"}, {"orders", "x", "7"}, {"orders", "1", "-1"}} {
+		require.Empty(t, dlq.PositionEntryID("s", bad[0], bad[1], bad[2], 0), "%q", bad)
+	}
+}

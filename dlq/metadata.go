@@ -5,9 +5,11 @@ package dlq
 // All of them start with "idempo_"; a user's own key of the same name is
 // overwritten on the copy.
 const (
-	// KeyEntryID is the DLQ entry ID: a UUID derived from the scope, the event
-	// ID and the replay count, so that a copy published twice (a DLQ publish
-	// whose confirmation was lost) has one entry ID. It is also the copy's UUID.
+	// KeyEntryID is the DLQ entry ID, also the copy's UUID: a UUID derived
+	// from the scope, the event ID (else the message UUID, else the original's
+	// Kafka position) and the replay count, so that a copy published twice (a
+	// DLQ publish whose confirmation was lost) has one entry ID; a random UUID
+	// for a message with none of those (see [Router.Copy]).
 	KeyEntryID = "idempo_dlq_entry_id"
 	// KeyOriginalUUID is the Watermill UUID of the original message.
 	KeyOriginalUUID = "idempo_original_uuid"

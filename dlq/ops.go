@@ -2,6 +2,9 @@ package dlq
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 
 	"github.com/idempo/idempo/dedup"
 )
@@ -18,7 +22,10 @@ import (
 // entry, with its problems listed in Problems.
 type Entry struct {
 	// ID is the DLQ entry ID ([KeyEntryID], or the message UUID for copies
-	// written by other tools).
+	// written by other tools, or "pos:" and the position for copies with
+	// neither). When [Ops] reads a copy whose ID an earlier copy of the same
+	// DLQ has, with another payload, the later copy is a separate entry with
+	// the ID [CollisionEntryID] gives (and a note in Problems).
 	ID string `json:"id"`
 	// Topic is the DLQ topic or queue; Position where the entry sits in it
 	// ("partition/offset" on Kafka, the stream offset on RabbitMQ).
@@ -47,6 +54,10 @@ type Entry struct {
 
 	// Message is the copy as read: payload and all metadata.
 	Message *message.Message `json:"-"`
+
+	// digest identifies the copy for its resolution record: its DLQ topic
+	// and payload. Set by Ops when it reads.
+	digest string
 }
 
 // ParseEntry reads a dead-letter copy's metadata.
@@ -201,34 +212,117 @@ func NewOps(cfg OpsConfig) (*Ops, error) {
 
 func resolutionKey(id string) dedup.Key { return dedup.Key{Scope: ResolutionScope, ID: id} }
 
-// resolution returns how an entry was resolved ("" if not), without
-// changing anything lasting: a probe claim is released at once.
-func (o *Ops) resolution(ctx context.Context, id string) (string, error) {
+// CollisionEntryID is the ID [Ops] gives a copy that shares its entry ID with
+// an earlier copy of the same DLQ but has another payload (dead letters of
+// producers that set no ID, written before entry IDs told them apart): a
+// UUID derived from the shared ID and the payload, so every read names the
+// copy alike.
+func CollisionEntryID(id string, payload []byte) string {
+	d := sha256.Sum256(payload)
+	return uuid.NewSHA1(entryNamespace, []byte("c\x00"+id+"\x00"+hex.EncodeToString(d[:]))).String()
+}
+
+// read calls fn for every entry of topic, oldest first, applying the
+// entry-ID rule at read: copies that share an entry ID but differ in payload
+// are separate entries (the first keeps the ID, later ones get
+// CollisionEntryID); copies with one ID and one payload are one entry
+// (a DLQ publish repeated after a lost confirm). Each entry gets the digest
+// its resolution record is checked against.
+func (o *Ops) read(ctx context.Context, topic string, fn func(Entry) error) error {
+	// Entry ID → the first 8 bytes of its first copy's payload digest: one
+	// small map entry per ID, for the length of one read.
+	first := map[string]uint64{}
+	return o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+		var payload []byte
+		if e.Message != nil {
+			payload = e.Message.Payload
+		}
+		sum := sha256.Sum256(payload)
+		pd := binary.BigEndian.Uint64(sum[:8])
+		if prev, seen := first[e.ID]; !seen {
+			first[e.ID] = pd
+		} else if prev != pd {
+			shared := e.ID
+			e.ID = CollisionEntryID(shared, payload)
+			e.Problems = append(e.Problems, fmt.Sprintf("shares entry ID %s with an earlier copy of another payload; listed as a separate entry", shared))
+			if _, seen := first[e.ID]; !seen {
+				first[e.ID] = pd
+			}
+		}
+		td := sha256.Sum256(append([]byte(topic+"\x00"), payload...))
+		e.digest = hex.EncodeToString(td[:16])
+		return fn(e)
+	})
+}
+
+// A resolution record's fingerprint is the kind, a colon and the digest of
+// the entry it resolved; records written before entries had digests hold
+// the kind alone and cover any entry of their ID.
+func resolutionFingerprint(kind string, e Entry) []byte { return []byte(kind + ":" + e.digest) }
+
+func parseResolution(fp []byte) (kind, digest string) {
+	kind, digest, _ = strings.Cut(string(fp), ":")
+	return kind, digest
+}
+
+// altResolutionKey is where the resolution of e lives when the record under
+// its ID belongs to another entry with the same ID (another DLQ, or a copy
+// the DLQ's retention has since removed).
+func altResolutionKey(e Entry) dedup.Key { return resolutionKey(e.ID + "/" + e.digest) }
+
+// probe reads the record under key without changing anything lasting: a
+// probe claim is released at once. It returns the record's status (zero when
+// there is none) and fingerprint.
+func (o *Ops) probe(ctx context.Context, key dedup.Key) (dedup.Status, []byte, error) {
 	req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Second, Retention: time.Second}
-	res, err := o.cfg.Store.Claim(ctx, resolutionKey(id), req)
+	res, err := o.cfg.Store.Claim(ctx, key, req)
 	if err != nil {
-		return "", fmt.Errorf("dlq: read the resolution of %s: %w", id, err)
+		return 0, nil, err
 	}
-	switch res.Status {
-	case dedup.StatusDone:
-		return string(res.Fingerprint), nil
-	case dedup.StatusInProgress:
-		return InProgress, nil
-	case dedup.StatusAcquired:
-		return "", o.cfg.Store.Release(ctx, resolutionKey(id), req.Token, false)
-	default:
-		return "", nil
+	if res.Status == dedup.StatusAcquired {
+		return 0, nil, o.cfg.Store.Release(ctx, key, req.Token, false)
+	}
+	return res.Status, res.Fingerprint, nil
+}
+
+// resolution returns how e was resolved ("" if not) and the key its
+// resolution lives under. A record under e's ID that was written for
+// another entry does not cover e: e's resolution then lives under
+// altResolutionKey.
+func (o *Ops) resolution(ctx context.Context, e Entry) (string, dedup.Key, error) {
+	key := resolutionKey(e.ID)
+	for alt := false; ; alt = true {
+		st, fp, err := o.probe(ctx, key)
+		if err != nil {
+			return "", key, fmt.Errorf("dlq: read the resolution of %s: %w", e.ID, err)
+		}
+		switch st {
+		case dedup.StatusDone:
+			kind, digest := parseResolution(fp)
+			if digest == "" || digest == e.digest || alt {
+				return kind, key, nil
+			}
+			key = altResolutionKey(e)
+		case dedup.StatusInProgress:
+			return InProgress, key, nil
+		default:
+			return "", key, nil
+		}
 	}
 }
 
 // List calls fn for each entry that matches f and, unless f.All, is
 // unresolved, oldest first, with Resolution filled in.
 func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) error) error {
-	return o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+	return o.list(ctx, topic, f, func(e Entry, _ dedup.Key) error { return fn(e) })
+}
+
+func (o *Ops) list(ctx context.Context, topic string, f Filter, fn func(Entry, dedup.Key) error) error {
+	return o.read(ctx, topic, func(e Entry) error {
 		if !f.Match(e) {
 			return nil
 		}
-		r, err := o.resolution(ctx, e.ID)
+		r, key, err := o.resolution(ctx, e)
 		if err != nil {
 			return err
 		}
@@ -238,7 +332,7 @@ func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) e
 		if r != "" && r != InProgress && !f.All {
 			return nil
 		}
-		return fn(e)
+		return fn(e, key)
 	})
 }
 
@@ -246,7 +340,7 @@ func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) e
 func (o *Ops) Show(ctx context.Context, topic, id string) (Entry, error) {
 	var found *Entry
 	errFound := errors.New("found")
-	err := o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+	err := o.read(ctx, topic, func(e Entry) error {
 		if e.ID == id {
 			found = &e
 			return errFound
@@ -259,7 +353,7 @@ func (o *Ops) Show(ctx context.Context, topic, id string) (Entry, error) {
 	if found == nil {
 		return Entry{}, fmt.Errorf("%w: %q in %s", ErrNotFound, id, topic)
 	}
-	r, err := o.resolution(ctx, id)
+	r, _, err := o.resolution(ctx, *found)
 	found.Resolution = r
 	return *found, err
 }
@@ -280,16 +374,50 @@ type ReplayResult struct {
 	Parked   int `json:"parked"`
 	Purged   int `json:"purged"`
 	Skipped  int `json:"skipped"`
+	// Failed counts the entries that could not be settled (listed in
+	// Failures); the others were settled all the same.
+	Failed   int           `json:"failed"`
+	Failures []*EntryError `json:"failures,omitempty"`
 }
 
-// ErrNoDestination is returned for an entry with no original topic and no --to.
+// EntryError is why one entry could not be replayed or purged. It unwraps
+// to the cause (e.g. [ErrNoDestination]).
+type EntryError struct {
+	ID       string `json:"id"`
+	Position string `json:"position"`
+	Err      error  `json:"-"`
+	// Message is Err's text, for JSON.
+	Message string `json:"error"`
+}
+
+// Error names the entry, its position and the cause.
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("entry %s at %s: %v", e.ID, e.Position, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// ErrNoDestination is the cause of an [EntryError] for an entry with no
+// original topic when no destination was given.
 var ErrNoDestination = errors.New("dlq: entry has no original topic; replay it with an explicit destination")
+
+// ErrEntriesFailed is matched by the error [Ops.Replay] and [Ops.Purge]
+// return when some entries could not be settled. The others were: the
+// error also matches the first entry's cause, and [ReplayResult.Failures]
+// lists every one.
+var ErrEntriesFailed = errors.New("dlq: some entries failed")
 
 // Replay republishes the matching unresolved entries with their original
 // event ID and payload, marked as a replay so a dead-lettered event may be
 // claimed once more. Each entry is resolved only after its republish was
 // confirmed: a crash in between leaves it unresolved (at least one copy),
 // and dedup of the event ID keeps the effect at most once.
+//
+// An entry that cannot be replayed (no destination, a failed republish or
+// store call) is reported in [ReplayResult.Failures] and left unresolved,
+// and Replay goes on with the rest; it then returns an error matching
+// [ErrEntriesFailed]. Reading the DLQ failing or ctx ending stops it.
 func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	if o.cfg.Publisher == nil && !opts.DryRun {
 		return ReplayResult{}, errors.New("dlq: OpsConfig.Publisher is required to replay")
@@ -298,7 +426,8 @@ func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOpt
 }
 
 // Purge marks the matching unresolved entries purged: list no longer shows
-// them (the DLQ itself stays append-only).
+// them (the DLQ itself stays append-only). Failures are handled as by
+// [Ops.Replay].
 func (o *Ops) Purge(ctx context.Context, topic string, f Filter, opts ReplayOptions) (ReplayResult, error) {
 	return o.settle(ctx, topic, f, opts, Purged)
 }
@@ -307,13 +436,19 @@ func (o *Ops) settle(ctx context.Context, topic string, f Filter, opts ReplayOpt
 	var res ReplayResult
 	f.All = false
 	n := 0
-	err := o.List(ctx, topic, f, func(e Entry) error {
+	err := o.list(ctx, topic, f, func(e Entry, key dedup.Key) error {
 		n++
-		action, err := o.settleOne(ctx, topic, e, opts, kind)
+		action, err := o.settleOne(ctx, topic, e, key, opts, kind)
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			res.Failed++
+			res.Failures = append(res.Failures, &EntryError{ID: e.ID, Position: e.Position, Err: err, Message: err.Error()})
+			action = "failed"
 		}
 		switch action {
+		case "failed":
 		case "replay":
 			res.Replayed++
 		case "park":
@@ -328,10 +463,13 @@ func (o *Ops) settle(ctx context.Context, topic string, f Filter, opts ReplayOpt
 		}
 		return nil
 	})
+	if err == nil && res.Failed > 0 {
+		err = fmt.Errorf("%w: %d of %d entries; first, %w", ErrEntriesFailed, res.Failed, n, res.Failures[0])
+	}
 	return res, err
 }
 
-func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, opts ReplayOptions, kind string) (string, error) {
+func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, key dedup.Key, opts ReplayOptions, kind string) (string, error) {
 	action := "purge"
 	dest := ""
 	if kind == Replayed {
@@ -341,7 +479,7 @@ func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, opts ReplayO
 			dest = e.OriginalTopic
 		}
 		if dest == "" {
-			return "", fmt.Errorf("%w (entry %s)", ErrNoDestination, e.ID)
+			return "", ErrNoDestination
 		}
 		if e.Replays >= o.cfg.MaxReplays {
 			action, dest = "park", o.cfg.ParkingTopic(topic)
@@ -350,11 +488,20 @@ func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, opts ReplayO
 	if opts.DryRun {
 		return "dry-run " + action, nil
 	}
-	key := resolutionKey(e.ID)
-	req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Minute, Retention: o.cfg.Retention, Fingerprint: []byte(kind)}
+	req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Minute, Retention: o.cfg.Retention, Fingerprint: resolutionFingerprint(kind, e)}
 	cl, err := o.cfg.Store.Claim(ctx, key, req)
 	if err != nil {
 		return "", fmt.Errorf("dlq: claim entry %s: %w", e.ID, err)
+	}
+	if cl.Status == dedup.StatusDone && key == resolutionKey(e.ID) {
+		// Resolved meanwhile, perhaps as another entry of the same ID: a
+		// record that is not this entry's sends it to its own key.
+		if _, digest := parseResolution(cl.Fingerprint); digest != "" && digest != e.digest {
+			key = altResolutionKey(e)
+			if cl, err = o.cfg.Store.Claim(ctx, key, req); err != nil {
+				return "", fmt.Errorf("dlq: claim entry %s: %w", e.ID, err)
+			}
+		}
 	}
 	if cl.Status != dedup.StatusAcquired {
 		return "skip", nil // resolved or being resolved meanwhile
@@ -373,13 +520,15 @@ func (o *Ops) settleOne(ctx context.Context, topic string, e Entry, opts ReplayO
 	return action, nil
 }
 
-// replayCopy builds the message a replay publishes: the original UUID,
-// payload and metadata without idempo's failure keys, the replay count
-// raised and a replay marker that admits one new claim.
+// replayCopy builds the message a replay publishes: the original UUID (the
+// entry ID for an original that had none, so that replays of distinct
+// entries stay distinct events), payload and metadata without idempo's
+// failure keys, the replay count raised and a replay marker that admits one
+// new claim.
 func replayCopy(e Entry) *message.Message {
 	id := e.OriginalUUID
 	if id == "" {
-		id = e.Message.UUID
+		id = e.ID
 	}
 	m := message.NewMessage(id, e.Message.Payload)
 	for k, v := range e.Message.Metadata {

@@ -40,7 +40,8 @@ Commands:
   purge    mark entries purged: list no longer shows them
 
 Exit status: 0 ok; 1 no such entry, or nothing matched the given --id, or
-nothing done; 2 usage, setup or broker/store errors.
+nothing done; 2 usage, setup or broker/store errors; 3 replay or purge could
+not settle some entries (each is reported; the others were settled).
 
 Run 'idempo dlq <command> --help' for its flags.
 `
@@ -327,6 +328,9 @@ func newDLQFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 // dlqFail prints err and returns the exit status for it.
 func dlqFail(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "idempo dlq %s: %v\n", cmd, err)
+	if errors.Is(err, dlq.ErrEntriesFailed) {
+		return 3
+	}
 	if errors.Is(err, errNothingToDo) || errors.Is(err, dlq.ErrNotFound) {
 		return 1
 	}
@@ -559,7 +563,9 @@ original UUID, payload and metadata, marked as a replay: the consumer's dedup
 admits each replay once, and a repeated replay is a duplicate. An entry is
 marked replayed only after the broker confirmed the republish, so a crash
 leaves it unresolved, never lost. An event replayed --max-replays times goes
-to the parking topic (the DLQ topic + ".parked") instead.
+to the parking topic (the DLQ topic + ".parked") instead. An entry that
+cannot be replayed (e.g. no original topic and no --to) is reported and left
+unresolved, the rest are replayed, and the exit status is 3.
 `, stderr)
 	c.register(fs)
 	f.register(fs, true)
@@ -598,7 +604,7 @@ to the parking topic (the DLQ topic + ".parked") instead.
 	would := map[string]int{}
 	opts := dlq.ReplayOptions{To: *to, DryRun: *dryRun, Progress: func(n int, e dlq.Entry, action string) {
 		seen[e.ID] = true
-		if *dryRun {
+		if *dryRun && action != "failed" {
 			kind := strings.TrimPrefix(action, "dry-run ")
 			would[kind]++
 			dest := *to
@@ -622,17 +628,18 @@ to the parking topic (the DLQ topic + ".parked") instead.
 		fmt.Fprintln(stderr)
 	}
 	if *dryRun {
-		res = dlq.ReplayResult{Replayed: would["replay"], Parked: would["park"]}
+		res = dlq.ReplayResult{Replayed: would["replay"], Parked: would["park"], Failed: res.Failed, Failures: res.Failures}
 	}
+	printFailures(stderr, "replay", res.Failures)
 	if *asJSON {
 		_ = json.NewEncoder(stdout).Encode(struct {
 			dlq.ReplayResult
 			DryRun bool `json:"dry_run"`
 		}{res, *dryRun})
 	} else if *dryRun {
-		fmt.Fprintf(stdout, "dry run: would replay %d, park %d; nothing was changed\n", res.Replayed, res.Parked)
+		fmt.Fprintf(stdout, "dry run: would replay %d, park %d, fail %d; nothing was changed\n", res.Replayed, res.Parked, res.Failed)
 	} else {
-		fmt.Fprintf(stdout, "replayed %d, parked %d, skipped %d\n", res.Replayed, res.Parked, res.Skipped)
+		fmt.Fprintf(stdout, "replayed %d, parked %d, skipped %d, failed %d\n", res.Replayed, res.Parked, res.Skipped, res.Failed)
 	}
 	if err != nil {
 		return dlqFail(stderr, "replay", err)
@@ -641,6 +648,13 @@ to the parking topic (the DLQ topic + ".parked") instead.
 		return dlqFail(stderr, "replay", err)
 	}
 	return 0
+}
+
+// printFailures reports each entry a replay or purge could not settle.
+func printFailures(stderr io.Writer, cmd string, failures []*dlq.EntryError) {
+	for _, f := range failures {
+		fmt.Fprintf(stderr, "idempo dlq %s: %v\n", cmd, f)
+	}
 }
 
 // unmatchedIDs explains the given IDs that no unresolved entry matched.
@@ -745,7 +759,8 @@ it refuses unless --yes.
 	}
 	// Only the entries counted above: one dead-lettered meanwhile waits.
 	res, err := env.ops.Purge(ctx, c.topic, dlq.Filter{IDs: ids}, dlq.ReplayOptions{})
-	fmt.Fprintf(stdout, "purged %d, skipped %d\n", res.Purged, res.Skipped)
+	printFailures(stderr, "purge", res.Failures)
+	fmt.Fprintf(stdout, "purged %d, skipped %d, failed %d\n", res.Purged, res.Skipped, res.Failed)
 	if err != nil {
 		return dlqFail(stderr, "purge", err)
 	}

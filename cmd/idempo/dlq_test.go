@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -272,5 +273,121 @@ func TestDLQOnKafka(t *testing.T) {
 		require.Equal(t, id, m.Metadata.Get(dlq.KeyReplayID))
 	case <-ctx.Done():
 		t.Fatal("the replay never arrived")
+	}
+}
+
+// An entry that cannot be replayed (no original topic: written by another
+// tool) is reported by ID, the others are replayed all the same, and the
+// exit status says some failed; a dry run reports it too.
+func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
+	emb, err := kafka.StartEmbedded()
+	require.NoError(t, err)
+	defer emb.Close()
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	now := time.Now()
+	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
+	bad := message.NewMessage("bad-uuid", []byte("from another tool"))
+	bad.Metadata.Set(dlq.KeyEntryID, "bad-entry")
+	require.NoError(t, pub.Publish("orders.dlq", bad))
+	idB := deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
+	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
+	}
+
+	code, out, errOut := cli("replay", "--all-unresolved", "--dry-run")
+	require.Equal(t, 3, code, errOut)
+	require.Contains(t, out, "would replay "+idA)
+	require.Contains(t, out, "would replay "+idB)
+	require.Contains(t, out, "dry run: would replay 2, park 0, fail 1")
+	require.Contains(t, errOut, "entry bad-entry at 0/1")
+	require.Contains(t, errOut, "no original topic")
+	require.Contains(t, errOut, "1 of 3 entries")
+
+	code, out, errOut = cli("replay", "--all-unresolved")
+	require.Equal(t, 3, code, errOut)
+	require.Contains(t, out, "replayed 2, parked 0, skipped 0, failed 1")
+	require.Contains(t, errOut, "entry bad-entry at 0/1")
+	require.Contains(t, errOut, "1 of 3 entries")
+	code, out, _ = cli("list")
+	require.Equal(t, 0, code)
+	rows := jsonLines(t, out)
+	require.Len(t, rows, 1, "only the bad entry is left")
+	require.Equal(t, "bad-entry", rows[0]["id"])
+
+	code, out, errOut = cli("replay", "--all-unresolved", "--json")
+	require.Equal(t, 3, code, errOut)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.EqualValues(t, 1, res["failed"])
+	require.Equal(t, "bad-entry", res["failures"].([]any)[0].(map[string]any)["id"])
+
+	code, out, errOut = cli("replay", "--id", "bad-entry", "--to", "orders")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "replayed 1, parked 0, skipped 0, failed 0")
+}
+
+// Dead letters that share one entry ID with different payloads (what
+// producers without IDs left in a DLQ before entry IDs told them apart)
+// list as separate entries and replay as separate events.
+func TestDLQCollidingEntryIDs(t *testing.T) {
+	emb, err := kafka.StartEmbedded()
+	require.NoError(t, err)
+	defer emb.Close()
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	const n = 20
+	for i := range n {
+		m := message.NewMessage("shared", []byte(fmt.Sprintf("payload-%d", i)))
+		m.Metadata.Set(dlq.KeyEntryID, "shared")
+		m.Metadata.Set(dlq.KeyOriginalTopic, "orders")
+		m.Metadata.Set(dlq.KeyReason, dlq.ReasonMissingEventID)
+		require.NoError(t, pub.Publish("orders.dlq", m))
+	}
+	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
+	}
+	code, out, errOut := cli("list")
+	require.Equal(t, 0, code, errOut)
+	ids := map[string]bool{}
+	for _, r := range jsonLines(t, out) {
+		ids[r["id"].(string)] = true
+	}
+	require.Len(t, ids, n, "one entry per dead letter")
+
+	code, out, errOut = cli("replay", "--all-unresolved", "--json")
+	require.Equal(t, 0, code, errOut)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.EqualValues(t, n, res["replayed"])
+	code, out, _ = cli("list")
+	require.Equal(t, 0, code)
+	require.Empty(t, strings.TrimSpace(out), "nothing unresolved")
+
+	sub, err := kafka.NewSubscriber(emb.Config("check"), nil)
+	require.NoError(t, err)
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "orders")
+	require.NoError(t, err)
+	events := map[string]string{}
+	for len(events) < n {
+		select {
+		case m := <-ch:
+			m.Ack()
+			require.NotContains(t, events, m.UUID, "each replay is its own event")
+			events[m.UUID] = string(m.Payload)
+			require.True(t, ids[m.UUID], "a replay without an original UUID carries its entry ID")
+		case <-ctx.Done():
+			t.Fatalf("got %d of %d replays", len(events), n)
+		}
 	}
 }

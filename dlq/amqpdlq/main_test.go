@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(crashHelperEnv) != "" {
+	if os.Getenv(dlqtest.CrashHelperEnv) != "" {
 		os.Exit(crashHelper())
 	}
 	goleak.VerifyTestMain(m)
@@ -129,48 +128,25 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// Crash helper: a child process that replays every unresolved entry through
-// a publisher that hangs after the first republish, so the parent can kill
-// it there with SIGKILL.
-const crashHelperEnv = "IDEMPO_AMQPDLQ_CRASH_HELPER"
-
-type hangingPublisher struct {
-	inner message.Publisher
-	n     atomic.Int32
-}
-
-func (p *hangingPublisher) Publish(topic string, msgs ...*message.Message) error {
-	if err := p.inner.Publish(topic, msgs...); err != nil {
-		return err
-	}
-	fmt.Printf("republished %d\n", p.n.Add(1))
-	time.Sleep(time.Hour) // killed here
-	return nil
-}
-
-func (p *hangingPublisher) Close() error { return p.inner.Close() }
-
+// crashHelper is the child process of TestReplayCrashLosesNothing: it
+// replays every unresolved entry through a publisher that hangs after the
+// first republish, so the parent can kill it there with SIGKILL.
 func crashHelper() int {
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, "crash helper:", err); return 2 }
 	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
 	st, err := redisstore.New(c, &redisstore.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
 	if err != nil {
-		return fail(err)
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
 	}
 	src, err := amqpdlq.NewSource(brokerURL(), nil)
 	if err != nil {
-		return fail(err)
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
 	}
 	rp, err := amqpdlq.NewReplayPublisher(amqp.Config{URL: brokerURL()}, nil, nil)
 	if err != nil {
-		return fail(err)
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
 	}
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: src, Store: st, Publisher: &hangingPublisher{inner: rp}})
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := ops.Replay(context.Background(), os.Getenv("IDEMPO_DLQ_TOPIC"), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
-		return fail(err)
-	}
-	return 0
+	return dlqtest.CrashHelper(src, st, rp, os.Getenv("IDEMPO_DLQ_TOPIC"))
 }

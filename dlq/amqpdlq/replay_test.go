@@ -1,11 +1,7 @@
 package amqpdlq_test
 
 import (
-	"bufio"
 	"context"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,45 +79,35 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 func TestReplayCrashLosesNothing(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.Run()
-	poison := []string{"c-0", "c-1", "c-2"}
-	for _, id := range poison {
-		w.Publish(id, "poison")
-	}
-	ops := w.Ops(w.replayer)
-	entries := dlqtest.WaitEntries(t, ops, w.DLQTopic, 3)
-	w.Broken.Store(false)
+	w.ReplayCrashLosesNothing(w.replayer, "IDEMPO_PREFIX="+w.prefix)
+}
 
-	exe, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"=1", "IDEMPO_PREFIX="+w.prefix, "IDEMPO_DLQ_TOPIC="+w.DLQTopic)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "republished 1", strings.TrimSpace(line))
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-
-	// Nothing lost: every entry is still in the DLQ and still listed; the
-	// one caught mid-way shows as in progress until the replay's claim
-	// runs out, the two never republished are unresolved.
-	all := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{All: true})
-	require.Equal(t, dlqtest.Positions(entries), dlqtest.Positions(all))
-	unresolved := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})
-	require.Len(t, unresolved, 3, "an entry held by a crashed replay is not resolved")
-	require.Equal(t, dlq.InProgress, all[0].Resolution)
-	require.Empty(t, all[1].Resolution)
-
-	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
-	require.NoError(t, err)
-	require.Equal(t, 2, res.Replayed)
-	w.WaitEffects(poison...)
-	// The crashed replay's entry is replayed again once its claim runs out;
-	// simulate that republish now: dedup absorbs it.
-	w.Redeliver("c-marker", entries[0])
-	w.RequireOnce(poison...)
+// Messages of a producer that sets neither a message-id nor a UUID header
+// (a bare amqp091 publish) are dead-lettered as separate entries, and a
+// replay processes each once.
+func TestIDLessDeadLettersReplayOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.IDLessReplayProcessesOnce(20, w.replayer, func(payloads []string) {
+		conn, err := amqp091.Dial(brokerURL())
+		require.NoError(t, err)
+		defer conn.Close()
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		require.NoError(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, len(payloads)))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, p := range payloads {
+			require.NoError(t, ch.PublishWithContext(ctx, "", w.Topic, false, false, amqp091.Publishing{Body: []byte(p)}))
+		}
+		for range payloads {
+			select {
+			case c := <-confirms:
+				require.True(t, c.Ack, "the broker confirmed the publish")
+			case <-ctx.Done():
+				t.Fatal("no publisher confirm within 30s")
+			}
+		}
+	})
 }

@@ -1,20 +1,30 @@
 package kafkadlq_test
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dedup/redisstore"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(dlqtest.CrashHelperEnv) != "" {
+		os.Exit(crashHelper())
+	}
 	goleak.VerifyTestMain(m,
 		// sarama's metrics library starts one process-wide ticker goroutine
 		// the first time a meter is created; it never stops, by design.
@@ -47,13 +57,66 @@ type world struct {
 
 func newWorld(t *testing.T, opts ...kafka.EmbeddedOption) *world {
 	t.Helper()
+	return newWorldWithStore(t, memstore.New(nil), opts...)
+}
+
+// newWorldWithStore is newWorld with the given dedup store.
+func newWorldWithStore(t *testing.T, store dedup.Store, opts ...kafka.EmbeddedOption) *world {
+	t.Helper()
 	w := &world{emb: startEmbedded(t, opts...)}
 	pub, err := kafka.NewPublisher(w.emb.Config(""), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
 	w.World = dlqtest.NewWorld(t, "orders_"+watermill.NewShortUUID(), dlqtest.Backend{
-		Store: memstore.New(nil), Source: newSource(t, w.emb), Publisher: pub, DLQPublisher: pub,
+		Store: store, Source: newSource(t, w.emb), Publisher: pub, DLQPublisher: pub,
 		NewSubscriber: func() (message.Subscriber, error) { return kafka.NewSubscriber(w.emb.Config(dlqtest.Handler), nil) },
 	})
 	return w
+}
+
+func redisAddr() string {
+	if a := os.Getenv("IDEMPO_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// newRedisStore returns a Redis dedup store under prefix, whose keys are
+// removed at cleanup: a store the crash helper process shares.
+func newRedisStore(t *testing.T, prefix string) dedup.Store {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	require.NoError(t, c.Ping(context.Background()).Err(), "Redis is required at %s", redisAddr())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := c.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			_ = c.Del(ctx, keys...).Err()
+		}
+		_ = c.Close()
+	})
+	st, err := redisstore.New(c, &redisstore.Options{Prefix: prefix})
+	require.NoError(t, err)
+	return st
+}
+
+// crashHelper is the child process of TestReplayCrashLosesNothing: it
+// replays every unresolved entry through a publisher that hangs after the
+// first republish, so the parent can kill it there with SIGKILL.
+func crashHelper() int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "crash helper:", err); return 2 }
+	brokers := strings.Split(os.Getenv("IDEMPO_KAFKA_BROKERS"), ",")
+	st, err := redisstore.New(redis.NewClient(&redis.Options{Addr: redisAddr()}), &redisstore.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
+	if err != nil {
+		return fail(err)
+	}
+	src, err := kafkadlq.NewSource(brokers)
+	if err != nil {
+		return fail(err)
+	}
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers}, nil)
+	if err != nil {
+		return fail(err)
+	}
+	return dlqtest.CrashHelper(src, st, pub, os.Getenv("IDEMPO_DLQ_TOPIC"))
 }

@@ -2,9 +2,13 @@ package kafkadlq_test
 
 import (
 	"context"
+	"hash/fnv"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -94,4 +98,106 @@ func TestUnreachable(t *testing.T) {
 	t.Parallel()
 	_, err := kafkadlq.NewSource([]string{"127.0.0.1:1"}, kafkadlq.WithDialTimeout(time.Second))
 	require.ErrorIs(t, err, kafkadlq.ErrUnreachable)
+}
+
+// TestReplayCrashLosesNothing kills a replay with SIGKILL right after its
+// first republish: no dead letter is lost, and a second replay plus
+// consumption gives each event's effect at most once.
+func TestReplayCrashLosesNothing(t *testing.T) {
+	t.Parallel()
+	prefix := "idempo-kafkadlqtest-" + watermill.NewShortUUID() + ":"
+	w := newWorldWithStore(t, newRedisStore(t, prefix))
+	w.ReplayCrashLosesNothing(w.Publisher, "IDEMPO_PREFIX="+prefix, "IDEMPO_KAFKA_BROKERS="+strings.Join(w.emb.Addrs(), ","))
+}
+
+// Records of a producer that sets neither an event ID nor a UUID header
+// (a bare franz-go client) are dead-lettered as separate entries, spread
+// over partitions, and a replay processes each once.
+func TestIDLessDeadLettersReplayOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, kafka.WithPartitions(3))
+	w.IDLessReplayProcessesOnce(20, w.Publisher, func(payloads []string) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation())
+		require.NoError(t, err)
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		recs := make([]*kgo.Record, 0, len(payloads))
+		for _, p := range payloads {
+			recs = append(recs, &kgo.Record{Topic: w.Topic, Value: []byte(p)})
+		}
+		require.NoError(t, cl.ProduceSync(ctx, recs...).FirstErr())
+	})
+}
+
+// A replayed entry keeps its original record key, so it lands on the key's
+// partition, and carries no idempo_ header but the key and the replay
+// marker (count and replay ID).
+func TestReplayKeepsKeyAndPartition(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, kafka.WithPartitions(4))
+	w.Run()
+	keys := []string{"acct-1", "acct-2", "acct-3", "acct-4", "acct-5", "acct-6"}
+	// Keyed records of a producer that partitions by key as sarama does,
+	// with nothing but the key to say so (no partition_key header).
+	cl0, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation(),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(kgo.SaramaCompatHasher(func(b []byte) uint32 {
+			h := fnv.New32a()
+			_, _ = h.Write(b)
+			return h.Sum32()
+		}))))
+	require.NoError(t, err)
+	defer cl0.Close()
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer pcancel()
+	for i, k := range keys {
+		require.NoError(t, cl0.ProduceSync(pctx, &kgo.Record{
+			Topic: w.Topic, Key: []byte(k), Value: []byte("poison"),
+			Headers: []kgo.RecordHeader{{Key: kafka.UUIDHeader, Value: []byte("k-" + strconv.Itoa(i))}},
+		}).FirstErr())
+	}
+	ops := w.Ops(w.Publisher)
+	entries := dlqtest.WaitEntries(t, ops, w.DLQTopic, len(keys))
+	origPartition := map[string]int32{}
+	partitions := map[int32]bool{}
+	for _, e := range entries {
+		k := e.Message.Metadata.Get(dlq.KeyPartitionKey)
+		require.Contains(t, keys, k)
+		p, err := strconv.ParseInt(e.Message.Metadata.Get(dlq.KeyPartition), 10, 32)
+		require.NoError(t, err)
+		origPartition[k] = int32(p)
+		partitions[int32(p)] = true
+	}
+	require.Greater(t, len(partitions), 1, "the keys spread over several partitions")
+
+	replays := "replays_" + watermill.NewShortUUID()
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{To: replays})
+	require.NoError(t, err)
+	require.Equal(t, len(keys), res.Replayed)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.ConsumeTopics(replays), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < len(keys) {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "want %d replayed records, got %d", len(keys), len(recs))
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	allowed := map[string]bool{dlq.KeyPartitionKey: true, dlq.KeyReplays: true, dlq.KeyReplayID: true}
+	for _, r := range recs {
+		k := string(r.Key)
+		require.Contains(t, origPartition, k, "the replay keeps its record key")
+		require.Equal(t, origPartition[k], r.Partition, "the replay of %s lands on the key's partition", k)
+		var idempoKeys []string
+		for _, h := range r.Headers {
+			if strings.HasPrefix(h.Key, "idempo_") {
+				require.True(t, allowed[h.Key], "header %s is not carried into the replay", h.Key)
+				idempoKeys = append(idempoKeys, h.Key)
+			}
+		}
+		require.ElementsMatch(t, []string{dlq.KeyPartitionKey, dlq.KeyReplays, dlq.KeyReplayID}, idempoKeys)
+	}
 }

@@ -1,11 +1,16 @@
 package dlqtest
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -166,9 +171,14 @@ func (w *World) Redeliver(marker string, entries ...dlq.Entry) {
 	w.WaitEffects(marker)
 }
 
-// replayMessage builds what a replay of e publishes, to deliver it again.
+// replayMessage builds what a replay of e publishes, to deliver it again:
+// the original UUID, or the entry ID for an original that had none.
 func replayMessage(e dlq.Entry) *message.Message {
-	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
+	id := e.OriginalUUID
+	if id == "" {
+		id = e.ID
+	}
+	m := message.NewMessage(id, e.Message.Payload)
 	m.Metadata.Set(dlq.KeyReplays, strconv.Itoa(e.Replays+1))
 	m.Metadata.Set(dlq.KeyReplayID, e.ID)
 	return m
@@ -282,4 +292,140 @@ func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing
 	for _, e := range all {
 		require.Equal(t, dlq.Replayed, e.Resolution)
 	}
+}
+
+// IDLessReplayProcessesOnce dead-letters n records of a producer that sets
+// neither an event ID nor a message UUID (produce writes them to Topic, one
+// per payload, as that producer would) and checks that they list as n
+// entries and replay through pub as n events, each processed once even when
+// delivered twice.
+func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce func(payloads []string)) {
+	t := w.t
+	t.Helper()
+	w.Run()
+	payloads := make([]string, n)
+	for i := range payloads {
+		payloads[i] = "no-id-" + strconv.Itoa(i)
+	}
+	produce(payloads)
+	ops := w.Ops(pub)
+	entries := WaitEntries(t, ops, w.DLQTopic, n)
+	ids := map[string]bool{}
+	got := map[string]bool{}
+	for _, e := range entries {
+		require.Equal(t, dlq.ReasonMissingEventID, e.Reason)
+		require.Empty(t, e.EventID)
+		require.Empty(t, e.OriginalUUID)
+		require.Empty(t, e.Problems)
+		ids[e.ID] = true
+		got[string(e.Message.Payload)] = true
+	}
+	require.Len(t, ids, n, "one entry ID per dead letter")
+	require.Len(t, got, n, "every payload is listed")
+
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlq.ReplayResult{Replayed: n}, res)
+	replayed := make([]string, 0, n)
+	for _, e := range entries {
+		replayed = append(replayed, e.ID) // a replay without an original UUID carries the entry ID
+	}
+	w.WaitEffects(replayed...)
+	w.Redeliver("idless-marker", entries...)
+	w.RequireOnce(replayed...)
+	require.Empty(t, List(t, ops, w.DLQTopic, dlq.Filter{}), "nothing unresolved is left")
+}
+
+// CrashHelperEnv, when set in a test binary's environment, makes its
+// TestMain run the crash helper of [World.ReplayCrashLosesNothing]
+// instead of the tests.
+const CrashHelperEnv = "IDEMPO_DLQTEST_CRASH_HELPER"
+
+// hangingPublisher republishes, prints how many it did and then hangs, so
+// that the test can kill the process right after a confirmed republish.
+type hangingPublisher struct {
+	inner message.Publisher
+	n     atomic.Int32
+}
+
+func (p *hangingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.inner.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	fmt.Printf("republished %d\n", p.n.Add(1))
+	time.Sleep(time.Hour) // killed here
+	return nil
+}
+
+func (p *hangingPublisher) Close() error { return p.inner.Close() }
+
+// CrashHelper is the body of the crash helper process: it replays every
+// unresolved entry of dlqTopic through pub, hanging after the first
+// republish until it is killed. It returns the process's exit status.
+func CrashHelper(src dlq.Source, store dedup.Store, pub message.Publisher, dlqTopic string) int {
+	ops, err := dlq.NewOps(dlq.OpsConfig{Source: src, Store: store, Publisher: &hangingPublisher{inner: pub}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	if _, err := ops.Replay(context.Background(), dlqTopic, dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	return 0
+}
+
+// ReplayCrashLosesNothing kills a replay with SIGKILL right after its first
+// republish: no dead letter is lost, and a second replay through pub plus
+// consumption gives each event's effect at most once. helperEnv is the
+// environment the helper process (this test binary with [CrashHelperEnv]
+// set) needs to reach the backend and the store; it gets IDEMPO_DLQ_TOPIC
+// too. The store must be shared with that process.
+func (w *World) ReplayCrashLosesNothing(pub message.Publisher, helperEnv ...string) {
+	t := w.t
+	t.Helper()
+	w.Run()
+	poison := []string{"c-0", "c-1", "c-2"}
+	for _, id := range poison {
+		w.Publish(id, "poison")
+	}
+	ops := w.Ops(pub)
+	entries := WaitEntries(t, ops, w.DLQTopic, 3)
+	w.Broken.Store(false)
+
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), CrashHelperEnv+"=1", "IDEMPO_DLQ_TOPIC="+w.DLQTopic), helperEnv...)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err, "the crash helper ended before its first republish")
+	require.Equal(t, "republished 1", strings.TrimSpace(line))
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	// Nothing lost: every entry is still in the DLQ and still listed; the
+	// one caught mid-way shows as in progress until the replay's claim
+	// runs out, the two never republished are unresolved.
+	all := List(t, ops, w.DLQTopic, dlq.Filter{All: true})
+	require.Equal(t, Positions(entries), Positions(all))
+	unresolved := List(t, ops, w.DLQTopic, dlq.Filter{})
+	require.Len(t, unresolved, 3, "an entry held by a crashed replay is not resolved")
+	require.Equal(t, dlq.InProgress, all[0].Resolution)
+	require.Empty(t, all[1].Resolution)
+	require.Empty(t, all[2].Resolution)
+
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlq.ReplayResult{Replayed: 2, Skipped: 1}, res, "the entry the crashed replay holds waits for its claim to run out")
+	w.WaitEffects(poison...)
+	// The crashed replay's entry is replayed again once its claim runs out;
+	// simulate that republish now: dedup absorbs it.
+	w.Redeliver("c-marker", entries[0])
+	w.RequireOnce(poison...)
 }
