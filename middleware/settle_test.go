@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
 )
 
 // lateExtend is a store whose Extend answers only after the completion was
@@ -27,15 +29,32 @@ type lateExtend struct {
 	answered  chan struct{} // closed when the first extension answered
 	extended  chan error    // the first extension's answer
 	once      sync.Once
+	completer sync.Once // a second completion must not close completed again
 	extends   atomic.Int32
 }
+
+// lateWait bounds every wait of the wrapper stores below, so a stack that
+// never extends (or never completes) fails the test instead of hanging it.
+const lateWait = 10 * time.Second
+
+// errNoExtension is returned by a completion that waited lateWait for an
+// extension that never came.
+var errNoExtension = errors.New("no extension answered while the completion waited")
+
+func (s *lateExtend) markCompleted() { s.completer.Do(func() { close(s.completed) }) }
 
 func newLateExtend(st dedup.Store) *lateExtend {
 	return &lateExtend{Store: st, completed: make(chan struct{}), answered: make(chan struct{}), extended: make(chan error, 1)}
 }
 
 func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
-	<-s.completed
+	select {
+	case <-s.completed:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(lateWait):
+		return errors.New("the completion was never recorded")
+	}
 	s.extends.Add(1)
 	err := s.Store.Extend(ctx, k, t, l)
 	s.once.Do(func() {
@@ -47,7 +66,7 @@ func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l t
 
 func (s *lateExtend) Complete(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
 	err := s.Store.Complete(ctx, k, t, r)
-	close(s.completed)
+	s.markCompleted()
 	return err
 }
 
@@ -61,8 +80,15 @@ type lateExtendTx struct {
 
 func (s *lateExtendTx) CompleteInTx(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration, fn func(context.Context) error) error {
 	err := s.tx.CompleteInTx(ctx, k, t, r, fn)
-	close(s.completed)
-	<-s.answered
+	s.markCompleted()
+	select {
+	case <-s.answered:
+	case <-time.After(lateWait):
+		// The caller sees the failure; raceCompletion then fails on the
+		// missing extension with its own message.
+		// Permanent, so the stack does not retry into the same wait.
+		return retry.Permanent(errors.Join(err, errNoExtension))
+	}
 	time.Sleep(50 * time.Millisecond) // the keeper handles the answer
 	return err
 }
@@ -112,7 +138,10 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 		time.Sleep(200 * time.Millisecond) // the keeper's extension starts meanwhile
 		return h(m)
 	}
-	_, err = stack.Middleware(slow)(msg("raced", "p"))
+	err = within(t, 30*time.Second, "the raced delivery", func() error {
+		_, err := stack.Middleware(slow)(msg("raced", "p"))
+		return err
+	})
 	require.NoError(t, err)
 	select {
 	case err := <-late.extended:
