@@ -123,7 +123,7 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 		Store:         st,
 		DLQPublisher:  newCapture(),
 		Transactional: transactional,
-		Lease:         300 * time.Millisecond, // extended every 100 ms
+		Lease:         time.Second, // extended about every 333 ms
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
 			mu.Lock()
@@ -135,7 +135,7 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 	defer stack.Close()
 
 	slow := func(m *message.Message) ([]*message.Message, error) {
-		time.Sleep(200 * time.Millisecond) // the keeper's extension starts meanwhile
+		time.Sleep(500 * time.Millisecond) // the keeper's extension starts meanwhile
 		return h(m)
 	}
 	err = within(t, 30*time.Second, "the raced delivery", func() error {

@@ -436,7 +436,7 @@ func TestOutputPublishFailureNacks(t *testing.T) {
 // Row "success": complete failures still ack (counted); stale token acks (counted).
 func TestCompleteFailureStillAcks(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 300 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = time.Second })
 	inject(&b.store.completeErr, errors.New("store down"))
 	_, err := b.run(ok, msg("e1", "p"))
 	require.NoError(t, err)
@@ -458,14 +458,14 @@ func TestLeaseLostBeforeCompleteAcks(t *testing.T) {
 // Row "acquired": the lease is extended while the handler runs.
 func TestLeaseExtendedDuringLongHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 90 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = time.Second })
 	h := func(m *message.Message) ([]*message.Message, error) {
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(2 * time.Second)
 		return nil, m.Context().Err()
 	}
 	done := make(chan error, 1)
 	go func() { _, err := b.run(h, msg("e1", "p")); done <- err }()
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	require.Equal(t, dedup.StatusInProgress, claim(t, b.mem, "e1").Status, "the lease outlived its first term")
 	select {
 	case err := <-done:
@@ -481,7 +481,7 @@ func TestLeaseExtendedDuringLongHandler(t *testing.T) {
 // is cancelled and the message nacked.
 func TestLeaseNotExtendableCancelsHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *middleware.Config) { c.Lease = 60 * time.Millisecond })
+	b := setup(t, func(c *middleware.Config) { c.Lease = time.Second })
 	inject(&b.store.extendErr, errors.New("store slow"))
 	h := func(m *message.Message) ([]*message.Message, error) {
 		select {
