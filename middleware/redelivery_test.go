@@ -110,8 +110,9 @@ func TestRedeliveryPublishFailureNacksCounted(t *testing.T) {
 	for i, id := range []string{"poison", "recovers"} {
 		tiers.fail.Store(1)
 		err := b.runWithin(t, 30*time.Second, h, msg(id, "p"))
-		require.Error(t, err, "%s: a failed delay-tier publish must nack, never ack", id)
-		require.NotErrorIs(t, err, middleware.ErrCancelled)
+		require.ErrorIs(t, err, middleware.ErrRedelivery, "%s: a failed delay-tier publish must nack, never ack", id)
+		require.ErrorIs(t, err, errPublishDown)
+		require.NotErrorIs(t, err, middleware.ErrDeadLetter, "the record is not due for the DLQ: the next delivery runs the handler")
 		require.Len(t, tiers.on(tierTopic), i)
 		require.Zero(t, b.dlq.count())
 
