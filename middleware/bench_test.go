@@ -41,7 +41,11 @@ func benchRouter(b *testing.B, mws func(pub message.Publisher) []message.Handler
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = router.Run(ctx) }()
-	<-router.Running()
+	select {
+	case <-router.Running():
+	case <-time.After(time.Minute):
+		b.Fatal("the router did not start within a minute")
+	}
 	msgs := make([]*message.Message, b.N)
 	for i := range msgs {
 		msgs[i] = message.NewMessage("m-"+strconv.Itoa(i), []byte("payload"))

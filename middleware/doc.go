@@ -29,6 +29,6 @@
 //
 // The wrapped handler returns an error (which the router turns into a nack)
 // in exactly these cases: [ErrInProgressElsewhere], [ErrStore],
-// [ErrDeadLetter], [ErrCancelled], [ErrOutputPublish] and
+// [ErrDeadLetter], [ErrRedelivery], [ErrCancelled], [ErrOutputPublish] and
 // [github.com/idempo/idempo/dedup.ErrLeaseLost]. Every other path acks.
 package middleware

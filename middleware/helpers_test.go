@@ -196,3 +196,35 @@ func claim(t *testing.T, st dedup.Store, id string) dedup.ClaimResult {
 	require.NoError(t, err)
 	return res
 }
+
+// within runs fn on its own goroutine and returns its result, or fails the
+// test if fn has not returned after timeout (fn's goroutine is then left
+// behind, and goleak reports it: the package fails instead of hanging).
+func within[T any](t *testing.T, timeout time.Duration, what string, fn func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- fn() }()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("%s did not return within %v", what, timeout)
+		panic("unreachable")
+	}
+}
+
+// runWithin calls the wrapped handler once, as b.run does, failing the test
+// if it has not returned after timeout.
+func (b *bundle) runWithin(t *testing.T, timeout time.Duration, h message.HandlerFunc, m *message.Message) error {
+	t.Helper()
+	return within(t, timeout, "the delivery of "+m.UUID, func() error {
+		_, err := b.run(h, m)
+		return err
+	})
+}
+
+// waitGroup waits for wg, failing the test if it is not done after timeout.
+func waitGroup(t *testing.T, wg *sync.WaitGroup, timeout time.Duration, what string) {
+	t.Helper()
+	within(t, timeout, what, func() struct{} { wg.Wait(); return struct{}{} })
+}

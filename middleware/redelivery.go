@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -35,6 +36,13 @@ type Redelivery struct {
 	Topic func(originalTopic string, tier int, delay time.Duration) string
 }
 
+// ErrRedelivery is returned to the router (which nacks) when publishing a
+// delayed copy to its redelivery tier failed. The claim was released and
+// the delivery still counts towards MaxDeliveries; unlike [ErrDeadLetter],
+// the record is not marked for the DLQ, so the next delivery runs the
+// handler again. Match it with errors.Is.
+var ErrRedelivery = errors.New("idempo: delayed-redelivery publish failed; nacked for redelivery")
+
 // Metadata keys of delayed copies.
 const (
 	// KeyRedeliveryTier counts the tiers a message went through.
@@ -65,6 +73,9 @@ func redeliveryTier(msg *message.Message) int {
 // redeliverLater publishes the message to its next delay tier, releases the
 // claim (counted) and acks; a failed publish nacks.
 func (s *Stack) redeliverLater(d *delivery) error {
+	// The claim is given up below either way: an extension that then finds
+	// it released raced with the release and lost nothing.
+	d.held.settling.Store(true)
 	r := s.cfg.Redelivery
 	tier := redeliveryTier(d.msg)
 	delay := r.Delays[tier]
@@ -76,7 +87,7 @@ func (s *Stack) redeliverLater(d *delivery) error {
 	topic := r.Topic(d.topic, tier, delay)
 	if err := r.Publisher.Publish(topic, c); err != nil {
 		s.release(d, d.held, true)
-		return s.nack(d, fmt.Errorf("%w: delayed redelivery to %q: %w", ErrDeadLetter, topic, err))
+		return s.nack(d, fmt.Errorf("%w: topic %q: %w", ErrRedelivery, topic, err))
 	}
 	s.release(d, d.held, true)
 	s.stats.redelivered.Add(1)

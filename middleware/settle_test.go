@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -17,25 +18,44 @@ import (
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/middleware"
+	"github.com/idempo/idempo/retry"
 )
 
 // lateExtend is a store whose Extend answers only after the completion was
-// recorded, as when an extension is in flight while the handler finishes.
+// recorded (or the claim released), as when an extension is in flight while
+// the handler finishes.
 type lateExtend struct {
 	dedup.Store
-	completed chan struct{} // closed when the completion is recorded
+	completed chan struct{} // closed when the completion is recorded or the claim released
 	answered  chan struct{} // closed when the first extension answered
 	extended  chan error    // the first extension's answer
 	once      sync.Once
+	completer sync.Once // a second completion must not close completed again
 	extends   atomic.Int32
 }
+
+// lateWait bounds every wait of the wrapper stores below, so a stack that
+// never extends (or never completes) fails the test instead of hanging it.
+const lateWait = 10 * time.Second
+
+// errNoExtension is returned by a completion that waited lateWait for an
+// extension that never came.
+var errNoExtension = errors.New("no extension answered while the completion waited")
+
+func (s *lateExtend) markCompleted() { s.completer.Do(func() { close(s.completed) }) }
 
 func newLateExtend(st dedup.Store) *lateExtend {
 	return &lateExtend{Store: st, completed: make(chan struct{}), answered: make(chan struct{}), extended: make(chan error, 1)}
 }
 
 func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l time.Duration) error {
-	<-s.completed
+	select {
+	case <-s.completed:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(lateWait):
+		return errors.New("the completion was never recorded")
+	}
 	s.extends.Add(1)
 	err := s.Store.Extend(ctx, k, t, l)
 	s.once.Do(func() {
@@ -47,7 +67,13 @@ func (s *lateExtend) Extend(ctx context.Context, k dedup.Key, t dedup.Token, l t
 
 func (s *lateExtend) Complete(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration) error {
 	err := s.Store.Complete(ctx, k, t, r)
-	close(s.completed)
+	s.markCompleted()
+	return err
+}
+
+func (s *lateExtend) Release(ctx context.Context, k dedup.Key, t dedup.Token, keep bool) error {
+	err := s.Store.Release(ctx, k, t, keep)
+	s.markCompleted()
 	return err
 }
 
@@ -61,8 +87,15 @@ type lateExtendTx struct {
 
 func (s *lateExtendTx) CompleteInTx(ctx context.Context, k dedup.Key, t dedup.Token, r time.Duration, fn func(context.Context) error) error {
 	err := s.tx.CompleteInTx(ctx, k, t, r, fn)
-	close(s.completed)
-	<-s.answered
+	s.markCompleted()
+	select {
+	case <-s.answered:
+	case <-time.After(lateWait):
+		// The caller sees the failure; raceCompletion then fails on the
+		// missing extension with its own message.
+		// Permanent, so the stack does not retry into the same wait.
+		return retry.Permanent(errors.Join(err, errNoExtension))
+	}
 	time.Sleep(50 * time.Millisecond) // the keeper handles the answer
 	return err
 }
@@ -112,7 +145,10 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 		time.Sleep(600 * time.Millisecond) // the keeper's extension starts meanwhile
 		return h(m)
 	}
-	_, err = stack.Middleware(slow)(msg("raced", "p"))
+	err = within(t, 30*time.Second, "the raced delivery", func() error {
+		_, err := stack.Middleware(slow)(msg("raced", "p"))
+		return err
+	})
 	require.NoError(t, err)
 	select {
 	case err := <-late.extended:
@@ -156,4 +192,48 @@ func TestExtensionRacingInboxCommitIsNoLoss(t *testing.T) {
 		return nil, nil
 	}
 	raceCompletion(t, &lateExtendTx{lateExtend: late, tx: inner}, late, true, inTx)
+}
+
+// The same race when the in-process attempts are exhausted and the message
+// goes to a delayed-redelivery tier: the extension finds the claim released
+// after the delayed copy was published. No lease is lost.
+func TestExtensionRacingRedeliveryReleaseIsNoLoss(t *testing.T) {
+	late := newLateExtend(memstore.New(nil))
+	var logs syncBuffer
+	tiers := newCapture()
+	stack, err := middleware.New(middleware.Config{
+		Store:        late,
+		DLQPublisher: newCapture(),
+		Lease:        time.Second, // extended about every 333 ms
+		Retry:        retry.Policy{MaxAttempts: -1},
+		Redelivery:   &middleware.Redelivery{Delays: []time.Duration{time.Minute}, Publisher: tiers},
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	require.NoError(t, err)
+	defer stack.Close()
+
+	slow := func(*message.Message) ([]*message.Message, error) {
+		time.Sleep(500 * time.Millisecond) // the keeper's extension starts meanwhile
+		return nil, errors.New("downstream down")
+	}
+	err = within(t, 30*time.Second, "the delivery sent to a delay tier", func() error {
+		_, err := stack.Middleware(slow)(msg("raced", "p"))
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, tiers.count(), "the delayed copy was published")
+	select {
+	case err := <-late.extended:
+		require.ErrorIs(t, err, dedup.ErrLeaseLost, "the extension found the claim released")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no extension ran while the handler did")
+	}
+	// Let the keeper handle the extension's answer.
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, stack.Close())
+
+	require.Equal(t, int64(1), stack.Stats().Redelivered)
+	require.Zero(t, stack.Stats().LeaseLost)
+	require.NotContains(t, logs.String(), "lease lost")
+	require.Equal(t, int32(1), late.extends.Load(), "a released claim is not extended again")
 }

@@ -200,7 +200,7 @@ func TestConcurrentTwinsRunOnce(t *testing.T) {
 			})
 		}
 	}
-	wg.Wait()
+	waitGroup(t, &wg, time.Minute, "40 concurrent twins")
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
@@ -234,10 +234,15 @@ func TestTwinsAcrossStacksNeverConcurrent(t *testing.T) {
 		return nil, nil
 	}
 	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Minute)
 	for i := range 50 {
 		for _, s := range []*bundle{a, b} {
 			wg.Go(func() {
 				for {
+					if time.Now().After(deadline) {
+						t.Errorf("event e%d still in progress elsewhere after a minute", i)
+						return
+					}
 					_, err := s.run(h, msg("e"+strconv.Itoa(i), "p"))
 					if err == nil {
 						return
@@ -250,7 +255,7 @@ func TestTwinsAcrossStacksNeverConcurrent(t *testing.T) {
 			})
 		}
 	}
-	wg.Wait()
+	waitGroup(t, &wg, 2*time.Minute, "twins across two stacks")
 	require.Zero(t, overlap.Load(), "no concurrent twin")
 	require.Equal(t, int32(50), effects.Load(), "no double effect")
 }
@@ -289,6 +294,9 @@ func TestDeliveryCap(t *testing.T) {
 	_, err = b.run(ok, msg("e2", "p"))
 	require.NoError(t, err)
 	require.Len(t, b.dlq.on(dlqTopic), 1)
+
+	t.Run("every acquired claim counts", testDeliveryCapCountsClaims)
+	t.Run("every redelivery tier counts", testDeliveryCapCountsRedeliveryTiers)
 }
 
 // Row "acquired": a copy; Ack/Nack on it are no-ops, counted.
@@ -502,7 +510,8 @@ func TestCancellationReleasesAndNacks(t *testing.T) {
 	m.SetContext(ctx)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	start := time.Now()
-	_, err := b.run(func(*message.Message) ([]*message.Message, error) { return nil, errors.New("transient") }, m)
+	// A backoff wait that ignored the cancellation would last an hour.
+	err := b.runWithin(t, 30*time.Second, func(*message.Message) ([]*message.Message, error) { return nil, errors.New("transient") }, m)
 	require.ErrorIs(t, err, middleware.ErrCancelled)
 	require.Less(t, time.Since(start), time.Hour/2, "the backoff wait ended on cancel")
 	require.Zero(t, b.dlq.count())
