@@ -533,8 +533,11 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 	if topic == "" {
 		topic = message.PublishTopicFromCtx(d.ctx)
 	}
-	if s.cfg.OutputPublisher == nil || topic == "" {
-		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but Config.OutputPublisher or the output topic is not set", len(outs)))
+	switch {
+	case s.cfg.OutputPublisher == nil:
+		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but Config.OutputPublisher is not set", len(outs)))
+	case topic == "":
+		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but neither Config.OutputTopic nor the router handler's publish topic is set", len(outs)))
 	}
 	for i, o := range outs {
 		if d.eventID != "" {
@@ -726,7 +729,10 @@ func (s *Stack) leaseLost(d *delivery, err error) error {
 	return s.nack(d, fmt.Errorf("%w: %w", dedup.ErrLeaseLost, err))
 }
 
+// release gives the claim back. An extension that races it and finds the
+// record no longer held is no loss (the settling mark).
 func (s *Stack) release(d *delivery, l *lease, keepCount bool) {
+	l.settling.Store(true)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), s.cfg.Lease)
 	defer cancel()
 	start := time.Now()
