@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -105,4 +107,16 @@ func TestEntryIDWithoutIDs(t *testing.T) {
 	for _, bad := range [][3]string{{"", "1", "7"}, {"orders", "", "7"}, {"orders", "x", "7"}, {"orders", "1", "-1"}} {
 		require.Empty(t, dlq.PositionEntryID("s", bad[0], bad[1], bad[2], 0), "%q", bad)
 	}
+}
+
+func TestShortEventID(t *testing.T) {
+	t.Parallel()
+	short := strings.Repeat("é", dlq.MaxEventIDMetadata/2)
+	require.Equal(t, short, dlq.ShortEventID(short), "IDs up to the limit are kept whole")
+	long := strings.Repeat("é", 5000)
+	got := dlq.ShortEventID(long)
+	require.LessOrEqual(t, len(got), dlq.MaxEventIDMetadata)
+	require.True(t, utf8.ValidString(got), "cut at a rune boundary")
+	require.Contains(t, got, "(10000 bytes, sha256 ")
+	require.NotEqual(t, got, dlq.ShortEventID(long+"x"), "long IDs sharing a prefix stay apart")
 }

@@ -1,5 +1,11 @@
 package dlq
 
+import (
+	"crypto/sha256"
+	"fmt"
+	"unicode/utf8"
+)
+
 // Metadata keys idempo sets on a dead-letter copy, next to the original
 // message's own metadata (which is preserved unchanged, as is the payload).
 // All of them start with "idempo_"; a user's own key of the same name is
@@ -72,8 +78,12 @@ const (
 	// ReasonDeliveryCap: the store's delivery counter passed the cap (e.g. the
 	// message crashed its consumer again and again).
 	ReasonDeliveryCap = "delivery_cap"
-	// ReasonMissingEventID: no event ID could be extracted.
+	// ReasonMissingEventID: no event ID could be extracted (absent or empty).
 	ReasonMissingEventID = "missing_event_id"
+	// ReasonInvalidEventID: an event ID was found but cannot be stored (longer
+	// than dedup.MaxIDLen, 4096 bytes). The copy's idempo_event_id holds it
+	// shortened by [ShortEventID].
+	ReasonInvalidEventID = "invalid_event_id"
 	// ReasonIDCollision: the event ID was seen before with another payload.
 	ReasonIDCollision = "id_collision"
 	// ReasonMalformed: the backend could not decode the message.
@@ -85,3 +95,23 @@ const MaxErrorLen = 4 << 10
 
 // MaxStackLen bounds [KeyPanicStack] on the copy.
 const MaxStackLen = 16 << 10
+
+// MaxEventIDMetadata is the longest event ID a dead-letter copy carries in
+// [KeyEventID] whole; a longer one is shortened by [ShortEventID].
+const MaxEventIDMetadata = 256
+
+// ShortEventID returns id unchanged when it is at most [MaxEventIDMetadata]
+// bytes, else its first 192 bytes (cut at a UTF-8 boundary) followed by
+// "…", its length and a SHA-256 prefix of the whole ID, so that two long IDs
+// sharing a prefix stay apart and the copy's metadata stays small.
+func ShortEventID(id string) string {
+	if len(id) <= MaxEventIDMetadata {
+		return id
+	}
+	cut := 192
+	for cut > 0 && !utf8.RuneStart(id[cut]) {
+		cut--
+	}
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("%s…(%d bytes, sha256 %x)", id[:cut], len(id), sum[:8])
+}

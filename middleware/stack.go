@@ -237,13 +237,18 @@ func (s *Stack) startSpan(d *delivery) {
 }
 
 // identify sets the delivery's key. A message that cannot be identified is
-// dead-lettered (settled is true and err is what the router gets), or, with
-// AllowMissingEventID, left without a key to run unclaimed.
+// dead-lettered (settled is true and err is what the router gets) with
+// reason missing_event_id (no ID, or an empty one) or invalid_event_id (an
+// ID that cannot be stored, e.g. too long; the copy carries it shortened),
+// or, with AllowMissingEventID and no ID, left without a key to run unclaimed.
 func (s *Stack) identify(d *delivery) (settled bool, err error) {
 	if reason := d.msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
 	}
 	id, err := s.cfg.EventID(d.msg)
+	if err == nil && id == "" {
+		err = dedup.ErrMissingEventID
+	}
 	if err == nil {
 		key := dedup.Key{Scope: d.scope, ID: id}
 		if err = key.Validate(); err == nil {
@@ -253,7 +258,8 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 			}
 			return false, nil
 		}
-		d.eventID = id
+		d.eventID = dlq.ShortEventID(id)
+		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonInvalidEventID, Error: err.Error()})
 	}
 	if s.cfg.AllowMissingEventID && errors.Is(err, dedup.ErrMissingEventID) {
 		return false, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,45 @@ func TestMissingEventIDIsDeadLettered(t *testing.T) {
 	require.Equal(t, dlq.ReasonMissingEventID, got[0].Metadata.Get(dlq.KeyReason))
 	require.Contains(t, got[0].Metadata.Get(dlq.KeyError), `metadata "id"`)
 	require.Equal(t, "u1", got[0].Metadata.Get(dlq.KeyOriginalUUID))
+}
+
+// Row "key": an event ID that cannot be stored (64 KiB, past dedup.MaxIDLen)
+// is dead-lettered with its own reason, and the copy carries it shortened,
+// not whole. Two such IDs sharing a long prefix stay apart on their copies.
+func TestInvalidEventIDIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *middleware.Config) { c.EventID = dedup.Metadata("id") })
+	huge := strings.Repeat("x", 64<<10)
+	for i, suffix := range []string{"a", "b"} {
+		m := msg("u"+suffix, "p")
+		m.Metadata.Set("id", huge+suffix)
+		_, err := b.run(ok, m)
+		require.NoError(t, err, "acked once safely in the DLQ")
+		require.Zero(t, b.calls.Load(), "the handler must not run without a usable ID")
+		got := b.dlq.on(dlqTopic)
+		require.Len(t, got, i+1)
+		require.Equal(t, dlq.ReasonInvalidEventID, got[i].Metadata.Get(dlq.KeyReason))
+		require.Contains(t, got[i].Metadata.Get(dlq.KeyError), "more than 4096")
+		require.LessOrEqual(t, len(got[i].Metadata.Get(dlq.KeyEventID)), dlq.MaxEventIDMetadata, "the copy carries the ID shortened")
+		require.Less(t, len(got[i].Metadata.Get(dlq.KeyError)), 1024, "the error text does not carry the ID whole")
+	}
+	copies := b.dlq.on(dlqTopic)
+	require.NotEqual(t, copies[0].Metadata.Get(dlq.KeyEventID), copies[1].Metadata.Get(dlq.KeyEventID))
+	require.NotEqual(t, copies[0].UUID, copies[1].UUID, "separate DLQ entries")
+}
+
+// An extractor that finds an empty ID is "missing", and the opt-in covers it.
+func TestEmptyEventIDIsMissing(t *testing.T) {
+	t.Parallel()
+	empty := func(*message.Message) (string, error) { return "", nil }
+	b := setup(t, func(c *middleware.Config) { c.EventID = empty })
+	_, err := b.run(ok, msg("u1", "p"))
+	require.NoError(t, err)
+	require.Equal(t, dlq.ReasonMissingEventID, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	opt := setup(t, func(c *middleware.Config) { c.EventID = empty; c.AllowMissingEventID = true })
+	_, err = opt.run(ok, msg("u1", "p"))
+	require.NoError(t, err)
+	require.Equal(t, int32(1), opt.calls.Load(), "processed without dedup by opt-in")
 }
 
 func TestMissingEventIDOptIn(t *testing.T) {

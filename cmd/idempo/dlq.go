@@ -154,7 +154,7 @@ func (f *dlqFilters) register(fs *flag.FlagSet, withIDs bool) {
 
 var dlqReasons = []string{
 	dlq.ReasonPermanent, dlq.ReasonRetriesExhausted, dlq.ReasonDeliveryCap,
-	dlq.ReasonMissingEventID, dlq.ReasonIDCollision, dlq.ReasonMalformed,
+	dlq.ReasonMissingEventID, dlq.ReasonInvalidEventID, dlq.ReasonIDCollision, dlq.ReasonMalformed,
 }
 
 // narrows reports whether any filter (other than IDs) is set.
