@@ -14,6 +14,11 @@ const (
 	stateDueForDLQ    = 3
 	stateDone         = 4
 	stateDeadLettered = 5
+	// stateInInbox marks a record held by an open inbox transaction. Only
+	// that transaction ever sees it: it is written by the transaction's
+	// first statement and replaced by stateDone before the commit, so a
+	// rollback of any kind, the database's own included, takes it back.
+	stateInInbox = 6
 )
 
 // queries holds every statement of one dialect and table, with the
@@ -32,7 +37,8 @@ type queries struct {
 	release       string
 	dueForDLQ     string
 	heldState     string
-	inbox         string
+	inboxHold     string // the inbox transaction's first statement: in progress → in inbox, fenced by token
+	inbox         string // the inbox's completion: in inbox (this transaction's mark) → done
 	cleanup       string
 }
 
@@ -250,7 +256,10 @@ deliveries = ?, fingerprint = ?, failure = NULL, replay_id = ? WHERE key_hash = 
 	q.release = x.expand(`UPDATE {T} SET deliveries = {MAX}(deliveries - ?, 0), state = 2` + held + ` AND state = 1`)
 	q.dueForDLQ = x.expand(`UPDATE {T} SET state = 3, failure = ?` + held + ` AND state IN (1, 3)`)
 	q.heldState = x.expand(`SELECT state FROM {T}` + held)
-	q.inbox = x.expand(`UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS}` + held + ` AND state = 1`)
+	q.inboxHold = x.expand(`UPDATE {T} SET state = 6` + held + ` AND state = 1`)
+	// No expiry condition: the record was locked since inboxHold, so
+	// nothing could take it over, however long fn took.
+	q.inbox = x.expand(`UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS} WHERE key_hash = ? AND token = ? AND state = 6`)
 
 	switch d {
 	case Postgres:
