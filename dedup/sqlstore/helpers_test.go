@@ -243,5 +243,5 @@ func serializationFailure(err error) bool {
 		return pg.Code == "40001" || pg.Code == "40P01"
 	}
 	var my *mysql.MySQLError
-	return errors.As(err, &my) && my.Number == 1213
+	return errors.As(err, &my) && (my.Number == 1213 || my.Number == 1020)
 }

@@ -185,7 +185,8 @@ func (s *Store) check(ctx context.Context, op string, key dedup.Key) error {
 func retryable(err error) bool {
 	var my *mysql.MySQLError
 	if errors.As(err, &my) {
-		return my.Number == 1213 // ER_LOCK_DEADLOCK
+		// ER_LOCK_DEADLOCK; ER_CHECKREAD (MariaDB's innodb_snapshot_isolation)
+		return my.Number == 1213 || my.Number == 1020
 	}
 	var pg interface{ SQLState() string }
 	if errors.As(err, &pg) {
