@@ -256,10 +256,10 @@ deliveries = ?, fingerprint = ?, failure = NULL, replay_id = ? WHERE key_hash = 
 	q.release = x.expand(`UPDATE {T} SET deliveries = {MAX}(deliveries - ?, 0), state = 2` + held + ` AND state = 1`)
 	q.dueForDLQ = x.expand(`UPDATE {T} SET state = 3, failure = ?` + held + ` AND state IN (1, 3)`)
 	q.heldState = x.expand(`SELECT state FROM {T}` + held)
-	q.inboxHold = x.expand(`UPDATE {T} SET state = 6` + held + ` AND state = 1`)
+	q.inboxHold = x.expand(`UPDATE {T} SET state = ` + strconv.Itoa(stateInInbox) + held + ` AND state = 1`)
 	// No expiry condition: the record was locked since inboxHold, so
 	// nothing could take it over, however long fn took.
-	q.inbox = x.expand(`UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS} WHERE key_hash = ? AND token = ? AND state = 6`)
+	q.inbox = x.expand(`UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS} WHERE key_hash = ? AND token = ? AND state = ` + strconv.Itoa(stateInInbox))
 
 	switch d {
 	case Postgres:

@@ -214,7 +214,6 @@ func TestInboxDeadlockInHandler(t *testing.T) {
 	require.Equal(t, 1, v1, "the write made before the deadlock was rolled back")
 }
 
-
 // TestInboxTakeoverDuringHandler: the lease runs out while the handler,
 // having read in its transaction, still runs, and a twin claims the event.
 // Either the inbox commits and the twin finds the event done, or the twin
