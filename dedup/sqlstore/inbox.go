@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/idempo/idempo/dedup"
 )
 
@@ -31,26 +33,35 @@ func TxFromContext(ctx context.Context) (*sql.Tx, bool) {
 // retried. Statements fn ran after the rollback were committed one by one,
 // outside the inbox; a handler must return the error of any statement that
 // fails in its transaction instead of retrying the statement.
+//
+// How the end is seen: on SQLite the completion matches only a mark the
+// transaction made, on PostgreSQL only the transaction's own ID; on MariaDB
+// @@in_transaction is read first, on MySQL 8 information_schema.innodb_trx,
+// which needs the PROCESS privilege (without it the check is skipped and a
+// warning logged once).
 var ErrInboxTxEnded = errors.New("sqlstore: the database rolled the inbox transaction back while the handler ran (a handler must return a failed statement's error, not retry the statement); nothing was recorded")
 
 // CompleteInTx implements [dedup.TxCompleter]: the transactional inbox.
 //
 // It begins a transaction (with Options.InboxTxOptions; READ COMMITTED by
-// default on PostgreSQL and MySQL), whose first statement marks the record
-// as held by this transaction, fenced by token: that takes the record's row
-// lock (SQLite: the database's write lock) before fn reads anything. It then
-// calls fn with a context that carries the transaction (see
-// [TxFromContext]), marks the record done for retention with one UPDATE
-// that matches only the mark this transaction made, and commits. The
-// business writes fn makes through the transaction and the completion thus
-// commit together: an event's effect is applied exactly once, even when the
-// process is killed at any point.
+// default on PostgreSQL and MySQL), whose first statement takes the record,
+// fenced by token, before fn reads anything: a shared row lock on
+// PostgreSQL and MySQL, the database's write lock on SQLite. It then calls
+// fn with a context that carries the transaction (see [TxFromContext]),
+// marks the record done for retention with one UPDATE that matches only
+// while that same transaction is open, and commits. The business writes fn
+// makes through the transaction and the completion thus commit together: an
+// event's effect is applied exactly once, even when the process is killed
+// at any point.
 //
 // While the transaction holds the record, [Store.Extend] on this store for
 // the same key and token succeeds without a statement: no other owner can
 // take the record over meanwhile (see the comment on inboxGate). A twin
-// delivery whose claim finds the lease run out waits for the transaction to
-// end, then finds the record done (or acquires it after a rollback).
+// delivery's claim does not wait for the transaction while the lease in the
+// table is live (it reports the event in progress); once that lease has run
+// out, the twin's claim waits for the transaction to end, then finds the
+// record done (or takes it over after a rollback). On SQLite every write
+// waits for the transaction.
 //
 //   - fn fails: the transaction is rolled back and fn's error is returned
 //     unchanged. The claim stays held; the caller releases it.
@@ -121,9 +132,10 @@ func (s *Store) CompleteInTx(ctx context.Context, key dedup.Key, token dedup.Tok
 	}()
 
 	var tx *sql.Tx
+	var txID int64
 	err = s.retry(ctx, op, func() error {
 		var err error
-		tx, err = s.beginInbox(ctx, holdSt, h[:], token)
+		tx, txID, err = s.beginInbox(ctx, holdSt, h[:], token)
 		return err
 	})
 	if errors.Is(err, errNotHeld) {
@@ -142,7 +154,22 @@ func (s *Store) CompleteInTx(ctx context.Context, key dedup.Key, token dedup.Tok
 	if err := fn(context.WithValue(ctx, txKey{}, tx)); err != nil {
 		return err
 	}
-	res, err := tx.StmtContext(ctx, doneSt).ExecContext(ctx, durArg(s.dialect, retention), hashArg(key), []byte(token))
+	if s.dialect == MySQL {
+		open, err := s.inboxOpen(ctx, tx)
+		if err != nil {
+			return s.wrap(ctx, op, err)
+		}
+		if !open {
+			done = true
+			_ = tx.Rollback()
+			return s.afterRollback(ctx, op, key, token, &lost, fmt.Errorf("sqlstore: %s %s %s: %w", s.dialect, op, key, ErrInboxTxEnded))
+		}
+	}
+	args := []any{durArg(s.dialect, retention), hashArg(key), []byte(token)}
+	if s.dialect == Postgres {
+		args = append(args, txID)
+	}
+	res, err := tx.StmtContext(ctx, doneSt).ExecContext(ctx, args...)
 	if err != nil {
 		if errors.Is(err, sql.ErrTxDone) {
 			return fmt.Errorf("sqlstore: %s %s: the transaction was ended by fn or by its context: %w", s.dialect, op, err)
@@ -156,9 +183,10 @@ func (s *Store) CompleteInTx(ctx context.Context, key dedup.Key, token dedup.Tok
 		return s.wrap(ctx, op, err)
 	}
 	if n == 0 {
-		// The mark this transaction made is gone: the database rolled the
-		// transaction back while fn ran, and the UPDATE above ran (and
-		// committed nothing) in autocommit mode.
+		// Nothing could change the record while the transaction held it:
+		// the transaction was ended while fn ran (its mark, SQLite, or its
+		// ID, PostgreSQL, is gone), and the UPDATE above ran, changing
+		// nothing, in autocommit mode.
 		done = true
 		_ = tx.Rollback()
 		return s.afterRollback(ctx, op, key, token, &lost, fmt.Errorf("sqlstore: %s %s %s: %w", s.dialect, op, key, ErrInboxTxEnded))
@@ -178,27 +206,78 @@ func (s *Store) CompleteInTx(ctx context.Context, key dedup.Key, token dedup.Tok
 // errNotHeld: the inbox's first statement found token not holding the record.
 var errNotHeld = errors.New("not held")
 
-// beginInbox begins the inbox transaction and marks the record held by it
-// (state in inbox), fenced by token. A serialisation failure or deadlock
-// here rolls back and is retried by the caller; nothing ran yet.
-func (s *Store) beginInbox(ctx context.Context, holdSt *sql.Stmt, hash []byte, token dedup.Token) (*sql.Tx, error) {
+// beginInbox begins the inbox transaction and takes the record with its
+// first statement, fenced by token: a shared row lock (PostgreSQL, MySQL),
+// or the write lock and the in-inbox mark (SQLite). On PostgreSQL it returns
+// the transaction's ID. A serialisation failure or deadlock here rolls back
+// and is retried by the caller; fn has not run yet.
+func (s *Store) beginInbox(ctx context.Context, holdSt *sql.Stmt, hash []byte, token dedup.Token) (*sql.Tx, int64, error) {
 	tx, err := s.db.BeginTx(ctx, s.inboxTxOptions())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	res, err := tx.StmtContext(ctx, holdSt).ExecContext(ctx, hash, []byte(token))
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
-	if err == nil && n == 0 {
-		err = errNotHeld
+	var txID int64
+	st := tx.StmtContext(ctx, holdSt)
+	if s.q.inboxHoldIsUpdate {
+		var res sql.Result
+		if res, err = st.ExecContext(ctx, hash, []byte(token)); err == nil {
+			var n int64
+			if n, err = res.RowsAffected(); err == nil && n == 0 {
+				err = errNotHeld
+			}
+		}
+	} else {
+		err = st.QueryRowContext(ctx, hash, []byte(token)).Scan(&txID)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = errNotHeld
+		}
 	}
 	if err != nil {
 		_ = tx.Rollback()
-		return nil, err
+		return nil, 0, err
 	}
-	return tx, nil
+	return tx, txID, nil
+}
+
+// MySQL's ways to tell that a transaction is still open (Store.inboxCheck).
+const (
+	inboxCheckUnknown     int32 = iota
+	inboxCheckVariable          // MariaDB: @@in_transaction
+	inboxCheckInnoDBTrx         // MySQL 8: information_schema.innodb_trx
+	inboxCheckUnavailable       // innodb_trx not readable (no PROCESS privilege)
+)
+
+// inboxOpen reports whether tx is still open on MySQL/MariaDB: InnoDB rolls
+// the whole transaction back on a deadlock and the connection goes on in
+// autocommit mode, where the completion would commit on its own.
+func (s *Store) inboxOpen(ctx context.Context, tx *sql.Tx) (bool, error) {
+	var my *mysql.MySQLError
+	switch s.inboxCheck.Load() {
+	case inboxCheckUnknown, inboxCheckVariable:
+		var open int
+		err := tx.QueryRowContext(ctx, "SELECT @@in_transaction").Scan(&open)
+		if err == nil {
+			s.inboxCheck.Store(inboxCheckVariable)
+			return open == 1, nil
+		}
+		if !errors.As(err, &my) || my.Number != 1193 { // ER_UNKNOWN_SYSTEM_VARIABLE: MySQL
+			return false, err
+		}
+		s.inboxCheck.Store(inboxCheckInnoDBTrx)
+		fallthrough
+	case inboxCheckInnoDBTrx:
+		var n int
+		err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = CONNECTION_ID()").Scan(&n)
+		if err == nil {
+			return n > 0, nil
+		}
+		if !errors.As(err, &my) || (my.Number != 1227 && my.Number != 1142) { // ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR
+			return false, err
+		}
+		s.inboxCheck.Store(inboxCheckUnavailable)
+		s.log.WarnContext(ctx, "sqlstore: the inbox cannot tell whether the database rolled its transaction back (reading information_schema.innodb_trx needs the PROCESS privilege); a handler that retries a statement after a deadlock can then lose writes", "error", err)
+	}
+	return true, nil
 }
 
 // inboxTxOptions are the options the inbox transaction begins with: the
@@ -231,21 +310,22 @@ func (s *Store) afterRollback(ctx context.Context, op string, key dedup.Key, tok
 // inboxGate lets [Store.Extend] succeed without a statement for a key and
 // token whose inbox transaction [Store.CompleteInTx] has open.
 //
-// Why that is safe: the inbox transaction's first statement changes the
-// record, fenced by the token and the in-progress state, so from its
-// success until the transaction ends the transaction holds the record's
-// row lock (PostgreSQL, MySQL) or the database's write lock (SQLite). Every
-// statement that could end the token's hold — a claim's takeover (it
-// updates the record under its own lock), Release, Complete, cleanup's
-// DELETE — must take that lock first, so none can take effect before the
-// transaction ends: the token holds the record whatever lease_until says,
-// and an extension could only move a value nobody may act on meanwhile.
-// Before the first statement succeeds, fn has not run: if a takeover
-// happens then, that statement fails and CompleteInTx reports a lost lease
+// Why that is safe: the inbox transaction's first statement reads the
+// record fenced by the token and the in-progress state and locks it: a
+// shared row lock on PostgreSQL and MySQL (FOR SHARE, LOCK IN SHARE MODE),
+// the database's write lock on SQLite. From its success until the
+// transaction ends, every statement that could end the token's hold — a
+// claim's takeover (it locks the record FOR UPDATE, or takes SQLite's write
+// lock), Release, Complete, cleanup's DELETE — needs a lock that conflicts
+// with that one, so none can take effect before the transaction ends: the
+// token holds the record whatever lease_until says, and an extension could
+// only move a value nobody may act on meanwhile. Before the first statement
+// succeeds, fn has not run: if a takeover happens then, that statement
+// finds no record held by the token and CompleteInTx reports a lost lease
 // without calling fn. After a rollback CompleteInTx runs a real extension
 // with the last skipped lease, so the lease in the table is again at least
-// what the owner counted on. An extension that was sent before the gate
-// opened is waited for first, so none waits on the lock behind fn.
+// what the owner counted on. An extension sent before the gate opened is
+// waited for first, so none waits on the lock behind fn.
 //
 // (If the database ends the transaction on its own while fn runs, the lock
 // goes with it before CompleteInTx learns of it; fn is expected to return

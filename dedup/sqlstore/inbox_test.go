@@ -317,3 +317,39 @@ func TestInboxDefaultIsolation(t *testing.T) {
 		})
 	}
 }
+
+// TestInboxTwinDoesNotWait: on the servers a twin's claim of an event whose
+// inbox transaction is open (its lease still live) answers in progress at
+// once; it does not wait for the handler on a connection.
+func TestInboxTwinDoesNotWait(t *testing.T) {
+	t.Parallel()
+	for _, env := range inboxEnvs() {
+		if env.dialect == sqlstore.SQLite {
+			continue // one writer at a time: a twin always waits for the transaction
+		}
+		t.Run(env.name, func(t *testing.T) {
+			t.Parallel()
+			st := newInboxStore(t, env)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			k := dedup.Key{Scope: randomName("twin-"), ID: "e"}
+			req := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Hour, Retention: time.Hour}
+			_, err := st.Claim(ctx, k, req)
+			require.NoError(t, err)
+			require.NoError(t, st.CompleteInTx(ctx, k, req.Token, time.Hour, func(ctx context.Context) error {
+				// Far shorter than the handler could take; the claim must
+				// not wait for the transaction.
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				defer ccancel()
+				res, err := st.Claim(cctx, k, dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Hour, Retention: time.Hour})
+				if err != nil {
+					return fmt.Errorf("twin's claim during the inbox: %w", err)
+				}
+				if res.Status != dedup.StatusInProgress {
+					return fmt.Errorf("twin's claim during the inbox: status %v, want in progress", res.Status)
+				}
+				return nil
+			}))
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -34,7 +35,8 @@ type Store struct {
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
 
-	gate inboxGate // inbox transactions under way, for Extend
+	gate       inboxGate    // inbox transactions under way, for Extend
+	inboxCheck atomic.Int32 // MySQL: how the inbox tells its transaction is open (inboxCheck*)
 }
 
 var (
