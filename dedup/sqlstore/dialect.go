@@ -14,6 +14,12 @@ const (
 	stateDueForDLQ    = 3
 	stateDone         = 4
 	stateDeadLettered = 5
+	// stateInInbox marks, on SQLite, a record held by an open inbox
+	// transaction. Only that transaction ever sees it: it is written by the
+	// transaction's first statement and replaced by stateDone before the
+	// commit, so a rollback of any kind, SQLite's own included, takes it
+	// back.
+	stateInInbox = 6
 )
 
 // queries holds every statement of one dialect and table, with the
@@ -21,19 +27,21 @@ const (
 type queries struct {
 	schema []string // CREATE statements, in order
 
-	insert        string // new record; affects 0 rows (or fails with a duplicate key on MySQL) if the key exists
-	insertIsPlain bool   // MySQL: plain INSERT, a duplicate key error means "exists"
-	selectRow     string // the record with remaining expiry and lease in µs by the database clock
-	lockRow       string // SELECT ... FOR UPDATE (or SQLite's write-lock-taking no-op UPDATE)
-	lockIsUpdate  bool
-	acquire       string
-	extend        string
-	finish        string
-	release       string
-	dueForDLQ     string
-	heldState     string
-	inbox         string
-	cleanup       string
+	insert            string // new record; affects 0 rows (or fails with a duplicate key on MySQL) if the key exists
+	insertIsPlain     bool   // MySQL: plain INSERT, a duplicate key error means "exists"
+	selectRow         string // the record with remaining expiry and lease in µs by the database clock
+	lockRow           string // SELECT ... FOR UPDATE (or SQLite's write-lock-taking no-op UPDATE)
+	lockIsUpdate      bool
+	acquire           string
+	extend            string
+	finish            string
+	release           string
+	dueForDLQ         string
+	heldState         string
+	inboxHold         string // the inbox transaction's first statement: takes the record, fenced by token (see inboxHoldIsUpdate)
+	inboxHoldIsUpdate bool   // SQLite: inboxHold is an UPDATE (in progress → in inbox); else a shared-lock SELECT returning one value
+	inbox             string // the inbox's completion, matching only while the transaction that ran inboxHold is open
+	cleanup           string
 }
 
 // dialectSQL builds a dialect's statements from templates written with
@@ -250,7 +258,29 @@ deliveries = ?, fingerprint = ?, failure = NULL, replay_id = ? WHERE key_hash = 
 	q.release = x.expand(`UPDATE {T} SET deliveries = {MAX}(deliveries - ?, 0), state = 2` + held + ` AND state = 1`)
 	q.dueForDLQ = x.expand(`UPDATE {T} SET state = 3, failure = ?` + held + ` AND state IN (1, 3)`)
 	q.heldState = x.expand(`SELECT state FROM {T}` + held)
-	q.inbox = x.expand(`UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS}` + held + ` AND state = 1`)
+	// The inbox takes the record with its transaction's first statement and
+	// keeps it until the commit (see inboxGate). On the servers a shared row
+	// lock is enough: every change of the record needs an exclusive one, and
+	// a twin's INSERT and plain read do not wait for it. PostgreSQL's returns
+	// the transaction's ID, which the completion matches, so a completion
+	// run outside that transaction changes nothing; MySQL checks its
+	// transaction is open before the completion (Store.inboxOpen). SQLite
+	// locks the whole database for any write anyway and marks the record.
+	const done = `UPDATE {T} SET state = 4, failure = NULL, expires_at = {PLUS} WHERE key_hash = ? AND token = ? AND state = `
+	switch d {
+	case Postgres:
+		q.inboxHold = x.expand(`SELECT txid_current() FROM {T}` + held + ` AND state = 1 FOR SHARE`)
+		q.inbox = x.expand(done + `1 AND txid_current() = ?`)
+	case MySQL:
+		q.inboxHold = x.expand(`SELECT 1 FROM {T}` + held + ` AND state = 1 LOCK IN SHARE MODE`)
+		q.inbox = x.expand(done + `1`)
+	case SQLite:
+		q.inboxHold = x.expand(`UPDATE {T} SET state = ` + strconv.Itoa(stateInInbox) + held + ` AND state = 1`)
+		q.inboxHoldIsUpdate = true
+		q.inbox = x.expand(done + strconv.Itoa(stateInInbox))
+	}
+	// No expiry condition in the completion: the record was locked since
+	// inboxHold, so nothing could take it over, however long fn took.
 
 	switch d {
 	case Postgres:

@@ -5,14 +5,17 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
@@ -161,4 +164,84 @@ func effectCounts(tb testing.TB, db *sql.DB, d sqlstore.Dialect, table string) m
 	}
 	require.NoError(tb, rows.Err())
 	return m
+}
+
+// inboxEnv is one database set-up the inbox tests run in: a dialect, what
+// its DSN adds (a session default), and the store's InboxTxOptions.
+type inboxEnv struct {
+	name    string
+	dialect sqlstore.Dialect
+	dsnAdd  string // appended to the DSN's query (PostgreSQL: a run-time parameter; MySQL: a session variable)
+	txOpts  *sql.TxOptions
+}
+
+// inboxEnvs are the isolation levels the inbox supports: on PostgreSQL READ
+// COMMITTED, REPEATABLE READ and SERIALIZABLE, each asked through
+// InboxTxOptions and as the session default; on MariaDB the same with
+// innodb_snapshot_isolation off and on; SQLite's only level.
+func inboxEnvs() []inboxEnv {
+	rr, ser := &sql.TxOptions{Isolation: sql.LevelRepeatableRead}, &sql.TxOptions{Isolation: sql.LevelSerializable}
+	return []inboxEnv{
+		{name: "postgres", dialect: sqlstore.Postgres},
+		{name: "postgres/read-committed-option", dialect: sqlstore.Postgres, txOpts: &sql.TxOptions{Isolation: sql.LevelReadCommitted}},
+		{name: "postgres/repeatable-read-option", dialect: sqlstore.Postgres, txOpts: rr},
+		{name: "postgres/serializable-option", dialect: sqlstore.Postgres, txOpts: ser},
+		{name: "postgres/repeatable-read-default", dialect: sqlstore.Postgres, dsnAdd: "default_transaction_isolation=repeatable%20read"},
+		{name: "postgres/serializable-default", dialect: sqlstore.Postgres, dsnAdd: "default_transaction_isolation=serializable"},
+		{name: "mysql", dialect: sqlstore.MySQL},
+		{name: "mysql/repeatable-read-option", dialect: sqlstore.MySQL, txOpts: rr},
+		{name: "mysql/snapshot-isolation", dialect: sqlstore.MySQL, dsnAdd: "innodb_snapshot_isolation=ON"},
+		{name: "mysql/snapshot-isolation-repeatable-read-option", dialect: sqlstore.MySQL, dsnAdd: "innodb_snapshot_isolation=ON", txOpts: rr},
+		{name: "mysql/snapshot-isolation-serializable-option", dialect: sqlstore.MySQL, dsnAdd: "innodb_snapshot_isolation=ON", txOpts: ser},
+		{name: "mysql/snapshot-isolation-repeatable-read-default", dialect: sqlstore.MySQL, dsnAdd: "innodb_snapshot_isolation=ON&tx_isolation=%27REPEATABLE-READ%27"},
+		{name: "sqlite", dialect: sqlstore.SQLite},
+	}
+}
+
+// newInboxStore is newStore in env.
+func newInboxStore(tb testing.TB, env inboxEnv) *sqlstore.Store {
+	tb.Helper()
+	dsn := dsnFor(tb, env.dialect)
+	if env.dsnAdd != "" {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		dsn += sep + env.dsnAdd
+	}
+	db, err := openDSN(context.Background(), env.dialect, dsn, 16)
+	require.NoError(tb, err, "%s is unreachable (start the server, or point %s/%s at one)", env.dialect, postgresDSNEnv, mysqlDSNEnv)
+	tb.Cleanup(func() { _ = db.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The session defaults the DSN asks for must be in force.
+	switch {
+	case strings.Contains(env.dsnAdd, "default_transaction_isolation="):
+		var level string
+		require.NoError(tb, db.QueryRowContext(ctx, "SHOW default_transaction_isolation").Scan(&level))
+		require.NotEqual(tb, "read committed", level)
+	case strings.Contains(env.dsnAdd, "innodb_snapshot_isolation=ON"):
+		var on int
+		require.NoError(tb, db.QueryRowContext(ctx, "SELECT @@SESSION.innodb_snapshot_isolation").Scan(&on), "innodb_snapshot_isolation needs MariaDB 10.11.8 or later")
+		require.Equal(tb, 1, on)
+	}
+	st, err := sqlstore.New(db, &sqlstore.Options{Table: randomName("idempo_test_"), Logger: quietLogger, InboxTxOptions: env.txOpts})
+	require.NoError(tb, err)
+	require.NoError(tb, st.Migrate(ctx))
+	tb.Cleanup(func() {
+		_ = st.Close()
+		dropTable(db, env.dialect, st.Table())
+	})
+	return st
+}
+
+// serializationFailure reports a serialisation failure or deadlock the
+// database rolled a transaction back for (to be retried).
+func serializationFailure(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "40001" || pg.Code == "40P01"
+	}
+	var my *mysql.MySQLError
+	return errors.As(err, &my) && (my.Number == 1213 || my.Number == 1020)
 }

@@ -83,9 +83,11 @@ type Options struct {
 
 	// InboxTxOptions are the options of the business transaction
 	// [Store.CompleteInTx] begins (isolation level, read-only must stay
-	// false). Defaults to nil: the driver's and database's defaults
-	// (READ COMMITTED on PostgreSQL, REPEATABLE READ on MySQL/MariaDB,
-	// SERIALIZABLE on SQLite).
+	// false). READ COMMITTED, REPEATABLE READ and SERIALIZABLE are supported
+	// on PostgreSQL and MySQL/MariaDB (with innodb_snapshot_isolation on or
+	// off). Defaults to nil: READ COMMITTED on PostgreSQL and MySQL/MariaDB,
+	// asked for explicitly, whatever the server's or session's default;
+	// SQLite's only level (SERIALIZABLE).
 	InboxTxOptions *sql.TxOptions
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -33,6 +34,9 @@ type Store struct {
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
+
+	gate       inboxGate    // inbox transactions under way, for Extend
+	inboxCheck atomic.Int32 // MySQL: how the inbox tells its transaction is open (inboxCheck*)
 }
 
 var (
@@ -183,7 +187,8 @@ func (s *Store) check(ctx context.Context, op string, key dedup.Key) error {
 func retryable(err error) bool {
 	var my *mysql.MySQLError
 	if errors.As(err, &my) {
-		return my.Number == 1213 // ER_LOCK_DEADLOCK
+		// ER_LOCK_DEADLOCK; ER_CHECKREAD (MariaDB's innodb_snapshot_isolation)
+		return my.Number == 1213 || my.Number == 1020
 	}
 	var pg interface{ SQLState() string }
 	if errors.As(err, &pg) {
@@ -486,6 +491,12 @@ func hashArg(key dedup.Key) []byte {
 }
 
 // Extend implements [dedup.Store.Extend]: one UPDATE fenced by token.
+//
+// While [Store.CompleteInTx] of this store has the inbox transaction of key
+// and token open, Extend returns nil without a statement: that
+// transaction's lock already keeps every other owner off the record (and,
+// with one connection as [OpenSQLite] opens, the statement would wait for
+// the transaction to end).
 func (s *Store) Extend(ctx context.Context, key dedup.Key, token dedup.Token, lease time.Duration) error {
 	if err := s.check(ctx, "extend", key); err != nil {
 		return err
@@ -493,6 +504,16 @@ func (s *Store) Extend(ctx context.Context, key dedup.Key, token dedup.Token, le
 	if lease <= 0 {
 		return &dedup.RequestError{Field: "lease", Problem: fmt.Sprintf("must be > 0, got %v", lease)}
 	}
+	h := key.Hash()
+	if s.gate.beginExtend(h, token, lease) {
+		return nil
+	}
+	defer s.gate.endExtend(h, token)
+	return s.extend(ctx, key, token, lease)
+}
+
+// extend is Extend's statement.
+func (s *Store) extend(ctx context.Context, key dedup.Key, token dedup.Token, lease time.Duration) error {
 	d := durArg(s.dialect, lease)
 	return s.fenced(ctx, "extend", key, token, stateInProgress, s.q.extend, d, d, hashArg(key), []byte(token))
 }
