@@ -103,7 +103,7 @@ func setup(t *testing.T) *testBundle {
 			Observer:     m,
 			Logger:       quiet,
 			NackDelay:    -1,
-			Lease:        300 * time.Millisecond,
+			Lease:        middleware.MinLease,
 			Retry:        retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Jitter: -1, MaxAttempts: 3},
 		})
 		require.NoError(t, err)
