@@ -455,3 +455,25 @@ func assertNoError(t *testing.T, err error) bool {
 	}
 	return true
 }
+
+// The conformance suite at every isolation level the store supports: the
+// session defaults PostgreSQL and MariaDB can be given (REPEATABLE READ and
+// SERIALIZABLE; innodb_snapshot_isolation on) and the inbox levels asked
+// through InboxTxOptions. The store's own statements must keep the contract
+// whatever the database's default.
+func TestConformanceAtIsolationLevels(t *testing.T) {
+	t.Parallel()
+	for _, env := range inboxEnvs() {
+		if env.dsnAdd == "" && env.txOpts == nil {
+			continue // the default set-up: TestConformance
+		}
+		t.Run(env.name, func(t *testing.T) {
+			t.Parallel()
+			shared := newInboxStore(t, env)
+			deduptest.Run(t, func(*testing.T) dedup.Store { return shared }, deduptest.Features{
+				Parallel:    true,
+				Granularity: 10 * time.Millisecond,
+			})
+		})
+	}
+}
