@@ -82,6 +82,7 @@ func New(cfg Config) (*Stack, error) {
 		cfg.Logger.Warn("idempo: the retry window is long; RabbitMQ closes channels whose deliveries stay unacked for consumer_timeout (30 min by default)",
 			"max_total_wait", w)
 	}
+	warnVolatileDLQ(cfg)
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer(tracing.InstrumentationName)
 	}

@@ -23,6 +23,7 @@ type Embedded struct {
 	cluster *kfake.Cluster
 	addrs   []string
 	reaper  *reaper
+	lock    *dirLock // nil without WithDataDir
 	close   sync.Once
 }
 
@@ -64,6 +65,13 @@ func WithTopics(topics ...string) EmbeddedOption {
 // WithDataDir persists the cluster's records, offsets and groups in dir and
 // reloads them when a cluster is started on the same dir (use [WithPorts] too
 // so clients find it again). Defaults to memory only.
+//
+// While the cluster runs, dir holds a lock file ([LockFileName]) that
+// [Embedded.Close] removes. A start on a dir that another running cluster
+// holds fails with [ErrDataDirInUse]; a start on a dir whose last cluster
+// stopped without Close (a crash, a kill -9) fails with [ErrDataDirUnclean],
+// since the cluster cannot load such a dir safely: it comes back with part of
+// its records and cannot read those produced afterwards.
 func WithDataDir(dir string) EmbeddedOption {
 	return func(o *embeddedOptions) { o.dataDir = dir }
 }
@@ -93,17 +101,22 @@ func StartEmbedded(opts ...EmbeddedOption) (*Embedded, error) {
 	if len(o.topics) > 0 {
 		kopts = append(kopts, kfake.SeedTopics(int32(o.partitions), o.topics...))
 	}
+	var lock *dirLock
 	if o.dataDir != "" {
+		var err error
+		if lock, err = lockDataDir(o.dataDir); err != nil {
+			return nil, err
+		}
 		kopts = append(kopts, kfake.DataDir(o.dataDir))
 	}
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: start embedded cluster: %w", err)
+		return nil, errors.Join(fmt.Errorf("kafka: start embedded cluster: %w", err), lock.release())
 	}
-	e := &Embedded{cluster: c, addrs: c.ListenAddrs()}
+	e := &Embedded{cluster: c, addrs: c.ListenAddrs(), lock: lock}
 	if e.reaper, err = startReaper(c, e.addrs); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("kafka: start embedded cluster: %w", err)
+		return nil, errors.Join(fmt.Errorf("kafka: start embedded cluster: %w", err), lock.release())
 	}
 	return e, nil
 }
@@ -132,10 +145,15 @@ func (e *Embedded) Config(group string) Config {
 }
 
 // Close stops the cluster; clients still connected see their connections
-// closed. Close is idempotent.
+// closed. With [WithDataDir] it writes the cluster's files out, then removes
+// the directory's lock file, so that the next start may load them. Close is
+// idempotent.
 func (e *Embedded) Close() {
 	e.close.Do(func() {
 		e.reaper.close()
 		e.cluster.Close()
+		// If the lock file cannot be removed the next start refuses the
+		// directory as not closed cleanly: safe, and it says what to do.
+		_ = e.lock.release()
 	})
 }
