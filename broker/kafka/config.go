@@ -241,6 +241,12 @@ func (c Config) saramaConfig(forProducer bool) (*sarama.Config, error) {
 		sc.Consumer.Offsets.AutoCommit.Enable = true
 		sc.Consumer.Offsets.AutoCommit.Interval = c.AutoCommitInterval
 		sc.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+		// A JoinGroup waits up to the rebalance timeout for the other members
+		// (one finishing a long handler): the read timeout must outlast it, or
+		// the join is cut and retried over and over (the Java client's rule).
+		if floor := c.RebalanceTimeout + 5*time.Second; sc.Net.ReadTimeout < floor {
+			sc.Net.ReadTimeout = floor
+		}
 	}
 	if c.ConfigureSarama != nil {
 		c.ConfigureSarama(sc)
