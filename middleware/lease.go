@@ -37,26 +37,47 @@ const MinLease = time.Second
 // before it exits; it starts again with the next claim.
 const keeperIdle = 200 * time.Millisecond
 
-// lease is one claim held by this process.
+// leaseState is where a lease is in its life. It changes only under the
+// keeper's lock, by the keeper's methods:
+//
+//	gated ──activate──▶ held ──settle──▶ settling ──unregister──▶ (gone)
+//	  │                  │  ▲──unsettle──┘  │
+//	  │                  └──────┬───────────┘
+//	  │              cut off, lost, closed
+//	  │                         ▼
+//	  └──────unregister──── stopped ──unregister──▶ (gone)
+type leaseState uint8
+
+const (
+	// leaseGated: the delivery holds its key's local gate; the claim is not
+	// (yet) acquired. The keeper ignores it.
+	leaseGated leaseState = iota
+	// leaseHeld: the claim is acquired and the handler may run; the keeper
+	// extends the lease and cuts it off if it cannot.
+	leaseHeld
+	// leaseSettling: the stack records the outcome (completion, dead
+	// letter, release). Still extended; an extension that finds the record
+	// no longer held raced with that record, and nothing is lost.
+	leaseSettling
+	// leaseStopped: no longer kept (lost, cut off, stack closed, or settled
+	// while an extension ran); the handler's context is cancelled unless the
+	// record was settled.
+	leaseStopped
+)
+
+// lease is one claim held by this process. Every field below the token is
+// guarded by the keeper's lock.
 type lease struct {
-	key      dedup.Key
-	token    dedup.Token
-	deadline time.Time // monotonic: when the lease runs out unless extended
-	next     time.Time // when to extend next
-	cancel   context.CancelCauseFunc
-	done     chan struct{} // closed when the claim is given up; nil until a twin waits
-	busy     bool          // an extension is under way
-	pending  bool          // gate held, claim not (yet) acquired
-	// stopped: the keeper no longer keeps this lease (lost, cut off,
-	// closed, or its outcome recorded while an extension ran).
-	stopped bool
-	// settling is set once the handler succeeded (or the message is being
-	// dead-lettered) and the stack records the outcome: an extension that
-	// then finds the record no longer held raced with that record, and
-	// nothing is lost.
-	settling atomic.Bool
-	handler  string
-	topic    string
+	key       dedup.Key
+	token     dedup.Token
+	state     leaseState
+	extending bool      // an extension is under way
+	deadline  time.Time // monotonic: when the lease runs out unless extended
+	next      time.Time // when to extend next
+	cancel    context.CancelCauseFunc
+	done      chan struct{} // closed when the claim is given up; nil until a twin waits
+	handler   string
+	topic     string
 }
 
 // keeper extends the leases of every claim this stack holds from one
@@ -119,7 +140,7 @@ func (k *keeper) enter(l *lease) <-chan struct{} {
 		}
 		return h.done
 	}
-	l.pending = true
+	l.state = leaseGated
 	k.leases[l.key] = l
 	return nil
 }
@@ -136,10 +157,10 @@ func (k *keeper) activate(l *lease, start time.Time, cancel context.CancelCauseF
 	l.cancel = cancel
 	l.deadline = start.Add(k.lease)
 	l.next = start.Add(k.lease / 3)
-	l.pending = false
+	l.state = leaseHeld
 	switch {
 	case k.closed:
-		l.stopped = true
+		l.state = leaseStopped
 		cancel(errStackClosed)
 	case !k.alive:
 		k.alive = true
@@ -164,12 +185,33 @@ func (k *keeper) unregister(l *lease) {
 
 // close stops the loop and cancels the handlers of the claims still held:
 // their leases are no longer extended, so they must stop before they run out.
+// settle marks a held lease as settling: the stack now records the outcome,
+// and an extension that finds the record no longer held raced with that
+// record. Safe for concurrent use.
+func (k *keeper) settle(l *lease) {
+	k.mu.Lock()
+	if l.state == leaseHeld {
+		l.state = leaseSettling
+	}
+	k.mu.Unlock()
+}
+
+// unsettle returns a settling lease to held: the record was not settled
+// after all (an inbox transaction that did not commit).
+func (k *keeper) unsettle(l *lease) {
+	k.mu.Lock()
+	if l.state == leaseSettling {
+		l.state = leaseHeld
+	}
+	k.mu.Unlock()
+}
+
 func (k *keeper) close() {
 	k.mu.Lock()
 	k.closed = true
 	for _, l := range k.leases {
-		if !l.pending && !l.stopped {
-			l.stopped = true
+		if l.state == leaseHeld || l.state == leaseSettling {
+			l.state = leaseStopped
 			l.cancel(errStackClosed)
 		}
 	}
@@ -201,21 +243,21 @@ func (k *keeper) loop() {
 			idleSince = now
 		}
 		for _, l := range k.leases {
-			if l.stopped || l.pending {
+			if l.state != leaseHeld && l.state != leaseSettling {
 				continue
 			}
 			cutoff := l.deadline.Add(-k.guard)
 			if !now.Before(cutoff) {
-				l.stopped = true
+				l.state = leaseStopped
 				l.cancel(errLeaseExpired)
 				continue
 			}
-			if !l.busy && !now.Before(l.next) {
-				l.busy = true
+			if !l.extending && !now.Before(l.next) {
+				l.extending = true
 				k.wg.Add(1)
 				go k.extend(l)
 			}
-			if !l.busy && l.next.Before(wakeAt) {
+			if !l.extending && l.next.Before(wakeAt) {
 				wakeAt = l.next
 			}
 			if cutoff.Before(wakeAt) {
@@ -246,30 +288,34 @@ func (k *keeper) extend(l *lease) {
 	s.observeStore(context.Background(), l.handler, l.topic, OpExtend, start, err)
 
 	k.mu.Lock()
-	l.busy = false
-	raced := false
+	l.extending = false
+	quiet, lost := false, false
 	switch {
+	case l.state == leaseStopped:
+		// Cut off, closed or settled while the extension ran: the handler
+		// is already cancelled or done; nothing to report.
+		quiet = true
 	case err == nil:
 		l.deadline = start.Add(leaseDur)
 		l.next = start.Add(leaseDur / 3)
 		s.stats.leaseExtensions.Add(1)
-	case errors.Is(err, dedup.ErrLeaseLost) && l.settling.Load():
+	case errors.Is(err, dedup.ErrLeaseLost) && l.state == leaseSettling:
 		// The outcome was recorded while the extension ran: not a loss,
 		// and nothing left to extend.
-		raced = true
-		l.stopped = true
+		quiet = true
+		l.state = leaseStopped
 	case errors.Is(err, dedup.ErrLeaseLost):
-		l.stopped = true
+		lost = true
+		l.state = leaseStopped
 		l.cancel(err)
 	default:
 		// Try again soon; the loop cancels the handler at its cutoff.
 		l.next = k.clk.Now().Add(leaseDur / 10)
 	}
-	lost := l.stopped && !raced
 	k.mu.Unlock()
 	k.signal()
 	switch {
-	case raced:
+	case quiet:
 	case err == nil:
 		s.cfg.Observer.Observe(context.Background(), Event{Kind: KindLeaseExtended, Handler: l.handler, Topic: l.topic})
 	case lost:

@@ -75,7 +75,7 @@ func redeliveryTier(msg *message.Message) int {
 func (s *Stack) redeliverLater(d *delivery) error {
 	// The claim is given up below either way: an extension that then finds
 	// it released raced with the release and lost nothing.
-	d.held.settling.Store(true)
+	s.keeper.settle(d.held)
 	r := s.cfg.Redelivery
 	tier := redeliveryTier(d.msg)
 	delay := r.Delays[tier]

@@ -442,11 +442,11 @@ func (s *Stack) attemptInTx(h message.HandlerFunc, d *delivery, hctx context.Con
 		}
 		// From here the fenced completion in the transaction decides; an
 		// extension that finds the record settled raced with the commit.
-		d.held.settling.Store(true)
+		s.keeper.settle(d.held)
 		return nil
 	})
 	if txErr != nil {
-		d.held.settling.Store(false)
+		s.keeper.unsettle(d.held)
 	}
 	if err == nil && txErr != nil {
 		// The handler succeeded but the transaction did not commit: nothing
@@ -566,7 +566,7 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 // succeed publishes outputs (outside a transaction), records completion and acks.
 func (s *Stack) succeed(d *delivery, outs []*message.Message) error {
 	if d.held != nil {
-		d.held.settling.Store(true)
+		s.keeper.settle(d.held)
 	}
 	if s.txc == nil || d.held == nil {
 		if err := s.publishOutputs(d.ctx, d, outs); err != nil {
@@ -663,7 +663,7 @@ func (s *Stack) info(d *delivery, f dlq.Failure) dlq.Info {
 // acks. If the publish fails, the record is marked due for the DLQ and the
 // message nacked, so the redelivery dead-letters it without running the handler.
 func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
-	d.held.settling.Store(true)
+	s.keeper.settle(d.held)
 	ctx := context.WithoutCancel(d.ctx)
 	if err := s.dlq.Publish(d.ctx, d.msg, s.info(d, f)); err != nil {
 		s.dlqFailed(d, err)
@@ -737,9 +737,9 @@ func (s *Stack) leaseLost(d *delivery, err error) error {
 }
 
 // release gives the claim back. An extension that races it and finds the
-// record no longer held is no loss (the settling mark).
+// record no longer held is no loss (the lease is settling).
 func (s *Stack) release(d *delivery, l *lease, keepCount bool) {
-	l.settling.Store(true)
+	s.keeper.settle(l)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), s.cfg.Lease)
 	defer cancel()
 	start := time.Now()
