@@ -4,7 +4,7 @@ LINT_VER  := v2.15.0
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 
-.PHONY: test services lint fmt bench bench-save bench-compare demo stress
+.PHONY: test services lint fmt bench bench-save bench-compare demo stress exports
 
 ## test: start the servers the suite needs, then run every test with -race
 test:
@@ -42,3 +42,7 @@ stress: services
 
 demo:
 	$(GO) run ./cmd/idempo demo
+
+## exports: count the public surface of the core packages (names per package)
+exports:
+	$(GO) run ./scripts/exportcount
