@@ -298,7 +298,6 @@ func (k *keeper) extend(l *lease) {
 	case err == nil:
 		l.deadline = start.Add(leaseDur)
 		l.next = start.Add(leaseDur / 3)
-		s.stats.leaseExtensions.Add(1)
 	case errors.Is(err, dedup.ErrLeaseLost) && l.state == leaseSettling:
 		// The outcome was recorded while the extension ran: not a loss,
 		// and nothing left to extend.
@@ -317,7 +316,7 @@ func (k *keeper) extend(l *lease) {
 	switch {
 	case quiet:
 	case err == nil:
-		s.cfg.Observer.Observe(context.Background(), Event{Kind: KindLeaseExtended, Handler: l.handler, Topic: l.topic})
+		s.emit(context.Background(), Event{Kind: KindLeaseExtended, Handler: l.handler, Topic: l.topic})
 	case lost:
 		s.cfg.Logger.Warn("idempo: lease lost while the handler ran; its context is cancelled",
 			"scope", l.key.Scope, "event_id", l.key.ID, "error", err)

@@ -2,8 +2,11 @@ package middleware
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
+
+	"github.com/idempo/idempo/dedup"
 )
 
 // Outcome is how the stack finished with one delivery.
@@ -123,6 +126,49 @@ type counters struct {
 	retries, attempts, panics                               atomic.Int64
 	leaseExtensions, leaseLost, completeFailed              atomic.Int64
 	dlqPublishFailed, storeErrors, ignoredAcks              atomic.Int64
+}
+
+// add counts e.
+func (c *counters) add(e Event) {
+	switch e.Kind {
+	case KindOutcome:
+		switch e.Outcome {
+		case OutcomeProcessed:
+			c.processed.Add(1)
+		case OutcomeDuplicate:
+			c.duplicates.Add(1)
+		case OutcomeInProgress:
+			c.inProgress.Add(1)
+		case OutcomeDeadLettered:
+			c.deadLettered.Add(1)
+		case OutcomeRedelivered:
+			c.redelivered.Add(1)
+		case OutcomeFailed:
+			c.failed.Add(1)
+		}
+	case KindRetry:
+		c.retries.Add(1)
+	case KindAttempt:
+		c.attempts.Add(1)
+		var pe *PanicError
+		if e.Err != nil && errors.As(e.Err, &pe) {
+			c.panics.Add(1)
+		}
+	case KindStoreOp:
+		if e.Err != nil && !errors.Is(e.Err, dedup.ErrLeaseLost) {
+			c.storeErrors.Add(1)
+		}
+	case KindLeaseExtended:
+		c.leaseExtensions.Add(1)
+	case KindLeaseLost:
+		c.leaseLost.Add(1)
+	case KindCompleteFailed:
+		c.completeFailed.Add(1)
+	case KindDLQPublishFailed:
+		c.dlqPublishFailed.Add(1)
+	case KindIgnoredAck:
+		c.ignoredAcks.Add(1)
+	}
 }
 
 func (c *counters) snapshot() Stats {

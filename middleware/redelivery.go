@@ -90,11 +90,9 @@ func (s *Stack) redeliverLater(d *delivery) error {
 		return s.nack(d, fmt.Errorf("%w: topic %q: %w", ErrRedelivery, topic, err))
 	}
 	s.release(d, d.held, true)
-	s.stats.redelivered.Add(1)
-	s.outcome(d, OutcomeRedelivered)
 	s.cfg.Logger.Info("idempo: retries exhausted; redelivering later", "scope", d.scope, "event_id", d.eventID,
 		"tier", tier+1, "delay", delay, "topic", topic, "error", d.fail.Error)
-	return nil
+	return s.finish(d, OutcomeRedelivered, nil)
 }
 
 // DelayForwarder returns the handler for a delay topic: it waits until a

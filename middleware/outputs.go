@@ -1,0 +1,53 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+
+	"github.com/idempo/idempo/retry"
+	"github.com/idempo/idempo/tracing"
+)
+
+var outputNamespace = uuid.MustParse("0d9c0b8e-9a0b-4c51-8f0e-6a3b7f2d1c44")
+
+// OutputUUID is the UUID the stack gives the index-th message a handler
+// returns for an event: derived from scope, event ID and index, so outputs
+// of a repeated run are themselves deduplicable downstream.
+func OutputUUID(scope, eventID string, index int) string {
+	return uuid.NewSHA1(outputNamespace, []byte(scope+"\x00"+eventID+"\x00"+strconv.Itoa(index))).String()
+}
+
+func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message.Message) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	topic := s.cfg.OutputTopic
+	if topic == "" {
+		topic = message.PublishTopicFromCtx(d.ctx)
+	}
+	switch {
+	case s.cfg.OutputPublisher == nil:
+		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but Config.OutputPublisher is not set", len(outs)))
+	case topic == "":
+		return retry.Permanent(fmt.Errorf("idempo: handler returned %d messages but neither Config.OutputTopic nor the router handler's publish topic is set", len(outs)))
+	}
+	for i, o := range outs {
+		if d.eventID != "" {
+			o.UUID = OutputUUID(d.scope, d.eventID, i)
+		}
+		if s.tracer != nil {
+			tracing.Inject(ctx, o)
+		}
+	}
+	err := retry.Do(ctx, s.cfg.Retry, func(context.Context) error {
+		return s.cfg.OutputPublisher.Publish(topic, outs...)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: topic %q: %w", ErrOutputPublish, topic, err)
+	}
+	return nil
+}
