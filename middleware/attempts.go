@@ -47,12 +47,6 @@ func (s *Stack) deadLetterDue(d *delivery) error {
 	})
 }
 
-// runUnclaimed runs a message without an event ID (AllowMissingEventID):
-// retries and the DLQ apply, dedup does not.
-func (s *Stack) runUnclaimed(h message.HandlerFunc, d *delivery) error {
-	return s.attempts(h, d, d.ctx)
-}
-
 func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Context) error {
 	var sched *retry.Schedule
 	for {
