@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,7 +120,10 @@ Flags:
 				return fail(err)
 			}
 		} else {
-			res.Markdown(stdout)
+			// One write, so that the output's redactor sees every line whole.
+			var buf bytes.Buffer
+			res.Markdown(&buf)
+			_, _ = stdout.Write(buf.Bytes())
 		}
 		if res.Failed() {
 			fmt.Fprintln(stderr, "idempo bench: FAILED: a combination did not pass its workload check")
@@ -151,32 +155,14 @@ func splitList(s string) []string {
 	return out
 }
 
-// commandLine renders the command for the report, passwords redacted and
-// arguments quoted for a POSIX shell where needed.
+// commandLine renders the command for the report, credentials redacted
+// and arguments quoted for a POSIX shell where needed.
 func commandLine(args []string) string {
 	parts := []string{"idempo", "bench"}
 	for _, a := range args {
-		if name, val, ok := strings.Cut(a, "="); ok && strings.HasPrefix(name, "-") {
-			a = name + "=" + redactList(val)
-		} else {
-			a = redactList(a)
-		}
-		parts = append(parts, shellQuote(a))
+		parts = append(parts, shellQuote(backend.Redact(a)))
 	}
 	return strings.Join(parts, " ")
-}
-
-func redactList(s string) string {
-	if !strings.Contains(s, "://") {
-		return s
-	}
-	items := strings.Split(s, ",")
-	for i, it := range items {
-		if strings.Contains(it, "://") {
-			items[i] = backend.Redact(it)
-		}
-	}
-	return strings.Join(items, ",")
 }
 
 func shellQuote(s string) string {

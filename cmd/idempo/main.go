@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/idempo/idempo/internal/backend"
 	"github.com/idempo/idempo/internal/demo"
 )
 
@@ -49,7 +50,13 @@ func main() {
 
 // run executes the CLI and returns the exit status: 0 success, 1 a verdict
 // that does not hold, 2 a usage or setup error.
+//
+// Everything it prints goes through one redactor: the credentials of every
+// URL or DSN on the command line are replaced by "xxxxx", in the CLI's own
+// lines and in the error texts of drivers alike.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	red := backend.NewRedactor(args...)
+	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -75,6 +82,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func isTerminal(w io.Writer) bool {
+	for {
+		u, ok := w.(interface{ Unwrap() io.Writer })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

@@ -240,7 +240,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
 
 	h := &harness{
-		o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
+		o: o, plan: plan, broker: broker, storeURL: store.URL, storeDisplay: store.Display, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
 		byOutcome: map[middleware.Outcome]int64{},
 	}
 	if o.MetricsAddr != "" {
@@ -262,13 +262,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 }
 
 type harness struct {
-	o          Options
-	plan       *demo.Plan
-	broker     *backend.Broker
-	storeURL   string
-	ledgerPath string
-	inbox      bool
-	own        *ownRedis
+	o        Options
+	plan     *demo.Plan
+	broker   *backend.Broker
+	storeURL string
+	// storeDisplay names the store in the result (credentials redacted).
+	storeDisplay string
+	ledgerPath   string
+	inbox        bool
+	own          *ownRedis
 
 	mu         sync.Mutex
 	dead       map[string]bool
@@ -395,7 +397,7 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 	r.TimedOut = timedOut
 	r.RunID = h.o.RunID
 	r.Broker = h.broker.Display
-	r.Store = h.storeURL
+	r.Store = h.storeDisplay
 	for _, id := range h.plan.IDs {
 		n := counts[id]
 		if n > 0 {
