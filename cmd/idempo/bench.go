@@ -113,6 +113,9 @@ Flags:
 			Command: commandLine(args),
 		})
 		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted(stderr, "bench", "before the matrix started, so there are no figures")
+			}
 			return fail(err)
 		}
 		if *asJSON {
@@ -125,6 +128,9 @@ Flags:
 			res.Markdown(&buf)
 			_, _ = stdout.Write(buf.Bytes())
 		}
+		if ctx.Err() != nil {
+			return interrupted(stderr, "bench", "the combinations it did not finish are marked skipped")
+		}
 		if res.Failed() {
 			fmt.Fprintln(stderr, "idempo bench: FAILED: a combination did not pass its workload check")
 			return 1
@@ -132,6 +138,9 @@ Flags:
 		return 0
 	}
 	rep, err := bench.Run(ctx, opts)
+	if ctx.Err() != nil {
+		return interrupted(stderr, "bench", "a run cut short measures nothing, so there are no figures")
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -43,13 +43,27 @@ Run 'idempo <command> --help' for a command's flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C stops the command cleanly; a second one kills it.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
+// exitInterrupted is the exit status of a command stopped by Ctrl-C or
+// SIGTERM: 128 + SIGINT, as a shell reports a process the signal killed.
+const exitInterrupted = 130
+
+// interrupted reports a command stopped by a signal and returns its exit
+// status. what says how far it got; it must not judge the unfinished run.
+func interrupted(stderr io.Writer, cmd, what string) int {
+	fmt.Fprintf(stderr, "idempo %s: interrupted: %s\n", cmd, what)
+	return exitInterrupted
+}
+
 // run executes the CLI and returns the exit status: 0 success, 1 a verdict
-// that does not hold, 2 a usage or setup error.
+// that does not hold, 2 a usage or setup error, 130 interrupted (Ctrl-C or
+// SIGTERM; no verdict).
 //
 // Everything it prints goes through one redactor: the credentials of every
 // URL or DSN on the command line are replaced by "xxxxx", in the CLI's own
@@ -155,10 +169,20 @@ Flags:
 		MetricsAddr: *metricsAddr,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(stderr, "demo", "while setting up, so nothing is judged")
+		}
 		fmt.Fprintf(stderr, "idempo demo: %v\n", err)
 		return 2
 	}
 	verdict := ledger.Verdict()
+	if errors.Is(verdict, demo.ErrInterrupted) {
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(ledger)
+		}
+		fmt.Fprintf(stderr, "idempo demo: %v\n", verdict)
+		return exitInterrupted
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		if err := enc.Encode(ledger); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/internal/verify"
 )
 
@@ -76,10 +78,20 @@ Flags:
 	}
 	res, err := verify.Run(ctx, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(stderr, "verify", "while setting up, so nothing is judged")
+		}
 		fmt.Fprintf(stderr, "idempo verify: %v\n", err)
 		return 2
 	}
 	verdict := res.Verdict()
+	if errors.Is(verdict, demo.ErrInterrupted) {
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(res)
+		}
+		fmt.Fprintf(stderr, "idempo verify: %v\n", verdict)
+		return exitInterrupted
+	}
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(res); err != nil {
 			return 2

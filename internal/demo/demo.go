@@ -71,29 +71,46 @@ type Ledger struct {
 	Retries              int64 `json:"retries"`
 	DeadLettered         int   `json:"dead_lettered"`
 	ExpectedDeadLettered int   `json:"expected_dead_lettered"`
-	Lost                 int   `json:"lost"`
-	DoubleEffects        int   `json:"double_effects"`
-	ElapsedMS            int64 `json:"elapsed_ms"`
+	// Lost counts events neither effected nor dead-lettered when the run
+	// finished or timed out. An interrupted run claims no loss: Lost is 0
+	// and Unsettled counts what it did not see settled.
+	Lost          int   `json:"lost"`
+	DoubleEffects int   `json:"double_effects"`
+	ElapsedMS     int64 `json:"elapsed_ms"`
 
-	AckLossRedeliveries int64  `json:"ack_loss_redeliveries"`
-	InProgressNacked    int64  `json:"in_progress_nacked"`
-	Panics              int64  `json:"panics"`
-	LeaseLost           int64  `json:"lease_lost"`
-	CompleteFailed      int64  `json:"complete_failed"`
-	DLQPublishFailed    int64  `json:"dlq_publish_failed"`
-	TimedOut            bool   `json:"timed_out"`
-	RunID               string `json:"run_id"`
-	Broker              string `json:"broker"`
-	Store               string `json:"store"`
+	AckLossRedeliveries int64 `json:"ack_loss_redeliveries"`
+	InProgressNacked    int64 `json:"in_progress_nacked"`
+	Panics              int64 `json:"panics"`
+	LeaseLost           int64 `json:"lease_lost"`
+	CompleteFailed      int64 `json:"complete_failed"`
+	DLQPublishFailed    int64 `json:"dlq_publish_failed"`
+	TimedOut            bool  `json:"timed_out"`
+	// Interrupted is set when the caller's context ended the run (Ctrl-C):
+	// the ledger then has no verdict.
+	Interrupted bool `json:"interrupted"`
+	// Unsettled counts events neither effected nor dead-lettered when the
+	// run ended.
+	Unsettled int    `json:"unsettled"`
+	RunID     string `json:"run_id"`
+	Broker    string `json:"broker"`
+	Store     string `json:"store"`
 }
 
 // ErrVerdict is matched by the error of [Ledger.Verdict].
 var ErrVerdict = errors.New("invariant violated")
 
+// ErrInterrupted is matched by the error of [Ledger.Verdict] for a run the
+// caller interrupted: an unfinished run is not judged.
+var ErrInterrupted = errors.New("interrupted")
+
 // Verdict returns nil when every invariant holds: nothing lost, no double
 // effect, exactly the poison events dead-lettered, and every event either
-// effected or dead-lettered.
+// effected or dead-lettered. An interrupted run gets no verdict: the error
+// matches [ErrInterrupted] instead.
 func (l Ledger) Verdict() error {
+	if l.Interrupted {
+		return l.InterruptedError()
+	}
 	var problems []string
 	if l.Lost != 0 {
 		problems = append(problems, fmt.Sprintf("lost = %d", l.Lost))
@@ -114,6 +131,11 @@ func (l Ledger) Verdict() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s", ErrVerdict, strings.Join(problems, "; "))
+}
+
+// InterruptedError describes an interrupted run; it matches [ErrInterrupted].
+func (l Ledger) InterruptedError() error {
+	return fmt.Errorf("%w after %d of %d events settled; an unfinished run gets no verdict", ErrInterrupted, l.UniqueEvents-l.Unsettled, l.UniqueEvents)
 }
 
 // NewRunID returns a fresh run ID (8 hex characters).
@@ -189,6 +211,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	if err != nil {
 		return Ledger{}, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
@@ -221,7 +244,11 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	for i, id := range plan.IDs {
 		r.index[id] = i
 	}
-	return r.execute(ctx, broker, store)
+	l, err := r.execute(ctx, broker, store)
+	if parent.Err() != nil {
+		l.Interrupted, l.TimedOut, l.Lost = true, false, 0
+	}
+	return l, err
 }
 
 func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backend.Store) (Ledger, error) {
@@ -302,6 +329,9 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 
 	published := 0
 	for i, id := range r.plan.IDs {
+		if ctx.Err() != nil {
+			break // interrupted or out of time: the ledger says so
+		}
 		copies := 1
 		if r.plan.Faults[i]&FaultDup != 0 {
 			copies = 2
@@ -362,9 +392,10 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 			l.DeadLettered++
 		}
 		if n == 0 && !r.dead[i].Load() {
-			l.Lost++
+			l.Unsettled++
 		}
 	}
+	l.Lost = l.Unsettled
 	return l, nil
 }
 

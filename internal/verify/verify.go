@@ -94,6 +94,9 @@ type Result struct {
 // every poison event in the DLQ, and double effects within what the kills can
 // explain (none for the transactional inbox).
 func (r Result) Verdict() error {
+	if r.Interrupted {
+		return r.InterruptedError()
+	}
 	var problems []string
 	if r.Lost != 0 {
 		problems = append(problems, fmt.Sprintf("lost = %d", r.Lost))
@@ -190,6 +193,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		o.Command = []string{exe}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
@@ -258,7 +262,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		h.metrics = m
 		fmt.Fprintf(o.Stderr, "idempo verify: metrics on http://%s/metrics\n", addr)
 	}
-	return h.run(ctx, ledger)
+	r, err := h.run(ctx, ledger)
+	if parent.Err() != nil {
+		r.Interrupted, r.TimedOut, r.Lost = true, false, 0
+	}
+	return r, err
 }
 
 type harness struct {
@@ -343,6 +351,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 
 	published := 0
 	for i, id := range h.plan.IDs {
+		if ctx.Err() != nil {
+			break // interrupted or out of time: the result says so
+		}
 		n := 1
 		if h.plan.Faults[i]&demo.FaultDup != 0 {
 			n = 2
@@ -410,9 +421,10 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 			r.DeadLettered++
 		}
 		if n == 0 && !h.dead[id] {
-			r.Lost++
+			r.Unsettled++
 		}
 	}
+	r.Lost = r.Unsettled
 	r.DuplicatesSkipped = h.byOutcome[middleware.OutcomeDuplicate]
 	r.InProgressNacked = h.byOutcome[middleware.OutcomeInProgress]
 	r.Retries = h.retries
