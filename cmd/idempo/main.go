@@ -124,6 +124,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	verbose := fs.Bool("verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on /metrics at this address while running (e.g. :9090)")
+	keep := fs.Bool("keep", false, "keep what the run created on shared servers (topic, DLQ, dedup records); by default it is deleted at the end")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: idempo demo [flags]
 
@@ -167,6 +168,7 @@ Flags:
 		Progress:    isTerminal(stderr),
 		Logger:      logger,
 		MetricsAddr: *metricsAddr,
+		Keep:        *keep,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -190,7 +192,7 @@ Flags:
 			return 2
 		}
 	} else {
-		printLedger(stdout, ledger)
+		printLedger(stdout, ledger, dlqNote(*broker, *keep))
 	}
 	if verdict != nil {
 		fmt.Fprintf(stderr, "idempo demo: FAILED: %v\n", verdict)
@@ -229,12 +231,21 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (int, bool) {
 	return 0, false
 }
 
-func printLedger(w io.Writer, l demo.Ledger) {
-	rows := []struct {
-		name string
-		v    any
-		note string
-	}{
+// ledgerRow is one line of a text ledger: the JSON field's name, its value
+// and what it means.
+type ledgerRow struct {
+	name string
+	v    any
+	note string
+}
+
+// ledgerRows lists every field of the ledger's JSON form, in that order.
+func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
+	return []ledgerRow{
+		{"run_id", l.RunID, ""},
+		{"broker", l.Broker, ""},
+		{"store", l.Store, ""},
+		{"dlq_topic", l.DLQTopic, dlqNote},
 		{"published", l.Published, "messages sent, publisher duplicates included"},
 		{"unique_events", l.UniqueEvents, ""},
 		{"deliveries", l.Deliveries, "messages handed to the stack by all consumers"},
@@ -245,10 +256,47 @@ func printLedger(w io.Writer, l demo.Ledger) {
 		{"expected_dead_lettered", l.ExpectedDeadLettered, "poison events injected"},
 		{"lost", l.Lost, "neither effected nor dead-lettered"},
 		{"double_effects", l.DoubleEffects, "events whose effect happened more than once"},
+		{"ack_loss_redeliveries", l.AckLossRedeliveries, "messages delivered again after an injected lost ack"},
+		{"in_progress_nacked", l.InProgressNacked, "deliveries nacked while another consumer held the event"},
+		{"panics", l.Panics, "handler panics recovered"},
+		{"lease_lost", l.LeaseLost, "completions refused: the lease had passed to another consumer"},
+		{"complete_failed", l.CompleteFailed, "completions the store failed to record (acked anyway)"},
+		{"dlq_publish_failed", l.DLQPublishFailed, "dead-letter publishes that failed (the message was nacked)"},
+		{"unsettled", l.Unsettled, "neither effected nor dead-lettered when the run ended"},
+		{"timed_out", l.TimedOut, "the run hit --timeout"},
+		{"interrupted", l.Interrupted, "the run was stopped (Ctrl-C): no verdict"},
 		{"elapsed_ms", l.ElapsedMS, ""},
 	}
-	fmt.Fprintf(w, "idempo demo ledger (run %s; broker %s; store %s)\n", l.RunID, l.Broker, l.Store)
+}
+
+func printRows(w io.Writer, rows []ledgerRow) {
 	for _, r := range rows {
+		if s, ok := r.v.(string); ok {
+			line := fmt.Sprintf("  %-24s %s", r.name, s)
+			if r.note != "" {
+				line += "  (" + r.note + ")"
+			}
+			fmt.Fprintln(w, line)
+			continue
+		}
 		fmt.Fprintf(w, "  %-24s %10v  %s\n", r.name, r.v, r.note)
 	}
+}
+
+// dlqNote says what becomes of the run's DLQ.
+func dlqNote(brokerURL string, keep bool) string {
+	spec, err := backend.ParseBroker(brokerURL)
+	switch {
+	case err == nil && spec.Embedded:
+		return "in-process: gone when the run ends"
+	case keep:
+		return "kept; give it to idempo dlq list --topic"
+	default:
+		return "deleted at the end; --keep keeps it"
+	}
+}
+
+func printLedger(w io.Writer, l demo.Ledger, dlqNote string) {
+	fmt.Fprintln(w, "idempo demo ledger")
+	printRows(w, ledgerRows(l, dlqNote))
 }

@@ -97,9 +97,7 @@ Flags:
 			return 2
 		}
 	} else {
-		printLedger(stdout, res.Ledger)
-		fmt.Fprintf(stdout, "  %-24s %10d\n  %-24s %10d\n  %-24s %10d  %s\n", "kills", res.Kills, "restarts", res.Restarts,
-			"max_allowed_double_effects", res.MaxAllowedDoubleEffects, res.GuaranteeLevel)
+		printVerifyResult(stdout, res, dlqNote(*broker, true))
 	}
 	if verdict != nil {
 		fmt.Fprintf(stderr, "idempo verify: FAILED: %v\n", verdict)
@@ -139,4 +137,16 @@ func runVerifyConsumer(ctx context.Context, args []string, stderr io.Writer) int
 		return 2
 	}
 	return 0
+}
+
+// printVerifyResult prints every field of the result's JSON form.
+func printVerifyResult(w io.Writer, res verify.Result, dlqNote string) {
+	fmt.Fprintln(w, "idempo verify ledger")
+	printRows(w, append(ledgerRows(res.Ledger, dlqNote),
+		ledgerRow{"kills", res.Kills, "consumers killed with SIGKILL and restarted"},
+		ledgerRow{"restarts", res.Restarts, "broker and store restarts"},
+		ledgerRow{"max_allowed_double_effects", res.MaxAllowedDoubleEffects, "handlers in flight in killed consumers"},
+		ledgerRow{"inbox", res.Inbox, "effects recorded in the transactional inbox"},
+		ledgerRow{"guarantee_level", res.GuaranteeLevel, ""},
+	))
 }

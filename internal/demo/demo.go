@@ -56,6 +56,11 @@ type Options struct {
 	// MetricsAddr, if set, serves Prometheus metrics on /metrics there
 	// while the demo runs (":0" picks a free port).
 	MetricsAddr string
+	// Keep leaves what the run created on shared servers when it ends: the
+	// topic and the DLQ (Kafka topics, RabbitMQ queues) and the dedup
+	// records (SQL table, SQLite file, Redis keys). By default all of it is
+	// deleted at the end.
+	Keep bool
 	// AfterSettled, if set, is called once every event is settled, before
 	// anything shuts down, with the metrics URL ("" without MetricsAddr).
 	AfterSettled func(metricsURL string)
@@ -94,6 +99,9 @@ type Ledger struct {
 	RunID     string `json:"run_id"`
 	Broker    string `json:"broker"`
 	Store     string `json:"store"`
+	// DLQTopic is the run's dead-letter topic (RabbitMQ: stream queue), the
+	// --topic of `idempo dlq`.
+	DLQTopic string `json:"dlq_topic"`
 }
 
 // ErrVerdict is matched by the error of [Ledger.Verdict].
@@ -226,11 +234,15 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	defer func() { _ = store.Close() }()
-	if store.Drop != nil {
-		defer func() { _ = store.Drop(context.WithoutCancel(ctx)) }()
+	if store.Drop != nil && !opts.Keep {
+		defer func() {
+			if err := store.Drop(context.WithoutCancel(ctx)); err != nil {
+				fmt.Fprintf(opts.Stderr, "idempo demo: could not remove the run's dedup records: %v\n", err)
+			}
+		}()
 	}
-	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers\n",
-		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers)
+	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers, DLQ %s\n",
+		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers, DLQTopic(opts.RunID))
 
 	r := &run{
 		opts:     opts,
@@ -251,10 +263,15 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	return l, err
 }
 
+// Topic and DLQTopic name the topics (RabbitMQ: queues) of a run.
+func Topic(runID string) string { return "idempo-demo-" + runID }
+
+// DLQTopic names the dead-letter topic of a run.
+func DLQTopic(runID string) string { return Topic(runID) + ".dlq" }
+
 func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backend.Store) (Ledger, error) {
 	start := time.Now()
-	topic := "idempo-demo-" + r.opts.RunID
-	dlqTopic := topic + ".dlq"
+	topic, dlqTopic := Topic(r.opts.RunID), DLQTopic(r.opts.RunID)
 	scope := "demo-" + r.opts.RunID
 	group := "idempo-demo-" + r.opts.RunID
 
@@ -293,6 +310,16 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 	}
 	defer func() { _ = stack.Close() }()
 
+	if broker.Delete != nil && !r.opts.Keep {
+		// Runs when execute returns: the router has stopped by then.
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := broker.Delete(dctx, topic, dlqTopic); err != nil {
+				fmt.Fprintf(r.opts.Stderr, "idempo demo: could not delete the run's topics: %v\n", err)
+			}
+		}()
+	}
 	if broker.Prepare != nil {
 		for _, t := range []string{topic, dlqTopic} {
 			if err := broker.Prepare(ctx, t, group); err != nil {
@@ -377,6 +404,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		DLQPublishFailed:     st.DLQPublishFailed,
 		TimedOut:             timedOut,
 		RunID:                r.opts.RunID,
+		DLQTopic:             dlqTopic,
 		Broker:               broker.Display,
 		Store:                store.Display,
 	}

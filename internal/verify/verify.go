@@ -407,6 +407,7 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 	r.ElapsedMS = time.Since(start).Milliseconds()
 	r.TimedOut = timedOut
 	r.RunID = h.o.RunID
+	r.DLQTopic = dlqTopic
 	r.Broker = h.broker.Display
 	r.Store = h.storeDisplay
 	for _, id := range h.plan.IDs {
