@@ -15,26 +15,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
-	store := fs.String("store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
-	events := fs.Int("events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
-	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
-	warmup := fs.Int("warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
-	consumers := fs.Int("consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
-	inFlight := fs.Int("in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
-	asJSON := fs.Bool("json", false, "print exactly one JSON object on stdout")
-	memory := fs.Bool("memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
-	memoryKeys := fs.Int("memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
-	matrix := fs.Bool("matrix", false, "run every --brokers × --stores combination and print one markdown table")
-	brokers := fs.String("brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
-	stores := fs.String("stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
-	timeout := fs.Duration("timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: idempo bench [flags]
-
-Measures what idempo's stack costs on a broker and store. The same workload
+	fs := newFlagSet("bench", "idempo bench [flags]", `Measures what idempo's stack costs on a broker and store. The same workload
 (--events messages, a trivial handler) runs through three handlers in
 alternation, each round on fresh topics:
 
@@ -54,10 +35,22 @@ postgres and sqlite on 127.0.0.1) with --events defaulting to 5000, skips
 combinations whose server is unreachable, and prints a markdown table for
 docs/benchmarks.md. The default matrix takes a few minutes.
 
-Flags:
-`)
-		fs.PrintDefaults()
-	}
+Exit status: 0 ok; 1 a workload check failed; 2 usage and setup errors; 130
+interrupted (no figures).`, stderr)
+	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	store := fs.String("store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
+	events := fs.Int("events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
+	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
+	warmup := fs.Int("warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
+	consumers := fs.Int("consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
+	inFlight := fs.Int("in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
+	asJSON := fs.Bool("json", false, "print exactly one JSON object on stdout")
+	memory := fs.Bool("memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
+	memoryKeys := fs.Int("memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
+	matrix := fs.Bool("matrix", false, "run every --brokers × --stores combination and print one markdown table")
+	brokers := fs.String("brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
+	stores := fs.String("stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
+	timeout := fs.Duration("timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}

@@ -24,22 +24,16 @@ import (
 	"github.com/idempo/idempo/internal/demo"
 )
 
-const usage = `idempo — effectively-once event consumers on Watermill
-
-Usage:
-  idempo <command> [flags]
-
-Commands:
-  demo      publish events with injected faults through the full stack and
-            check that every effect happened once and nothing was lost
-  verify    the same fault mix against real brokers and stores, with consumer
-            processes killed and restarted, judged per guarantee level
-  dlq       list, show, replay and purge dead letters
-  bench     measure what the stack costs on a broker and store
-  help      show this help
-
-Run 'idempo <command> --help' for a command's flags.
-`
+// printMainHelp prints the help of idempo itself.
+func printMainHelp(w io.Writer) {
+	printGroupHelp(w, "idempo <command> [flags]", "idempo — effectively-once event consumers on Watermill.", [][2]string{
+		{"demo", "publish events with injected faults through the full stack and\ncheck that every effect happened once and nothing was lost"},
+		{"verify", "the same fault mix against real brokers and stores, with consumer\nprocesses killed and restarted, judged per guarantee level"},
+		{"dlq", "list, show, replay and purge dead letters"},
+		{"bench", "measure what the stack costs on a broker and store"},
+		{"help", "show this help"},
+	}, "Run 'idempo <command> --help' for a command's flags.")
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,12 +66,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	red := backend.NewRedactor(args...)
 	stdout, stderr = red.Writer(stdout), red.Writer(stderr)
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printMainHelp(stderr)
 		return 2
 	}
 	switch args[0] {
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
+		printMainHelp(stdout)
 		return 0
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
@@ -90,7 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n", args[0])
+		printMainHelp(stderr)
 		return 2
 	}
 }
@@ -112,8 +107,13 @@ func isTerminal(w io.Writer) bool {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "idempo demo [flags]", `Publishes --events unique events through idempo's full stack (dedup, retries,
+dead-letter queue, ack after success) with injected faults, then checks the
+ledger. Exit status 0 only when lost = 0, double_effects = 0, dead_lettered =
+expected_dead_lettered and effects + dead_lettered = unique_events; 1 when
+that does not hold; 2 for usage and setup errors; 130 when interrupted (no
+verdict). The run's topic, DLQ and dedup records are deleted at the end
+unless --keep.`, stderr)
 	d := faultFlags(fs)
 	events := fs.Int("events", 20000, "number of unique events to publish (duplicates come on top)")
 	consumers := fs.Int("consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
@@ -125,18 +125,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on /metrics at this address while running (e.g. :9090)")
 	keep := fs.Bool("keep", false, "keep what the run created on shared servers (topic, DLQ, dedup records); by default it is deleted at the end")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: idempo demo [flags]
-
-Publishes --events unique events through idempo's full stack (dedup, retries,
-dead-letter queue, ack after success) with injected faults, then checks the
-ledger. Exit status 0 only when lost = 0, double_effects = 0, dead_lettered =
-expected_dead_lettered and effects + dead_lettered = unique_events.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,8 +15,16 @@ import (
 )
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("verify", "idempo verify [flags]", `Publishes --events with the demo's fault mix to a real broker, runs
+--consumers consumer processes of the idempo stack, kills them at random
+moments (--kills) and restarts them, optionally restarts the broker or the
+store, and records every effect in a ledger table. A SQL store runs the
+transactional inbox by default (--no-inbox for the plain mode).
+
+Verdict (exit status 0 only when it holds, 1 otherwise): lost = 0; every
+poison event in the DLQ; double_effects = 0 with the inbox, and otherwise at
+most max_allowed_double_effects, the handlers in flight in killed processes.
+Exit status 2 for usage and setup errors, 130 when interrupted (no verdict).`, stderr)
 	d := faultFlags(fs)
 	events := fs.Int("events", 2000, "number of unique events to publish (duplicates come on top)")
 	consumers := fs.Int("consumers", 3, "consumer processes (real child processes)")
@@ -35,27 +42,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	brk := fs.String("break", "", "")
 	debug := fs.Bool("debug", false, "let the consumers log their broker client's connection and rebalance events to stderr")
 	metricsAddr := fs.String("metrics-addr", "", "serve the consumers' outcomes as Prometheus metrics on /metrics at this address while running")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: idempo verify [flags]
-
-Publishes --events with the demo's fault mix to a real broker, runs
---consumers consumer processes of the idempo stack, kills them at random
-moments (--kills) and restarts them, optionally restarts the broker or the
-store, and records every effect in a ledger table. A SQL store runs the
-transactional inbox by default (--no-inbox for the plain mode).
-
-Verdict (exit status 0 only when it holds): lost = 0; every poison event in
-the DLQ; double_effects = 0 with the inbox, and otherwise at most
-max_allowed_double_effects, the handlers in flight in killed processes.
-
-Flags:
-`)
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Usage != "" {
-				fmt.Fprintf(fs.Output(), "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
-			}
-		})
-	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
@@ -108,8 +94,7 @@ Flags:
 
 // runVerifyConsumer is the consumer process verify starts; not for direct use.
 func runVerifyConsumer(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo verify-consumer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("verify-consumer", "idempo verify-consumer [flags]", "A consumer process of idempo verify; not for direct use.", stderr)
 	d := faultFlags(fs)
 	var o verify.ConsumerOptions
 	fs.StringVar(&o.Broker, "broker", "", "broker URL")

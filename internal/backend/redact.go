@@ -171,10 +171,9 @@ func NewRedactor(values ...string) *Redactor {
 	return r
 }
 
-// String returns s with every known secret replaced by "xxxxx", after
-// [Redact] has replaced the credentials of any URL or DSN s holds.
+// String returns s with every known secret replaced by "xxxxx". Other
+// text is left alone: a URL in a help text keeps its example password.
 func (r *Redactor) String(s string) string {
-	s = Redact(s)
 	for _, sec := range r.secrets {
 		s = strings.ReplaceAll(s, sec, redacted)
 	}
