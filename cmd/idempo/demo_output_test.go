@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/internal/verify"
 )
@@ -134,6 +136,33 @@ func TestDemoRedisRemovesItsKeys(t *testing.T) {
 			require.NoError(t, client.Del(ctx, keys...).Err())
 		} else {
 			require.Zero(t, len(keys), "the run's dedup records are removed")
+		}
+	}
+}
+
+// A demo on an external Kafka cluster deletes its two topics at the end;
+// --keep keeps them. (The embedded cluster here plays the external one.)
+func TestDemoKafkaDeletesItsTopics(t *testing.T) {
+	emb, err := kafka.StartEmbedded()
+	require.NoError(t, err)
+	defer emb.Close()
+	admin, err := sarama.NewClusterAdmin(emb.Config("").Brokers, sarama.NewConfig())
+	require.NoError(t, err)
+	defer func() { _ = admin.Close() }()
+	for _, keep := range []bool{false, true} {
+		args := []string{"demo", "--json", "--events", "300", "--broker", emb.URL(), "--store", "memory"}
+		if keep {
+			args = append(args, "--keep")
+		}
+		code, out, errOut := runCLI(t, args...)
+		require.Equal(t, 0, code, errOut)
+		var l demo.Ledger
+		require.NoError(t, json.Unmarshal([]byte(out), &l))
+		topics, err := admin.ListTopics()
+		require.NoError(t, err)
+		for _, name := range []string{demo.Topic(l.RunID), l.DLQTopic} {
+			_, exists := topics[name]
+			require.Equal(t, keep, exists, "topic %s with --keep=%v", name, keep)
 		}
 	}
 }
