@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -86,6 +90,40 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 					}
 					t.Logf("%s: exit %d", shown, code)
 				}
+			}
+		})
+	}
+}
+
+// TestSecretsAreNeverPrintedByTheProcess runs the CLI as a process of its
+// own with each credential form, so that whatever a driver writes to the
+// process's stderr by itself is checked too.
+func TestSecretsAreNeverPrintedByTheProcess(t *testing.T) {
+	for _, cf := range credentialForms {
+		t.Run(cf.name, func(t *testing.T) {
+			t.Parallel()
+			secret := newSecret(t)
+			val := fmt.Sprintf(cf.form, secret)
+			for _, args := range [][]string{
+				{"demo", "--events", "20", "--" + cf.flag, val},
+				{"bench", "--json", "--events", "20", "--rounds", "1", "--warmup", "0", "--" + cf.flag, val},
+			} {
+				cmd := exec.Command(os.Args[0], args...)
+				cmd.Env = append(os.Environ(), "IDEMPO_TEST_CLI=1")
+				var stdout, stderr bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				done := make(chan error, 1)
+				require.NoError(t, cmd.Start())
+				go func() { done <- cmd.Wait() }()
+				select {
+				case <-done:
+				case <-time.After(2 * time.Minute):
+					_ = cmd.Process.Kill()
+					<-done
+					t.Fatalf("%v did not end within 2 minutes; stderr:\n%s", args, stderr.String())
+				}
+				require.NotContains(t, stdout.String(), secret, "stdout of %v", args)
+				require.NotContains(t, stderr.String(), secret, "stderr of %v", args)
 			}
 		})
 	}
