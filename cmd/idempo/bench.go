@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,26 +15,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
-	store := fs.String("store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
-	events := fs.Int("events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
-	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
-	warmup := fs.Int("warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
-	consumers := fs.Int("consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
-	inFlight := fs.Int("in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
-	asJSON := fs.Bool("json", false, "print exactly one JSON object on stdout")
-	memory := fs.Bool("memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
-	memoryKeys := fs.Int("memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
-	matrix := fs.Bool("matrix", false, "run every --brokers × --stores combination and print one markdown table")
-	brokers := fs.String("brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
-	stores := fs.String("stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
-	timeout := fs.Duration("timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: idempo bench [flags]
-
-Measures what idempo's stack costs on a broker and store. The same workload
+	fs := newFlagSet("bench", "idempo bench [flags]", `Measures what idempo's stack costs on a broker and store. The same workload
 (--events messages, a trivial handler) runs through three handlers in
 alternation, each round on fresh topics:
 
@@ -53,10 +35,22 @@ postgres and sqlite on 127.0.0.1) with --events defaulting to 5000, skips
 combinations whose server is unreachable, and prints a markdown table for
 docs/benchmarks.md. The default matrix takes a few minutes.
 
-Flags:
-`)
-		fs.PrintDefaults()
-	}
+Exit status: 0 ok; 1 a workload check failed; 2 usage and setup errors; 130
+interrupted (no figures).`, stderr)
+	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	store := fs.String("store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
+	events := fs.Int("events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
+	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
+	warmup := fs.Int("warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
+	consumers := fs.Int("consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
+	inFlight := fs.Int("in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
+	asJSON := fs.Bool("json", false, "print exactly one JSON object on stdout")
+	memory := fs.Bool("memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
+	memoryKeys := fs.Int("memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
+	matrix := fs.Bool("matrix", false, "run every --brokers × --stores combination and print one markdown table")
+	brokers := fs.String("brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
+	stores := fs.String("stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
+	timeout := fs.Duration("timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
@@ -112,6 +106,9 @@ Flags:
 			Command: commandLine(args),
 		})
 		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted(stderr, "bench", "before the matrix started, so there are no figures")
+			}
 			return fail(err)
 		}
 		if *asJSON {
@@ -119,7 +116,13 @@ Flags:
 				return fail(err)
 			}
 		} else {
-			res.Markdown(stdout)
+			// One write, so that the output's redactor sees every line whole.
+			var buf bytes.Buffer
+			res.Markdown(&buf)
+			_, _ = stdout.Write(buf.Bytes())
+		}
+		if ctx.Err() != nil {
+			return interrupted(stderr, "bench", "the combinations it did not finish are marked skipped")
 		}
 		if res.Failed() {
 			fmt.Fprintln(stderr, "idempo bench: FAILED: a combination did not pass its workload check")
@@ -128,6 +131,9 @@ Flags:
 		return 0
 	}
 	rep, err := bench.Run(ctx, opts)
+	if ctx.Err() != nil {
+		return interrupted(stderr, "bench", "a run cut short measures nothing, so there are no figures")
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -151,32 +157,14 @@ func splitList(s string) []string {
 	return out
 }
 
-// commandLine renders the command for the report, passwords redacted and
-// arguments quoted for a POSIX shell where needed.
+// commandLine renders the command for the report, credentials redacted
+// and arguments quoted for a POSIX shell where needed.
 func commandLine(args []string) string {
 	parts := []string{"idempo", "bench"}
 	for _, a := range args {
-		if name, val, ok := strings.Cut(a, "="); ok && strings.HasPrefix(name, "-") {
-			a = name + "=" + redactList(val)
-		} else {
-			a = redactList(a)
-		}
-		parts = append(parts, shellQuote(a))
+		parts = append(parts, shellQuote(backend.Redact(a)))
 	}
 	return strings.Join(parts, " ")
-}
-
-func redactList(s string) string {
-	if !strings.Contains(s, "://") {
-		return s
-	}
-	items := strings.Split(s, ",")
-	for i, it := range items {
-		if strings.Contains(it, "://") {
-			items[i] = backend.Redact(it)
-		}
-	}
-	return strings.Join(items, ",")
 }
 
 func shellQuote(s string) string {

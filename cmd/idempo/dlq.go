@@ -26,25 +26,23 @@ import (
 	"github.com/idempo/idempo/internal/backend"
 )
 
-const dlqUsage = `Usage: idempo dlq <list|show|replay|purge> --broker URL --store URL --topic DLQTOPIC [flags]
-
-Inspects and settles dead letters. The DLQ itself is never modified: listing
+// printDLQHelp prints the help of idempo dlq.
+func printDLQHelp(w io.Writer) {
+	printGroupHelp(w, "idempo dlq <list|show|replay|purge> --broker URL --store URL --topic DLQTOPIC [flags]",
+		`Inspects and settles dead letters. The DLQ itself is never modified: listing
 reads it without consuming (Kafka: no consumer group; RabbitMQ: a stream
 queue), and replay and purge record their resolution in the dedup store.
 
-Commands:
-  list     list unresolved entries (--all: resolved ones too)
-  show ID  one entry: payload, metadata and failure history
-  replay   republish entries to their original topic (or --to), marked as a
-           replay so the consumer's dedup admits them once
-  purge    mark entries purged: list no longer shows them
-
 Exit status: 0 ok; 1 no such entry, or nothing matched the given --id, or
 nothing done; 2 usage, setup or broker/store errors; 3 replay or purge could
-not settle some entries (each is reported; the others were settled).
-
-Run 'idempo dlq <command> --help' for its flags.
-`
+not settle some entries (each is reported; the others were settled); 130
+interrupted.`, [][2]string{
+			{"list", "list unresolved entries (--all: resolved ones too)"},
+			{"show ID", "one entry: payload, metadata and failure history"},
+			{"replay", "republish entries to their original topic (or --to), marked as a\nreplay so the consumer's dedup admits them once"},
+			{"purge", "mark entries purged: list no longer shows them"},
+		}, "Run 'idempo dlq <command> --help' for its flags.")
+}
 
 // dlqResolutionRunID names the store namespace of resolution records: fixed,
 // so that every invocation sees the resolutions of the previous ones (a SQL
@@ -76,12 +74,12 @@ var errNothingToDo = errors.New("nothing to do")
 
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, dlqUsage)
+		printDLQHelp(stderr)
 		return 2
 	}
 	switch args[0] {
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, dlqUsage)
+		printDLQHelp(stdout)
 		return 0
 	case "list":
 		return dlqList(ctx, args[1:], stdout, stderr)
@@ -92,7 +90,8 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "purge":
 		return dlqPurge(ctx, args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "idempo dlq: unknown command %q\n\n%s", args[0], dlqUsage)
+		fmt.Fprintf(stderr, "idempo dlq: unknown command %q\n\n", args[0])
+		printDLQHelp(stderr)
 		return 2
 	}
 }
@@ -142,7 +141,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func (f *dlqFilters) register(fs *flag.FlagSet, withIDs bool) {
 	if withIDs {
-		fs.Var(&f.ids, "id", "entry ID (repeatable)")
+		fs.Var(&f.ids, "id", "entry `ID` (repeatable)")
 	}
 	fs.StringVar(&f.originalTopic, "original-topic", "", "only entries dead-lettered from this topic")
 	fs.StringVar(&f.handler, "handler", "", "only entries of this handler")
@@ -315,14 +314,11 @@ func parseDLQFlags(fs *flag.FlagSet, args []string) (pos []string, code int, don
 	}
 }
 
+// newDLQFlagSet returns the flag set of idempo dlq name; usage is the
+// synopsis and description, separated by a blank line.
 func newDLQFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("idempo dlq "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage, "\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	return fs
+	synopsis, description, _ := strings.Cut(strings.TrimPrefix(usage, "Usage: "), "\n\n")
+	return newFlagSet("dlq "+name, synopsis, description, stderr)
 }
 
 // dlqFail prints err and returns the exit status for it.

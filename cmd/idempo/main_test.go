@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
+	// Consumer processes that verify starts from any test re-execute this
+	// binary, which then acts as the CLI.
+	_ = os.Setenv("IDEMPO_TEST_CLI", "1")
 	// sarama's metrics registry starts a meter goroutine that never stops.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
 }

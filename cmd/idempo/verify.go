@@ -3,19 +3,28 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"time"
 
+	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/internal/verify"
 )
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("verify", "idempo verify [flags]", `Publishes --events with the demo's fault mix to a real broker, runs
+--consumers consumer processes of the idempo stack, kills them at random
+moments (--kills) and restarts them, optionally restarts the broker or the
+store, and records every effect in a ledger table. A SQL store runs the
+transactional inbox by default (--no-inbox for the plain mode).
+
+Verdict (exit status 0 only when it holds, 1 otherwise): lost = 0; every
+poison event in the DLQ; double_effects = 0 with the inbox, and otherwise at
+most max_allowed_double_effects, the handlers in flight in killed processes.
+Exit status 2 for usage and setup errors, 130 when interrupted (no verdict).`, stderr)
 	d := faultFlags(fs)
 	events := fs.Int("events", 2000, "number of unique events to publish (duplicates come on top)")
 	consumers := fs.Int("consumers", 3, "consumer processes (real child processes)")
@@ -33,27 +42,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	brk := fs.String("break", "", "")
 	debug := fs.Bool("debug", false, "let the consumers log their broker client's connection and rebalance events to stderr")
 	metricsAddr := fs.String("metrics-addr", "", "serve the consumers' outcomes as Prometheus metrics on /metrics at this address while running")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: idempo verify [flags]
-
-Publishes --events with the demo's fault mix to a real broker, runs
---consumers consumer processes of the idempo stack, kills them at random
-moments (--kills) and restarts them, optionally restarts the broker or the
-store, and records every effect in a ledger table. A SQL store runs the
-transactional inbox by default (--no-inbox for the plain mode).
-
-Verdict (exit status 0 only when it holds): lost = 0; every poison event in
-the DLQ; double_effects = 0 with the inbox, and otherwise at most
-max_allowed_double_effects, the handlers in flight in killed processes.
-
-Flags:
-`)
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Usage != "" {
-				fmt.Fprintf(fs.Output(), "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
-			}
-		})
-	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
@@ -76,18 +64,26 @@ Flags:
 	}
 	res, err := verify.Run(ctx, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(stderr, "verify", "while setting up, so nothing is judged")
+		}
 		fmt.Fprintf(stderr, "idempo verify: %v\n", err)
 		return 2
 	}
 	verdict := res.Verdict()
+	if errors.Is(verdict, demo.ErrInterrupted) {
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(res)
+		}
+		fmt.Fprintf(stderr, "idempo verify: %v\n", verdict)
+		return exitInterrupted
+	}
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(res); err != nil {
 			return 2
 		}
 	} else {
-		printLedger(stdout, res.Ledger)
-		fmt.Fprintf(stdout, "  %-24s %10d\n  %-24s %10d\n  %-24s %10d  %s\n", "kills", res.Kills, "restarts", res.Restarts,
-			"max_allowed_double_effects", res.MaxAllowedDoubleEffects, res.GuaranteeLevel)
+		printVerifyResult(stdout, res, dlqNote(*broker, true))
 	}
 	if verdict != nil {
 		fmt.Fprintf(stderr, "idempo verify: FAILED: %v\n", verdict)
@@ -98,8 +94,7 @@ Flags:
 
 // runVerifyConsumer is the consumer process verify starts; not for direct use.
 func runVerifyConsumer(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("idempo verify-consumer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("verify-consumer", "idempo verify-consumer [flags]", "A consumer process of idempo verify; not for direct use.", stderr)
 	d := faultFlags(fs)
 	var o verify.ConsumerOptions
 	fs.StringVar(&o.Broker, "broker", "", "broker URL")
@@ -127,4 +122,16 @@ func runVerifyConsumer(ctx context.Context, args []string, stderr io.Writer) int
 		return 2
 	}
 	return 0
+}
+
+// printVerifyResult prints every field of the result's JSON form.
+func printVerifyResult(w io.Writer, res verify.Result, dlqNote string) {
+	fmt.Fprintln(w, "idempo verify ledger")
+	printRows(w, append(ledgerRows(res.Ledger, dlqNote),
+		ledgerRow{"kills", res.Kills, "consumers killed with SIGKILL and restarted"},
+		ledgerRow{"restarts", res.Restarts, "broker and store restarts"},
+		ledgerRow{"max_allowed_double_effects", res.MaxAllowedDoubleEffects, "handlers in flight in killed consumers"},
+		ledgerRow{"inbox", res.Inbox, "effects recorded in the transactional inbox"},
+		ledgerRow{"guarantee_level", res.GuaranteeLevel, ""},
+	))
 }

@@ -2,7 +2,12 @@ package backend
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -48,7 +53,38 @@ func openAMQP(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o op
 		}
 		return pub.DeclareQueue(topic)
 	}
+	b.Delete = func(ctx context.Context, topics ...string) error { return deleteQueues(ctx, cfg.URL, topics) }
 	b.NewSubscriber = func(string, int) (message.Subscriber, error) { return amqp.NewSubscriber(cfg, logger) }
 	b.NewDLQSubscriber = func(string) (message.Subscriber, error) { return amqp.NewSubscriber(streamCfg, logger) }
 	return b, nil
+}
+
+// deleteQueues deletes queues on a connection of its own (the publishers
+// may be closed by then). A queue that does not exist is not an error.
+func deleteQueues(ctx context.Context, url string, queues []string) error {
+	dial := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		dial = max(time.Until(d), time.Millisecond)
+	}
+	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(dial)})
+	if err != nil {
+		return fmt.Errorf("delete queues: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	var errs []error
+	for _, q := range queues {
+		// A channel per queue: an error closes the channel it happened on.
+		ch, err := conn.Channel()
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("delete queue %q: %w", q, err))...)
+		}
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			var aerr *amqp091.Error
+			if !errors.As(err, &aerr) || aerr.Code != amqp091.NotFound {
+				errs = append(errs, fmt.Errorf("delete queue %q: %w", q, err))
+			}
+		}
+		_ = ch.Close()
+	}
+	return errors.Join(errs...)
 }

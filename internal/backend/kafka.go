@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -42,6 +44,7 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 		cfg = c
 		b.URL = spec.Raw
 		b.Display = spec.String()
+		b.Delete = func(_ context.Context, topics ...string) error { return deleteTopics(c.Brokers, topics) }
 	}
 	if o.fastFailover {
 		cfg.NackResendSleep = 20 * time.Millisecond
@@ -65,4 +68,23 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 		return kafka.NewSubscriber(c, logger)
 	}
 	return b, nil
+}
+
+// deleteTopics deletes topics of an external cluster. A topic that does
+// not exist is not an error.
+func deleteTopics(brokers, topics []string) error {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V2_1_0_0
+	admin, err := sarama.NewClusterAdmin(brokers, sc)
+	if err != nil {
+		return fmt.Errorf("delete topics: %w", err)
+	}
+	defer func() { _ = admin.Close() }()
+	var errs []error
+	for _, t := range topics {
+		if err := admin.DeleteTopic(t); err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("delete topic %q: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
 }

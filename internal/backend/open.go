@@ -39,6 +39,11 @@ type Broker struct {
 	// Prepare declares what must exist before the first publish (queues),
 	// so no message is dropped. May be nil.
 	Prepare func(ctx context.Context, topic, group string) error
+	// Delete removes topics (Kafka) or queues (RabbitMQ) a run created on
+	// a shared server. Nil when they vanish with the process (GoChannel,
+	// the embedded Kafka cluster). Safe to call after the subscribers have
+	// closed; a topic that does not exist is not an error.
+	Delete  func(ctx context.Context, topics ...string) error
 	closers []func() error
 }
 
@@ -74,8 +79,8 @@ type Store struct {
 	// URL is how another process reaches this store ("" for memory).
 	URL   string
 	Store dedup.Store
-	// Drop removes what this run created in a shared server (a SQL table);
-	// nil when there is nothing to remove. Only the process that owns the
+	// Drop removes what this run created in the store (its SQL table, its
+	// SQLite file, its Redis keys); nil when there is nothing to remove. Only the process that owns the
 	// run calls it, at the end.
 	Drop    func(ctx context.Context) error
 	closers []func() error

@@ -32,10 +32,38 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("redis at %s is unreachable: %w", opts.Addr, err)
 	}
-	st, err := redisstore.New(client, &redisstore.Options{Prefix: "idempo:" + runID + ":", Coalesce: true})
+	prefix := "idempo:" + runID + ":"
+	st, err := redisstore.New(client, &redisstore.Options{Prefix: prefix, Coalesce: true})
 	if err != nil {
 		_ = client.Close()
 		return nil, err
 	}
-	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, closers: []func() error{client.Close}}, nil
+	drop := func(ctx context.Context) error { return unlinkPrefix(ctx, client, prefix) }
+	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop, closers: []func() error{client.Close}}, nil
+}
+
+// unlinkPrefix removes every key that starts with prefix.
+func unlinkPrefix(ctx context.Context, client *redis.Client, prefix string) error {
+	iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	batch := make([]string, 0, 1000)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := client.Unlink(ctx, batch...).Err()
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	return flush()
 }

@@ -81,7 +81,7 @@ func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("%s is unreachable: %w", display, err)
+		return nil, fmt.Errorf("unreachable: %w", err)
 	}
 	if spec.Kind != SQLite {
 		db.SetMaxOpenConns(32)

@@ -44,25 +44,12 @@ type Spec struct {
 	Embedded bool
 }
 
-// String returns the URL with any password replaced by "xxxxx".
+// String returns the URL with every credential replaced by "xxxxx" (see [Redact]).
 func (s Spec) String() string {
 	if s.URL == nil {
 		return string(s.Kind)
 	}
 	return Redact(s.Raw)
-}
-
-// Redact replaces the password in a URL by "xxxxx". Input that does not
-// parse is returned as its scheme only, since it may hold a secret.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.Index(raw, "://"); i > 0 {
-			return raw[:i] + "://(unparsable URL)"
-		}
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }
 
 func urlError(flag, raw, problem string) error {

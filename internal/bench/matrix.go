@@ -149,13 +149,15 @@ func matrixBroker(ctx context.Context, base Options, bs backend.Spec, sspecs []b
 	defer func() { _ = broker.Close() }()
 	for i, ss := range sspecs {
 		if ctx.Err() != nil {
-			rows[i].Failed = context.Cause(ctx).Error()
+			rows[i].Skipped = "interrupted"
 			continue
 		}
 		o := base
 		o.RunID = NewRunID()
 		rep, skipped, err := runCombination(ctx, o, broker, ss)
 		switch {
+		case err != nil && ctx.Err() != nil:
+			rows[i].Skipped = "interrupted"
 		case skipped:
 			rows[i].Skipped = err.Error()
 			fmt.Fprintf(base.Stderr, "idempo bench: skipping %s × %s: %v\n", bs, ss, err)

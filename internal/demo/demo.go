@@ -56,6 +56,11 @@ type Options struct {
 	// MetricsAddr, if set, serves Prometheus metrics on /metrics there
 	// while the demo runs (":0" picks a free port).
 	MetricsAddr string
+	// Keep leaves what the run created on shared servers when it ends: the
+	// topic and the DLQ (Kafka topics, RabbitMQ queues) and the dedup
+	// records (SQL table, SQLite file, Redis keys). By default all of it is
+	// deleted at the end.
+	Keep bool
 	// AfterSettled, if set, is called once every event is settled, before
 	// anything shuts down, with the metrics URL ("" without MetricsAddr).
 	AfterSettled func(metricsURL string)
@@ -71,29 +76,49 @@ type Ledger struct {
 	Retries              int64 `json:"retries"`
 	DeadLettered         int   `json:"dead_lettered"`
 	ExpectedDeadLettered int   `json:"expected_dead_lettered"`
-	Lost                 int   `json:"lost"`
-	DoubleEffects        int   `json:"double_effects"`
-	ElapsedMS            int64 `json:"elapsed_ms"`
+	// Lost counts events neither effected nor dead-lettered when the run
+	// finished or timed out. An interrupted run claims no loss: Lost is 0
+	// and Unsettled counts what it did not see settled.
+	Lost          int   `json:"lost"`
+	DoubleEffects int   `json:"double_effects"`
+	ElapsedMS     int64 `json:"elapsed_ms"`
 
-	AckLossRedeliveries int64  `json:"ack_loss_redeliveries"`
-	InProgressNacked    int64  `json:"in_progress_nacked"`
-	Panics              int64  `json:"panics"`
-	LeaseLost           int64  `json:"lease_lost"`
-	CompleteFailed      int64  `json:"complete_failed"`
-	DLQPublishFailed    int64  `json:"dlq_publish_failed"`
-	TimedOut            bool   `json:"timed_out"`
-	RunID               string `json:"run_id"`
-	Broker              string `json:"broker"`
-	Store               string `json:"store"`
+	AckLossRedeliveries int64 `json:"ack_loss_redeliveries"`
+	InProgressNacked    int64 `json:"in_progress_nacked"`
+	Panics              int64 `json:"panics"`
+	LeaseLost           int64 `json:"lease_lost"`
+	CompleteFailed      int64 `json:"complete_failed"`
+	DLQPublishFailed    int64 `json:"dlq_publish_failed"`
+	TimedOut            bool  `json:"timed_out"`
+	// Interrupted is set when the caller's context ended the run (Ctrl-C):
+	// the ledger then has no verdict.
+	Interrupted bool `json:"interrupted"`
+	// Unsettled counts events neither effected nor dead-lettered when the
+	// run ended.
+	Unsettled int    `json:"unsettled"`
+	RunID     string `json:"run_id"`
+	Broker    string `json:"broker"`
+	Store     string `json:"store"`
+	// DLQTopic is the run's dead-letter topic (RabbitMQ: stream queue), the
+	// --topic of `idempo dlq`.
+	DLQTopic string `json:"dlq_topic"`
 }
 
 // ErrVerdict is matched by the error of [Ledger.Verdict].
 var ErrVerdict = errors.New("invariant violated")
 
+// ErrInterrupted is matched by the error of [Ledger.Verdict] for a run the
+// caller interrupted: an unfinished run is not judged.
+var ErrInterrupted = errors.New("interrupted")
+
 // Verdict returns nil when every invariant holds: nothing lost, no double
 // effect, exactly the poison events dead-lettered, and every event either
-// effected or dead-lettered.
+// effected or dead-lettered. An interrupted run gets no verdict: the error
+// matches [ErrInterrupted] instead.
 func (l Ledger) Verdict() error {
+	if l.Interrupted {
+		return l.InterruptedError()
+	}
 	var problems []string
 	if l.Lost != 0 {
 		problems = append(problems, fmt.Sprintf("lost = %d", l.Lost))
@@ -114,6 +139,11 @@ func (l Ledger) Verdict() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s", ErrVerdict, strings.Join(problems, "; "))
+}
+
+// InterruptedError describes an interrupted run; it matches [ErrInterrupted].
+func (l Ledger) InterruptedError() error {
+	return fmt.Errorf("%w after %d of %d events settled; an unfinished run gets no verdict", ErrInterrupted, l.UniqueEvents-l.Unsettled, l.UniqueEvents)
 }
 
 // NewRunID returns a fresh run ID (8 hex characters).
@@ -189,6 +219,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	if err != nil {
 		return Ledger{}, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
@@ -203,11 +234,15 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	defer func() { _ = store.Close() }()
-	if store.Drop != nil {
-		defer func() { _ = store.Drop(context.WithoutCancel(ctx)) }()
+	if store.Drop != nil && !opts.Keep {
+		defer func() {
+			if err := store.Drop(context.WithoutCancel(ctx)); err != nil {
+				fmt.Fprintf(opts.Stderr, "idempo demo: could not remove the run's dedup records: %v\n", err)
+			}
+		}()
 	}
-	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers\n",
-		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers)
+	fmt.Fprintf(opts.Stderr, "idempo demo: broker: %s, store: %s, run %s, %d events, %d consumers, DLQ %s\n",
+		broker.Display, store.Display, opts.RunID, opts.Events, opts.Consumers, DLQTopic(opts.RunID))
 
 	r := &run{
 		opts:     opts,
@@ -221,13 +256,22 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	for i, id := range plan.IDs {
 		r.index[id] = i
 	}
-	return r.execute(ctx, broker, store)
+	l, err := r.execute(ctx, broker, store)
+	if parent.Err() != nil {
+		l.Interrupted, l.TimedOut, l.Lost = true, false, 0
+	}
+	return l, err
 }
+
+// Topic and DLQTopic name the topics (RabbitMQ: queues) of a run.
+func Topic(runID string) string { return "idempo-demo-" + runID }
+
+// DLQTopic names the dead-letter topic of a run.
+func DLQTopic(runID string) string { return Topic(runID) + ".dlq" }
 
 func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backend.Store) (Ledger, error) {
 	start := time.Now()
-	topic := "idempo-demo-" + r.opts.RunID
-	dlqTopic := topic + ".dlq"
+	topic, dlqTopic := Topic(r.opts.RunID), DLQTopic(r.opts.RunID)
 	scope := "demo-" + r.opts.RunID
 	group := "idempo-demo-" + r.opts.RunID
 
@@ -266,6 +310,16 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 	}
 	defer func() { _ = stack.Close() }()
 
+	if broker.Delete != nil && !r.opts.Keep {
+		// Runs when execute returns: the router has stopped by then.
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := broker.Delete(dctx, topic, dlqTopic); err != nil {
+				fmt.Fprintf(r.opts.Stderr, "idempo demo: could not delete the run's topics: %v\n", err)
+			}
+		}()
+	}
 	if broker.Prepare != nil {
 		for _, t := range []string{topic, dlqTopic} {
 			if err := broker.Prepare(ctx, t, group); err != nil {
@@ -302,6 +356,9 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 
 	published := 0
 	for i, id := range r.plan.IDs {
+		if ctx.Err() != nil {
+			break // interrupted or out of time: the ledger says so
+		}
 		copies := 1
 		if r.plan.Faults[i]&FaultDup != 0 {
 			copies = 2
@@ -347,6 +404,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		DLQPublishFailed:     st.DLQPublishFailed,
 		TimedOut:             timedOut,
 		RunID:                r.opts.RunID,
+		DLQTopic:             dlqTopic,
 		Broker:               broker.Display,
 		Store:                store.Display,
 	}
@@ -362,9 +420,10 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 			l.DeadLettered++
 		}
 		if n == 0 && !r.dead[i].Load() {
-			l.Lost++
+			l.Unsettled++
 		}
 	}
+	l.Lost = l.Unsettled
 	return l, nil
 }
 

@@ -94,6 +94,9 @@ type Result struct {
 // every poison event in the DLQ, and double effects within what the kills can
 // explain (none for the transactional inbox).
 func (r Result) Verdict() error {
+	if r.Interrupted {
+		return r.InterruptedError()
+	}
 	var problems []string
 	if r.Lost != 0 {
 		problems = append(problems, fmt.Sprintf("lost = %d", r.Lost))
@@ -190,6 +193,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		o.Command = []string{exe}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
@@ -240,7 +244,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		broker.Display, store.Display, inbox, o.RunID, o.Events, o.Consumers, o.Kills)
 
 	h := &harness{
-		o: o, plan: plan, broker: broker, storeURL: store.URL, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
+		o: o, plan: plan, broker: broker, storeURL: store.URL, storeDisplay: store.Display, ledgerPath: ledgerPath, inbox: inbox, dead: map[string]bool{}, own: own,
 		byOutcome: map[middleware.Outcome]int64{},
 	}
 	if o.MetricsAddr != "" {
@@ -258,17 +262,23 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		h.metrics = m
 		fmt.Fprintf(o.Stderr, "idempo verify: metrics on http://%s/metrics\n", addr)
 	}
-	return h.run(ctx, ledger)
+	r, err := h.run(ctx, ledger)
+	if parent.Err() != nil {
+		r.Interrupted, r.TimedOut, r.Lost = true, false, 0
+	}
+	return r, err
 }
 
 type harness struct {
-	o          Options
-	plan       *demo.Plan
-	broker     *backend.Broker
-	storeURL   string
-	ledgerPath string
-	inbox      bool
-	own        *ownRedis
+	o        Options
+	plan     *demo.Plan
+	broker   *backend.Broker
+	storeURL string
+	// storeDisplay names the store in the result (credentials redacted).
+	storeDisplay string
+	ledgerPath   string
+	inbox        bool
+	own          *ownRedis
 
 	mu         sync.Mutex
 	dead       map[string]bool
@@ -341,6 +351,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 
 	published := 0
 	for i, id := range h.plan.IDs {
+		if ctx.Err() != nil {
+			break // interrupted or out of time: the result says so
+		}
 		n := 1
 		if h.plan.Faults[i]&demo.FaultDup != 0 {
 			n = 2
@@ -394,8 +407,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 	r.ElapsedMS = time.Since(start).Milliseconds()
 	r.TimedOut = timedOut
 	r.RunID = h.o.RunID
+	r.DLQTopic = dlqTopic
 	r.Broker = h.broker.Display
-	r.Store = h.storeURL
+	r.Store = h.storeDisplay
 	for _, id := range h.plan.IDs {
 		n := counts[id]
 		if n > 0 {
@@ -408,9 +422,10 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 			r.DeadLettered++
 		}
 		if n == 0 && !h.dead[id] {
-			r.Lost++
+			r.Unsettled++
 		}
 	}
+	r.Lost = r.Unsettled
 	r.DuplicatesSkipped = h.byOutcome[middleware.OutcomeDuplicate]
 	r.InProgressNacked = h.byOutcome[middleware.OutcomeInProgress]
 	r.Retries = h.retries
