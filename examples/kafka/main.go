@@ -1,7 +1,8 @@
-// Command kafka publishes a few CloudEvents-style messages to an embedded
-// Kafka-protocol cluster and consumes them with a Watermill router handler in
-// a consumer group. It needs no Kafka installation and exits 0 once every
-// message has been handled.
+// Command kafka publishes a few CloudEvents-style messages, one of them twice,
+// to an embedded Kafka-protocol cluster and consumes them with a Watermill
+// router handler wrapped by idempo's stack, in a consumer group: the
+// duplicate is skipped. It needs no Kafka installation and exits 0 once every
+// message has been settled.
 //
 // To use an existing cluster instead, build the config with
 // kafka.ParseURL("kafka://host:9092") and skip StartEmbedded.
@@ -10,9 +11,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -20,7 +21,9 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/middleware"
 )
 
 const (
@@ -29,19 +32,19 @@ const (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Stdout); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(out io.Writer) error {
 	cluster, err := kafka.StartEmbedded(kafka.WithPartitions(2))
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	fmt.Println("embedded cluster at", cluster.URL())
+	fmt.Fprintln(out, "embedded cluster at", cluster.URL())
 
 	logger := watermill.NopLogger{}
 	pub, err := kafka.NewPublisher(cluster.Config(""), logger)
@@ -59,26 +62,37 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var handled atomic.Int32
-	extract := dedup.CloudEventsID()
-	// The idempo middleware stack goes on this handler (AddMiddleware) to
-	// skip the duplicate below; this example shows the broker side only.
-	router.AddConsumerHandler("charge-card", topic, sub, func(msg *message.Message) error {
-		id, err := extract(msg)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("handled event %s (key %s, partition %s, offset %s)\n", id,
-			msg.Metadata.Get(dlq.KeyPartitionKey), msg.Metadata.Get(dlq.KeyPartition), msg.Metadata.Get(dlq.KeyOffset))
-		handled.Add(1)
-		return nil
+	// Dedup by the CloudEvents id; poison messages would go to "orders.dlq"
+	// on the same cluster. Use redisstore or sqlstore beyond one process.
+	stack, err := middleware.New(middleware.Config{
+		Store:        memstore.New(nil),
+		DLQPublisher: pub,
+		EventID:      dedup.CloudEventsID(),
+		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
+			if e.Kind == middleware.KindOutcome && e.Outcome == middleware.OutcomeDuplicate {
+				fmt.Fprintf(out, "skipped duplicate of event %s\n", e.EventID)
+			}
+		}),
 	})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	router.AddConsumerHandler("charge-card", topic, sub, func(msg *message.Message) error {
+		fmt.Fprintf(out, "charged for event %s (key %s, partition %s, offset %s)\n", msg.Metadata.Get(dedup.CloudEventsIDKafka),
+			msg.Metadata.Get(dlq.KeyPartitionKey), msg.Metadata.Get(dlq.KeyPartition), msg.Metadata.Get(dlq.KeyOffset))
+		return nil
+	}).AddMiddleware(stack.Middleware)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- router.Run(ctx) }()
-	<-router.Running()
+	select {
+	case <-router.Running():
+	case <-time.After(time.Minute):
+		return fmt.Errorf("the router did not start within a minute")
+	}
 
 	for i := range messages {
 		n := i
@@ -93,11 +107,12 @@ func run() error {
 		}
 	}
 
+	settled := func() int64 { st := stack.Stats(); return st.Processed + st.Duplicates + st.DeadLettered }
 	deadline := time.After(time.Minute)
-	for handled.Load() < messages {
+	for settled() < messages {
 		select {
 		case <-deadline:
-			return fmt.Errorf("handled %d of %d messages in a minute", handled.Load(), messages)
+			return fmt.Errorf("settled %d of %d messages in a minute", settled(), messages)
 		case err := <-runErr:
 			return fmt.Errorf("router stopped: %w", err)
 		case <-time.After(20 * time.Millisecond):
@@ -106,6 +121,7 @@ func run() error {
 	if err := router.Close(); err != nil {
 		return err
 	}
-	fmt.Printf("%d messages handled\n", handled.Load())
+	st := stack.Stats()
+	fmt.Fprintf(out, "%d messages: %d processed, %d duplicate skipped\n", messages, st.Processed, st.Duplicates)
 	return nil
 }

@@ -1,16 +1,19 @@
-// Command rabbitmq publishes a few CloudEvents-style messages to RabbitMQ and
-// consumes them with a Watermill router handler. It uses the broker at
-// $AMQP_URL, or amqp://guest:guest@127.0.0.1:5672/, and exits 0 once every
-// message has been handled.
+// Command rabbitmq publishes a few CloudEvents-style messages, one of them
+// twice, to RabbitMQ and consumes them with a Watermill router handler
+// wrapped by idempo's stack: the duplicate is skipped. Dead letters would go
+// to a stream queue (amqpdlq.NewDLQPublisher), which `idempo dlq` can list
+// and replay. It uses the broker at $AMQP_URL, or
+// amqp://guest:guest@127.0.0.1:5672/, and exits 0 once every message has
+// been settled.
 package main
 
 import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -18,18 +21,21 @@ import (
 
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/middleware"
 )
 
 const messages = 5
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Stdout); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(out io.Writer) error {
 	cfg, err := amqp.ParseURL(cmp.Or(os.Getenv("AMQP_URL"), "amqp://guest:guest@127.0.0.1:5672/"))
 	if err != nil {
 		return err
@@ -69,31 +75,48 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var handled atomic.Int32
-	extract := dedup.CloudEventsID()
-	// The idempo middleware stack goes on this handler (AddMiddleware) to
-	// skip the duplicate above; this example shows the broker side only.
-	router.AddConsumerHandler("charge-card", queue, sub, func(msg *message.Message) error {
-		id, err := extract(msg)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("handled event %s (message-id %s)\n", id, msg.Metadata.Get(amqp.MessageIDKey))
-		handled.Add(1)
-		return nil
+	// On RabbitMQ the DLQ is a stream queue, declared before the first
+	// dead letter, so that it can be read without being consumed.
+	dlqPub, err := amqpdlq.NewDLQPublisher(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer dlqPub.Close()
+	stack, err := middleware.New(middleware.Config{
+		Store:        memstore.New(nil), // redisstore or sqlstore beyond one process
+		DLQPublisher: dlqPub,
+		EventID:      dedup.CloudEventsID(),
+		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
+			if e.Kind == middleware.KindOutcome && e.Outcome == middleware.OutcomeDuplicate {
+				fmt.Fprintf(out, "skipped duplicate of event %s\n", e.EventID)
+			}
+		}),
 	})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	router.AddConsumerHandler("charge-card", queue, sub, func(msg *message.Message) error {
+		fmt.Fprintf(out, "charged for event %s (message-id %s)\n", msg.Metadata.Get(dedup.CloudEventsIDAMQP), msg.Metadata.Get(amqp.MessageIDKey))
+		return nil
+	}).AddMiddleware(stack.Middleware)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- router.Run(ctx) }()
-	<-router.Running()
+	select {
+	case <-router.Running():
+	case <-time.After(time.Minute):
+		return fmt.Errorf("the router did not start within a minute")
+	}
 
+	settled := func() int64 { st := stack.Stats(); return st.Processed + st.Duplicates + st.DeadLettered }
 	deadline := time.After(time.Minute)
-	for handled.Load() < messages {
+	for settled() < messages {
 		select {
 		case <-deadline:
-			return fmt.Errorf("handled %d of %d messages in a minute", handled.Load(), messages)
+			return fmt.Errorf("settled %d of %d messages in a minute", settled(), messages)
 		case err := <-runErr:
 			return fmt.Errorf("router stopped: %w", err)
 		case <-time.After(20 * time.Millisecond):
@@ -102,6 +125,7 @@ func run() error {
 	if err := router.Close(); err != nil {
 		return err
 	}
-	fmt.Printf("%d messages handled\n", handled.Load())
+	st := stack.Stats()
+	fmt.Fprintf(out, "%d messages: %d processed, %d duplicate skipped\n", messages, st.Processed, st.Duplicates)
 	return nil
 }

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// sarama's metrics library starts one process-wide ticker goroutine the
+	// first time a meter is created; it never stops, by design.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+}
+
+// The example runs to its end: every event is charged once and the
+// duplicate is skipped by the stack.
+func TestExample(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(&out), "output so far:\n%s", out.String())
+	require.Contains(t, out.String(), "skipped duplicate of event order-0")
+	require.Contains(t, out.String(), "5 messages: 4 processed, 1 duplicate skipped")
+	require.Equal(t, 1, bytes.Count(out.Bytes(), []byte("charged for event order-0 ")), "order-0 is charged once:\n%s", out.String())
+}
