@@ -150,8 +150,7 @@ func (c *counters) add(e Event) {
 		c.retries.Add(1)
 	case KindAttempt:
 		c.attempts.Add(1)
-		var pe *PanicError
-		if e.Err != nil && errors.As(e.Err, &pe) {
+		if e.Err != nil && isPanic(e.Err) {
 			c.panics.Add(1)
 		}
 	case KindStoreOp:
@@ -169,6 +168,13 @@ func (c *counters) add(e Event) {
 	case KindIgnoredAck:
 		c.ignoredAcks.Add(1)
 	}
+}
+
+// isPanic reports whether err is a recovered handler panic. Its target
+// escapes to the heap, so it is asked only of failed attempts.
+func isPanic(err error) bool {
+	var pe *PanicError
+	return errors.As(err, &pe)
 }
 
 func (c *counters) snapshot() Stats {
