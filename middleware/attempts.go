@@ -86,7 +86,7 @@ func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byt
 	d.fail.LastFailure = now
 	d.fail.Error = err.Error()
 	d.fail.Attempts++
-	class := s.cfg.Retry.Classify(err)
+	class := s.cfg.Retry.Class(err)
 	d.fail.ErrorClass = class.String()
 	if stack != nil {
 		d.fail.ErrorClass = "panic"

@@ -147,7 +147,16 @@ func (c *Config) setDefaults() {
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
-	c.Retry = c.Retry.WithDefaults()
+	if c.Redelivery != nil {
+		r := *c.Redelivery // the caller's value stays as given
+		if r.Topic == nil {
+			r.Topic = DefaultRedeliveryTopic
+		}
+		if r.Publisher == nil {
+			r.Publisher = c.DLQPublisher
+		}
+		c.Redelivery = &r
+	}
 }
 
 // ErrConfig is matched by every error [New] returns for an invalid Config.
@@ -157,8 +166,11 @@ func configError(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
 }
 
-// Validate reports the first problem with c after defaults are applied.
-func (c *Config) Validate() error {
+// Validate reports the first problem with c, naming the field; zero fields
+// stand for their defaults, so a Config with only Store and DLQPublisher set
+// is valid. Errors match [ErrConfig]. [New] calls it.
+func (c Config) Validate() error {
+	c.setDefaults()
 	switch {
 	case c.Store == nil:
 		return configError("Store is required (try memstore.New(nil) for one process, or redisstore/sqlstore)")
@@ -197,12 +209,6 @@ func (c *Config) Validate() error {
 		}
 		if c.Retention < window+total {
 			return configError("Retention %v is shorter than the retry window plus the lease plus the redelivery delays (%v)", c.Retention, window+total)
-		}
-		if r.Topic == nil {
-			r.Topic = DefaultRedeliveryTopic
-		}
-		if r.Publisher == nil {
-			r.Publisher = c.DLQPublisher
 		}
 	}
 	if c.Transactional {

@@ -25,7 +25,6 @@ import (
 // recovered and retried like errors (as a *[PanicError]). It returns the last
 // error, so the router nacks. Safe for concurrent use.
 func Retry(p retry.Policy) (message.HandlerMiddleware, error) {
-	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -38,7 +37,7 @@ func Retry(p retry.Policy) (message.HandlerMiddleware, error) {
 				return outs, nil
 			}
 			s := p.NewSchedule(start)
-			for p.Classify(err) == retry.Retryable && ctx.Err() == nil {
+			for p.Class(err) == retry.Retryable && ctx.Err() == nil {
 				wait, ok := s.Next()
 				if !ok {
 					break

@@ -56,10 +56,10 @@ type Stack struct {
 // New validates cfg, applies its defaults and returns a Stack. Errors match
 // [ErrConfig] and name the field.
 func New(cfg Config) (*Stack, error) {
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.setDefaults()
 	router, err := dlq.New(dlq.Config{Publisher: cfg.DLQPublisher, Topic: cfg.DLQTopic, OnDeadLettered: cfg.OnDeadLettered})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)

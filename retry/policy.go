@@ -45,8 +45,8 @@ type Policy struct {
 	Classify Classifier
 }
 
-// WithDefaults returns p with every zero field set to its default.
-func (p Policy) WithDefaults() Policy {
+// withDefaults returns p with every zero field set to its default.
+func (p Policy) withDefaults() Policy {
 	if p.InitialInterval == 0 {
 		p.InitialInterval = DefaultInitialInterval
 	}
@@ -74,8 +74,10 @@ func (p Policy) WithDefaults() Policy {
 	return p
 }
 
-// Validate reports the first invalid field of p (after [Policy.WithDefaults]).
+// Validate reports the first invalid field of p, zero fields standing for
+// their defaults (so the zero Policy is valid).
 func (p Policy) Validate() error {
+	p = p.withDefaults()
 	switch {
 	case p.InitialInterval < 0:
 		return fmt.Errorf("retry: InitialInterval must not be negative, got %v", p.InitialInterval)
@@ -93,6 +95,14 @@ func (p Policy) Validate() error {
 	return nil
 }
 
+// Class classifies err by p.Classify, or [DefaultClassifier] when it is nil.
+func (p Policy) Class(err error) Class {
+	if p.Classify == nil {
+		return DefaultClassifier(err)
+	}
+	return p.Classify(err)
+}
+
 func (p Policy) jitter() float64 {
 	if p.Jitter == -1 {
 		return 0
@@ -104,7 +114,7 @@ func (p Policy) jitter() float64 {
 // between its attempts (jitter included). The middleware checks that the
 // dedup retention covers it.
 func (p Policy) MaxTotalWait() time.Duration {
-	p = p.WithDefaults()
+	p = p.withDefaults()
 	var total float64
 	w := float64(p.InitialInterval)
 	for i := 1; i < p.MaxAttempts; i++ {
@@ -136,7 +146,7 @@ type Schedule struct {
 // NewSchedule starts a schedule whose first attempt began at start and has
 // failed (so one attempt is counted).
 func (p Policy) NewSchedule(start time.Time) *Schedule {
-	p = p.WithDefaults()
+	p = p.withDefaults()
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(p.InitialInterval),
 		backoff.WithMultiplier(p.Multiplier),
@@ -184,14 +194,14 @@ func Wait(ctx context.Context, d time.Duration) error {
 // when ctx ends a wait). It is a convenience for code outside the middleware,
 // e.g. publishing with retries.
 func Do(ctx context.Context, p Policy, fn func(ctx context.Context) error) error {
-	p = p.WithDefaults()
+	p = p.withDefaults()
 	start := time.Now()
 	err := fn(ctx)
 	if err == nil {
 		return nil
 	}
 	s := p.NewSchedule(start)
-	for p.Classify(err) == Retryable {
+	for p.Class(err) == Retryable {
 		d, ok := s.Next()
 		if !ok {
 			return err

@@ -86,10 +86,10 @@ func TestValidateNamesTheField(t *testing.T) {
 		{retry.Policy{InitialInterval: time.Minute, MaxInterval: time.Second}, "MaxInterval"},
 		{retry.Policy{MaxElapsed: -2}, "MaxElapsed"},
 	} {
-		err := tc.p.WithDefaults().Validate()
+		err := tc.p.Validate()
 		require.ErrorContains(t, err, tc.want)
 	}
-	require.NoError(t, retry.Policy{}.WithDefaults().Validate())
+	require.NoError(t, retry.Policy{}.Validate())
 }
 
 func TestClassification(t *testing.T) {
