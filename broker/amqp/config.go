@@ -34,9 +34,6 @@ const (
 	DefaultNackDelay = time.Second
 )
 
-// NoDelay, as Config.NackDelay, requeues a nacked delivery at once.
-const NoDelay time.Duration = -1
-
 // Config configures a RabbitMQ publisher or subscriber with idempo's safe
 // defaults: one durable queue per topic (declared before the first publish),
 // persistent messages, publisher confirms with a timeout, manual acks, a
@@ -98,7 +95,7 @@ type Config struct {
 	// consumer gets it) before it is returned to the queue. watermill-amqp
 	// requeues at once, which makes a failing message spin. The delay blocks
 	// the consumer that holds it. Defaults to [DefaultNackDelay]; the special
-	// value [NoDelay] (-1) requeues at once.
+	// value -1 requeues at once (as for the stack's and the Kafka preset's NackDelay).
 	NackDelay time.Duration
 }
 
@@ -129,8 +126,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: ChannelPoolSize cannot be negative", ErrInvalidConfig)
 	case c.ConfirmTimeout < 0:
 		return fmt.Errorf("%w: ConfirmTimeout cannot be negative", ErrInvalidConfig)
-	case c.NackDelay < NoDelay:
-		return fmt.Errorf("%w: NackDelay cannot be negative (use NoDelay, -1, to requeue at once)", ErrInvalidConfig)
+	case c.NackDelay < -1:
+		return fmt.Errorf("%w: NackDelay cannot be negative (-1 requeues at once)", ErrInvalidConfig)
 	}
 	return nil
 }

@@ -60,7 +60,7 @@ func TestValidate(t *testing.T) {
 		require.ErrorContains(t, err, want)
 	}
 	c := ok
-	c.NackDelay = amqp.NoDelay
+	c.NackDelay = -1
 	require.NoError(t, c.Validate())
 
 	_, err := amqp.NewPublisher(amqp.Config{}, nil)

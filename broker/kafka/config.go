@@ -31,9 +31,9 @@ const (
 	DefaultClientID = "idempo"
 	// DefaultVersion is the Kafka protocol version spoken to the brokers.
 	DefaultVersion = "2.1.0"
-	// DefaultNackResendSleep is how long a nacked message waits before it is
+	// DefaultNackDelay is how long a nacked message waits before it is
 	// handed to the handler again.
-	DefaultNackResendSleep = 500 * time.Millisecond
+	DefaultNackDelay = 500 * time.Millisecond
 	// DefaultAutoCommitInterval is how often marked offsets are committed.
 	DefaultAutoCommitInterval = time.Second
 	// DefaultRebalanceTimeout is how long a rebalance waits for members to
@@ -42,9 +42,6 @@ const (
 	// DefaultPort is used for a broker address without a port in [ParseURL].
 	DefaultPort = "9092"
 )
-
-// NoSleep, as Config.NackResendSleep, hands a nacked message back at once.
-const NoSleep time.Duration = -1
 
 // Config configures a Kafka publisher or subscriber with idempo's safe
 // defaults: consumer groups, offsets marked only after ack, an idempotent
@@ -79,13 +76,13 @@ type Config struct {
 	// cover the topic's retention (see docs/semantics.md).
 	StartFromNewest bool
 
-	// NackResendSleep is how long the subscriber waits before handing a
+	// NackDelay is how long the subscriber waits before handing a
 	// nacked message to the handler again. The wait blocks the message's
 	// partition (order is kept) and cannot be interrupted, so Close may wait
-	// for it. Defaults to [DefaultNackResendSleep] (watermill-kafka's own
+	// for it. Defaults to [DefaultNackDelay] (watermill-kafka's own
 	// default, 100 ms, spins hot on a message that keeps failing).
-	// The special value [NoSleep] (-1) resends at once.
-	NackResendSleep time.Duration
+	// The special value -1 resends at once (as for the stack's and the RabbitMQ preset's NackDelay).
+	NackDelay time.Duration
 
 	// AutoCommitInterval is how often offsets of acked messages are committed
 	// in the background. Offsets are also committed when a subscriber closes
@@ -114,7 +111,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.ClientID = cmp.Or(c.ClientID, DefaultClientID)
 	c.Version = cmp.Or(c.Version, DefaultVersion)
-	c.NackResendSleep = cmp.Or(c.NackResendSleep, DefaultNackResendSleep)
+	c.NackDelay = cmp.Or(c.NackDelay, DefaultNackDelay)
 	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, DefaultAutoCommitInterval)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	return c
@@ -137,8 +134,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: Version %q is not major.minor.patch: %w", ErrInvalidConfig, c.Version, err)
 		}
 	}
-	if c.NackResendSleep < NoSleep {
-		return fmt.Errorf("%w: NackResendSleep cannot be negative (use NoSleep, -1, to resend at once)", ErrInvalidConfig)
+	if c.NackDelay < -1 {
+		return fmt.Errorf("%w: NackDelay cannot be negative (-1 resends at once)", ErrInvalidConfig)
 	}
 	if c.AutoCommitInterval < 0 {
 		return fmt.Errorf("%w: AutoCommitInterval cannot be negative", ErrInvalidConfig)

@@ -57,7 +57,7 @@ func TestValidate(t *testing.T) {
 		"Brokers is empty":             func(c *kafka.Config) { c.Brokers = nil },
 		"not host:port":                func(c *kafka.Config) { c.Brokers = []string{"localhost"} },
 		"Version":                      func(c *kafka.Config) { c.Version = "two" },
-		"NackResendSleep cannot be":    func(c *kafka.Config) { c.NackResendSleep = -2 },
+		"NackDelay cannot be":          func(c *kafka.Config) { c.NackDelay = -2 },
 		"AutoCommitInterval cannot be": func(c *kafka.Config) { c.AutoCommitInterval = -time.Second },
 		"RebalanceTimeout cannot be":   func(c *kafka.Config) { c.RebalanceTimeout = -time.Second },
 	}
@@ -70,7 +70,7 @@ func TestValidate(t *testing.T) {
 	}
 
 	c := ok
-	c.NackResendSleep = kafka.NoSleep
+	c.NackDelay = -1
 	require.NoError(t, c.Validate())
 }
 

@@ -23,7 +23,7 @@ var ErrClosed = errors.New("kafka: closed")
 //
 // The publisher is safe for concurrent use. Close waits for in-flight
 // publishes; Publish after Close returns [ErrClosed]. A nil logger logs nothing.
-func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher, error) {
+func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -43,18 +43,21 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new publisher: %w", err)
 	}
-	return &publisher{inner: p}, nil
+	return &Publisher{inner: p}, nil
 }
 
-// publisher serialises Close against Publish: watermill-kafka's publisher
-// reads and writes its closed flag without synchronisation.
-type publisher struct {
+// Publisher is the Kafka preset's Watermill publisher (see [NewPublisher]).
+// It serialises Close against Publish: watermill-kafka's publisher reads and
+// writes its closed flag without synchronisation. Safe for concurrent use.
+type Publisher struct {
 	mu     sync.RWMutex
 	closed bool
 	inner  *wkafka.Publisher
 }
 
-func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+// Publish sends msgs to topic and returns once every one is acknowledged by
+// all in-sync replicas; after Close it returns [ErrClosed].
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -63,7 +66,9 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.inner.Publish(topic, msgs...)
 }
 
-func (p *publisher) Close() error {
+// Close waits for in-flight publishes and closes the producer. Safe to call
+// more than once.
+func (p *Publisher) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -83,7 +88,7 @@ func (p *publisher) Close() error {
 // kept and concurrency equals the number of assigned partitions. An acked
 // message's offset is marked and committed in the background every
 // AutoCommitInterval, and when the subscriber closes cleanly. A nacked
-// message is handed out again after NackResendSleep, forever: bound the loop
+// message is handed out again after NackDelay, forever: bound the loop
 // with the idempo middleware's delivery cap. A group with no committed offset
 // starts at the oldest message (see Config.StartFromNewest).
 //
@@ -94,7 +99,7 @@ func (p *publisher) Close() error {
 // The subscriber is safe for concurrent use. Close stops every subscription,
 // commits marked offsets and closes the output channels; a message handed out
 // but not acked by then is redelivered later. A nil logger logs nothing.
-func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -114,21 +119,25 @@ func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (message.Subscrib
 		Unmarshaler:           Marshaler{},
 		OverwriteSaramaConfig: sc,
 		ConsumerGroup:         cfg.ConsumerGroup,
-		NackResendSleep:       cfg.NackResendSleep,
+		NackResendSleep:       cfg.NackDelay,
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new subscriber: %w", err)
 	}
-	return &subscriber{inner: s}, nil
+	return &Subscriber{inner: s}, nil
 }
 
-// subscriber hides watermill-kafka's SubscribeInitialize, which fails unless
-// topic details are configured; topics are created on first use instead.
-type subscriber struct {
+// Subscriber is the Kafka preset's Watermill subscriber (see
+// [NewSubscriber]). It hides watermill-kafka's SubscribeInitialize, which
+// fails unless topic details are configured; topics are created on first use
+// instead. Safe for concurrent use.
+type Subscriber struct {
 	inner *wkafka.Subscriber
 }
 
-func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+// Subscribe joins the consumer group for topic as one member and returns its
+// messages; the channel closes when ctx ends or the subscriber closes.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	ch, err := s.inner.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscribe to %q: %w", topic, err)
@@ -136,4 +145,5 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return ch, nil
 }
 
-func (s *subscriber) Close() error { return s.inner.Close() }
+// Close stops every subscription and commits marked offsets.
+func (s *Subscriber) Close() error { return s.inner.Close() }

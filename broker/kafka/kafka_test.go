@@ -63,7 +63,7 @@ func TestLateGroupAndNack(t *testing.T) {
 	require.NoError(t, pub.Publish(topic, want))
 
 	cfg := e.Config(uniqueName("group"))
-	cfg.NackResendSleep = 10 * time.Millisecond
+	cfg.NackDelay = 10 * time.Millisecond
 	ch := subscribe(t, newSubscriber(t, cfg), topic)
 
 	select {

@@ -42,7 +42,7 @@ func TestPubSub(t *testing.T) {
 }
 
 // suiteConstructor builds the publisher and subscriber the universal suite
-// runs on: the preset's, with a short NackResendSleep, and each topic
+// runs on: the preset's, with a short NackDelay, and each topic
 // subscribed in a consumer group of its own (see groupPerTopic).
 func suiteConstructor(e *kafka.Embedded) func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
@@ -50,9 +50,9 @@ func suiteConstructor(e *kafka.Embedded) func(t *testing.T, group string) (messa
 		require.NoError(t, err)
 		subCfg := e.Config(group)
 		// TestContinueAfterErrors nacks 300 times in a row; at the default
-		// NackResendSleep (500 ms) that alone takes 150 s. Nack pacing is
+		// NackDelay (500 ms) that alone takes 150 s. Nack pacing is
 		// covered by TestLateGroupAndNack.
-		subCfg.NackResendSleep = 10 * time.Millisecond
+		subCfg.NackDelay = 10 * time.Millisecond
 		sub := &groupPerTopic{cfg: subCfg}
 		// TestPublishSubscribeInOrder never closes its subscribers (its
 		// deferred Close runs before Subscribe); close everything the suite

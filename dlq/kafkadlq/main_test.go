@@ -69,7 +69,13 @@ func newWorldWithStore(t *testing.T, store dedup.Store, opts ...kafka.EmbeddedOp
 	t.Cleanup(func() { _ = pub.Close() })
 	w.World = dlqtest.NewWorld(t, "orders_"+watermill.NewShortUUID(), dlqtest.Backend{
 		Store: store, Source: newSource(t, w.emb), Publisher: pub, DLQPublisher: pub,
-		NewSubscriber: func() (message.Subscriber, error) { return kafka.NewSubscriber(w.emb.Config(dlqtest.Handler), nil) },
+		NewSubscriber: func() (message.Subscriber, error) {
+			sub, err := kafka.NewSubscriber(w.emb.Config(dlqtest.Handler), nil)
+			if err != nil {
+				return nil, err
+			}
+			return sub, nil
+		},
 	})
 	return w
 }

@@ -47,7 +47,7 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 		b.Delete = func(_ context.Context, topics ...string) error { return deleteTopics(c.Brokers, topics) }
 	}
 	if o.fastFailover {
-		cfg.NackResendSleep = 20 * time.Millisecond
+		cfg.NackDelay = 20 * time.Millisecond
 		cfg.RebalanceTimeout = 10 * time.Second
 		cfg.ConfigureSarama = func(c *sarama.Config) {
 			c.Consumer.Group.Session.Timeout = 6 * time.Second
@@ -65,7 +65,11 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 	b.NewSubscriber = func(group string, _ int) (message.Subscriber, error) {
 		c := cfg
 		c.ConsumerGroup = group
-		return kafka.NewSubscriber(c, logger)
+		sub, err := kafka.NewSubscriber(c, logger)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return sub, nil
 	}
 	return b, nil
 }
