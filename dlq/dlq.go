@@ -94,17 +94,34 @@ type Router struct {
 	cfg Config
 }
 
-// New returns a Router, or an error naming the missing field.
+// ErrInvalidConfig is matched by every error [New] returns for an invalid
+// [Config].
+var ErrInvalidConfig = errors.New("dlq: invalid config")
+
+// Validate reports the first problem with c, naming the field; zero optional
+// fields stand for their defaults. Errors match [ErrInvalidConfig].
+func (c Config) Validate() error {
+	if c.Publisher == nil {
+		return fmt.Errorf("%w: Publisher is required (the publisher for dead-letter copies)", ErrInvalidConfig)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Topic == nil {
+		c.Topic = DefaultTopic
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// New validates cfg, applies its defaults and returns a Router.
 func New(cfg Config) (*Router, error) {
-	if cfg.Publisher == nil {
-		return nil, errors.New("dlq: Config.Publisher is required (the publisher for dead-letter copies)")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Topic == nil {
-		cfg.Topic = DefaultTopic
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.setDefaults()
 	return &Router{cfg: cfg}, nil
 }
 

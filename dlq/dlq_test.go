@@ -120,3 +120,11 @@ func TestShortEventID(t *testing.T) {
 	require.Contains(t, got, "(10000 bytes, sha256 ")
 	require.NotEqual(t, got, dlq.ShortEventID(long+"x"), "long IDs sharing a prefix stay apart")
 }
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	_, err := dlq.New(dlq.Config{})
+	require.ErrorIs(t, err, dlq.ErrInvalidConfig)
+	require.ErrorContains(t, err, "Publisher is required")
+	require.NoError(t, dlq.Config{Publisher: gochannel.NewGoChannel(gochannel.Config{}, nil)}.Validate(), "only the publisher is required")
+}

@@ -67,7 +67,7 @@ func TestReplayEndToEndProcessesOnce(t *testing.T) {
 	bus := newSliceDLQ()
 	store := memstore.New(nil)
 	stack, err := middleware.New(middleware.Config{
-		Store: store, DLQPublisher: bus, Scope: "billing",
+		Store: store, DLQ: dlq.Config{Publisher: bus}, Scope: "billing",
 		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2}, Logger: quiet,
 	})
 	require.NoError(t, err)
@@ -210,7 +210,7 @@ func TestPurge(t *testing.T) {
 // missing_event_id.
 func idLessStack(t *testing.T, bus *sliceDLQ) (func(*message.Message), func() map[string]int) {
 	t.Helper()
-	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQPublisher: bus, Scope: "billing", Logger: quiet})
+	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: bus}, Scope: "billing", Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stack.Close() })
 	var mu sync.Mutex

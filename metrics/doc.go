@@ -9,7 +9,7 @@
 //	if err != nil { ... }
 //	stack, err := middleware.New(middleware.Config{
 //		Store:        store,
-//		DLQPublisher: publisher,
+//		DLQ: dlq.Config{Publisher: publisher},
 //		Observer:     m,
 //	})
 //

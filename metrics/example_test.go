@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
@@ -30,10 +31,10 @@ func ExampleNew() {
 	dlqPub := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	defer dlqPub.Close()
 	stack, err := middleware.New(middleware.Config{
-		Store:        memstore.New(nil),
-		DLQPublisher: dlqPub,
-		Observer:     m,
-		Logger:       quiet,
+		Store:    memstore.New(nil),
+		DLQ:      dlq.Config{Publisher: dlqPub},
+		Observer: m,
+		Logger:   quiet,
 	})
 	if err != nil {
 		panic(err)

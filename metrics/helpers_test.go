@@ -18,6 +18,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
@@ -98,13 +99,13 @@ func setup(t *testing.T) *testBundle {
 	b.newStack = func(t *testing.T) *middleware.Stack {
 		t.Helper()
 		stack, err := middleware.New(middleware.Config{
-			Store:        b.store,
-			DLQPublisher: b.dlq,
-			Observer:     m,
-			Logger:       quiet,
-			NackDelay:    -1,
-			Lease:        middleware.MinLease,
-			Retry:        retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Jitter: -1, MaxAttempts: 3},
+			Store:     b.store,
+			DLQ:       dlq.Config{Publisher: b.dlq},
+			Observer:  m,
+			Logger:    quiet,
+			NackDelay: -1,
+			Lease:     middleware.MinLease,
+			Retry:     retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond, Jitter: -1, MaxAttempts: 3},
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, stack.Close()) })

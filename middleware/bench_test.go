@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -93,7 +94,7 @@ func BenchmarkRouter(b *testing.B) {
 		var stack *middleware.Stack
 		benchRouter(b, func(pub message.Publisher) []message.HandlerMiddleware {
 			var err error
-			stack, err = middleware.New(middleware.Config{Store: memstore.New(nil), DLQPublisher: pub, Logger: quiet})
+			stack, err = middleware.New(middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: pub}, Logger: quiet})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -106,7 +107,7 @@ func BenchmarkRouter(b *testing.B) {
 // BenchmarkStackDirect measures the stack alone, without a router: claim,
 // handler on a copy, complete, per message.
 func BenchmarkStackDirect(b *testing.B) {
-	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQPublisher: newCapture(), Logger: quiet})
+	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: newCapture()}, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}

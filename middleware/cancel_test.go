@@ -28,7 +28,7 @@ func TestHandlersOwnCanceledDoesNotLoop(t *testing.T) {
 	t.Cleanup(func() { _ = pubsub.Close() })
 	dead := newCapture()
 	stack, err := middleware.New(middleware.Config{
-		Store: setup(t).mem, DLQPublisher: dead, Logger: quiet, Retention: time.Hour,
+		Store: setup(t).mem, DLQ: dlq.Config{Publisher: dead}, Logger: quiet, Retention: time.Hour,
 		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxAttempts: 3},
 	})
 	require.NoError(t, err)

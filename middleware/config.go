@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,22 +26,17 @@ const (
 // unacked for longer closes the channel and is requeued.
 const rabbitConsumerTimeout = 30 * time.Minute
 
-// Config configures a [Stack]. Only Store and DLQPublisher are required.
+// Config configures a [Stack]. Only Store and DLQ.Publisher are required.
 type Config struct {
 	// Store keeps the dedup records. Required. If it implements
 	// [dedup.TxCompleter] and Transactional is set, handlers run in the
 	// store's transaction (the transactional inbox).
 	Store dedup.Store
 
-	// DLQPublisher publishes dead-letter copies. Required: without a DLQ a
-	// poison message could only be dropped or looped.
-	DLQPublisher message.Publisher
-	// DLQTopic names the dead-letter topic for a message from originalTopic
-	// consumed by handler. Defaults to [dlq.DefaultTopic] (originalTopic + ".dlq").
-	DLQTopic func(originalTopic, handler string) string
-	// OnDeadLettered is called after each successful DLQ publish with the
-	// copy; see [dlq.Config.OnDeadLettered]. Optional.
-	OnDeadLettered func(ctx context.Context, copy *message.Message, info dlq.Info)
+	// DLQ configures the dead-letter queue: its Publisher is required
+	// (without a DLQ a poison message could only be dropped or looped); its
+	// Topic defaults to the original topic + ".dlq". See [dlq.Config].
+	DLQ dlq.Config
 
 	// Scope names the consumer in dedup keys. Defaults to the router
 	// handler's name, so each handler processes an event once; set it to
@@ -138,9 +132,6 @@ func (c *Config) setDefaults() {
 	if c.NackDelay == 0 {
 		c.NackDelay = DefaultNackDelay
 	}
-	if c.DLQTopic == nil {
-		c.DLQTopic = dlq.DefaultTopic
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -153,29 +144,29 @@ func (c *Config) setDefaults() {
 			r.Topic = DefaultRedeliveryTopic
 		}
 		if r.Publisher == nil {
-			r.Publisher = c.DLQPublisher
+			r.Publisher = c.DLQ.Publisher
 		}
 		c.Redelivery = &r
 	}
 }
 
-// ErrConfig is matched by every error [New] returns for an invalid Config.
-var ErrConfig = errors.New("middleware: invalid config")
+// ErrInvalidConfig is matched by every error [New] returns for an invalid Config.
+var ErrInvalidConfig = errors.New("middleware: invalid config")
 
 func configError(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
 
 // Validate reports the first problem with c, naming the field; zero fields
-// stand for their defaults, so a Config with only Store and DLQPublisher set
-// is valid. Errors match [ErrConfig]. [New] calls it.
+// stand for their defaults, so a Config with only Store and DLQ.Publisher set
+// is valid. Errors match [ErrInvalidConfig]. [New] calls it.
 func (c Config) Validate() error {
 	c.setDefaults()
 	switch {
 	case c.Store == nil:
 		return configError("Store is required (try memstore.New(nil) for one process, or redisstore/sqlstore)")
-	case c.DLQPublisher == nil:
-		return configError("DLQPublisher is required: without a dead-letter queue a poison message could only be dropped or looped")
+	case c.DLQ.Publisher == nil:
+		return configError("DLQ.Publisher is required: without a dead-letter queue a poison message could only be dropped or looped")
 	case c.Lease < 0:
 		return configError("Lease must be > 0, got %v", c.Lease)
 	case c.Lease < MinLease:
@@ -190,7 +181,7 @@ func (c Config) Validate() error {
 		return configError("Scope is %d bytes, more than %d", len(c.Scope), dedup.MaxScopeLen)
 	}
 	if err := c.Retry.Validate(); err != nil {
-		return fmt.Errorf("%w: Retry: %w", ErrConfig, err)
+		return fmt.Errorf("%w: Retry: %w", ErrInvalidConfig, err)
 	}
 	window := c.Retry.MaxTotalWait() + c.Lease
 	if c.Retention < window {

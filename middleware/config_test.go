@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -15,8 +16,8 @@ import (
 // neither changes the caller's values.
 func TestValidateAcceptsTheZeroValueOfOptionalFields(t *testing.T) {
 	t.Parallel()
-	require.ErrorIs(t, middleware.Config{}.Validate(), middleware.ErrConfig, "Store and DLQPublisher are required")
-	minimal := middleware.Config{Store: memstore.New(nil), DLQPublisher: newCapture()}
+	require.ErrorIs(t, middleware.Config{}.Validate(), middleware.ErrInvalidConfig, "Store and DLQ.Publisher are required")
+	minimal := middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: newCapture()}}
 	require.NoError(t, minimal.Validate())
 	redelivery := &middleware.Redelivery{Delays: []time.Duration{time.Second}}
 	cfg := minimal
@@ -27,5 +28,5 @@ func TestValidateAcceptsTheZeroValueOfOptionalFields(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.Nil(t, redelivery.Topic, "the caller's Redelivery is not filled in")
 	require.Nil(t, redelivery.Publisher, "the caller's Redelivery is not filled in")
-	require.ErrorContains(t, middleware.Config{Store: memstore.New(nil), DLQPublisher: newCapture(), Lease: time.Millisecond}.Validate(), "MinLease")
+	require.ErrorContains(t, middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: newCapture()}, Lease: time.Millisecond}.Validate(), "MinLease")
 }

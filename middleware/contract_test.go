@@ -33,7 +33,7 @@ func TestRetentionMustCoverRetriesAndRedelivery(t *testing.T) {
 	tiers := delays[0] + delays[1]
 	cfg := func(retention time.Duration, redelivery bool) middleware.Config {
 		c := middleware.Config{
-			Store: memstore.New(nil), DLQPublisher: newCapture(), Logger: quiet,
+			Store: memstore.New(nil), DLQ: dlq.Config{Publisher: newCapture()}, Logger: quiet,
 			Lease: lease, Retry: policy, Retention: retention,
 		}
 		if redelivery {
@@ -51,19 +51,19 @@ func TestRetentionMustCoverRetriesAndRedelivery(t *testing.T) {
 
 	// Covers the lease, not the retry window.
 	err := newStack(cfg(10*lease, false))
-	require.ErrorIs(t, err, middleware.ErrConfig)
+	require.ErrorIs(t, err, middleware.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Retention")
 	require.Contains(t, strings.ToLower(err.Error()), "retry", "the error says what Retention must cover")
 
 	// Covers the lease and the retry window, not the redelivery delays.
 	err = newStack(cfg(window+lease+time.Minute, true))
-	require.ErrorIs(t, err, middleware.ErrConfig, "a Retention shorter than the redelivery delays must be rejected")
+	require.ErrorIs(t, err, middleware.ErrInvalidConfig, "a Retention shorter than the redelivery delays must be rejected")
 	require.ErrorContains(t, err, "Retention")
 	require.Contains(t, strings.ToLower(err.Error()), "redelivery", "the error says what Retention must cover")
 
 	// Covers the delays but not the retry window and the lease on top.
 	err = newStack(cfg(tiers, true))
-	require.ErrorIs(t, err, middleware.ErrConfig)
+	require.ErrorIs(t, err, middleware.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Retention")
 
 	// Covers everything.

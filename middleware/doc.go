@@ -7,7 +7,7 @@
 //
 //	stack, err := middleware.New(middleware.Config{
 //		Store:        memstore.New(nil), // or redisstore / sqlstore
-//		DLQPublisher: publisher,
+//		DLQ: dlq.Config{Publisher: publisher},
 //	})
 //	if err != nil { ... }
 //	router.AddConsumerHandler("orders", "orders", subscriber, stack.Wrap(handle))

@@ -18,9 +18,9 @@ import (
 func ExampleNew() {
 	dlqPub := newCapture()
 	stack, err := middleware.New(middleware.Config{
-		Store:        memstore.New(nil),
-		DLQPublisher: dlqPub,
-		Logger:       quiet,
+		Store:  memstore.New(nil),
+		DLQ:    dlq.Config{Publisher: dlqPub},
+		Logger: quiet,
 	})
 	if err != nil {
 		panic(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -152,7 +153,7 @@ func setup(t *testing.T, mutate ...func(*middleware.Config)) *bundle {
 	b.store = &faulty{Store: b.mem}
 	cfg := middleware.Config{
 		Store:           b.store,
-		DLQPublisher:    b.dlq,
+		DLQ:             dlq.Config{Publisher: b.dlq},
 		OutputPublisher: b.out,
 		OutputTopic:     "out",
 		Retry:           fastRetry(),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -75,7 +76,7 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 			dead := newCapture()
 			for range 2 {
 				s, err := middleware.New(middleware.Config{
-					Store: st, DLQPublisher: dead, Transactional: true, Scope: "inbox",
+					Store: st, DLQ: dlq.Config{Publisher: dead}, Transactional: true, Scope: "inbox",
 					Retry: policy, NackDelay: time.Millisecond, Logger: quiet,
 				})
 				require.NoError(t, err)
@@ -202,7 +203,7 @@ func TestInboxSQLiteHandlerOutlivesLeases(t *testing.T) {
 	const lease = time.Second
 	dead := newCapture()
 	s, err := middleware.New(middleware.Config{
-		Store: st, DLQPublisher: dead, Transactional: true, Scope: "inbox", Lease: lease,
+		Store: st, DLQ: dlq.Config{Publisher: dead}, Transactional: true, Scope: "inbox", Lease: lease,
 		Retry: fastRetry(), NackDelay: time.Millisecond, Logger: quiet,
 	})
 	require.NoError(t, err)
@@ -297,7 +298,7 @@ func TestInboxLeaseLostAtCompletion(t *testing.T) {
 			var seenA []middleware.Event
 			newStack := func(store dedup.Store, obs middleware.Observer) *middleware.Stack {
 				s, err := middleware.New(middleware.Config{
-					Store: store, DLQPublisher: newCapture(), Transactional: true, Scope: "inbox",
+					Store: store, DLQ: dlq.Config{Publisher: newCapture()}, Transactional: true, Scope: "inbox",
 					Lease: time.Minute, Retry: fastRetry(), NackDelay: time.Millisecond, Logger: quiet, Observer: obs,
 				})
 				require.NoError(t, err)

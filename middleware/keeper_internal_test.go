@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 )
 
 // manualClock is a clock that moves only when told to. Its timers fire on
@@ -122,7 +123,7 @@ type keeperBundle struct {
 func newKeeperBundle(t *testing.T) *keeperBundle {
 	t.Helper()
 	st := &extendRecorder{Store: memstore.New(nil), extended: make(chan dedup.Key, 64)}
-	s, err := New(Config{Store: st, DLQPublisher: nopPublisher{}, Lease: testLease, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(Config{Store: st, DLQ: dlq.Config{Publisher: nopPublisher{}}, Lease: testLease, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	clk := newManualClock()
 	s.keeper.clk = clk // before any claim: nothing runs yet

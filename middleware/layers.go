@@ -26,7 +26,7 @@ import (
 // error, so the router nacks. Safe for concurrent use.
 func Retry(p retry.Policy) (message.HandlerMiddleware, error) {
 	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -62,7 +62,7 @@ func Retry(p retry.Policy) (message.HandlerMiddleware, error) {
 func DeadLetter(cfg dlq.Config) (message.HandlerMiddleware, error) {
 	r, err := dlq.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {

@@ -47,7 +47,7 @@ func TestRetryLayer(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled, "waits end on cancel")
 
 	_, err = middleware.Retry(retry.Policy{Multiplier: 0.1})
-	require.ErrorIs(t, err, middleware.ErrConfig)
+	require.ErrorIs(t, err, middleware.ErrInvalidConfig)
 }
 
 func TestDeadLetterLayerWrapsRetry(t *testing.T) {

@@ -30,7 +30,7 @@ type Redelivery struct {
 	// Delays is the schedule, one tier each, e.g. 10s, 1m, 10m. Required.
 	Delays []time.Duration
 	// Publisher publishes delayed copies (it must confirm durably). Defaults
-	// to Config.DLQPublisher.
+	// to Config.DLQ.Publisher.
 	Publisher message.Publisher
 	// Topic names tier i's delay topic. Defaults to [DefaultRedeliveryTopic].
 	Topic func(originalTopic string, tier int, delay time.Duration) string

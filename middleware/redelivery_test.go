@@ -27,7 +27,7 @@ func TestDelayedRedeliveryTiersThenDLQ(t *testing.T) {
 	defer gc.Close()
 	delays := []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}
 	stack, err := middleware.New(middleware.Config{
-		Store: memstore.New(nil), DLQPublisher: gc, Logger: quiet,
+		Store: memstore.New(nil), DLQ: dlq.Config{Publisher: gc}, Logger: quiet,
 		Retry:      retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
 		Redelivery: &middleware.Redelivery{Delays: delays},
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -128,7 +129,7 @@ func raceCompletion(t *testing.T, st dedup.Store, late *lateExtend, transactiona
 	var kinds []middleware.Kind
 	stack, err := middleware.New(middleware.Config{
 		Store:         st,
-		DLQPublisher:  newCapture(),
+		DLQ:           dlq.Config{Publisher: newCapture()},
 		Transactional: transactional,
 		Lease:         middleware.MinLease, // extended every 333 ms
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
@@ -202,12 +203,12 @@ func TestExtensionRacingRedeliveryReleaseIsNoLoss(t *testing.T) {
 	var logs syncBuffer
 	tiers := newCapture()
 	stack, err := middleware.New(middleware.Config{
-		Store:        late,
-		DLQPublisher: newCapture(),
-		Lease:        time.Second, // extended about every 333 ms
-		Retry:        retry.Policy{MaxAttempts: -1},
-		Redelivery:   &middleware.Redelivery{Delays: []time.Duration{time.Minute}, Publisher: tiers},
-		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		Store:      late,
+		DLQ:        dlq.Config{Publisher: newCapture()},
+		Lease:      time.Second, // extended about every 333 ms
+		Retry:      retry.Policy{MaxAttempts: -1},
+		Redelivery: &middleware.Redelivery{Delays: []time.Duration{time.Minute}, Publisher: tiers},
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	require.NoError(t, err)
 	defer stack.Close()

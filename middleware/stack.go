@@ -54,15 +54,15 @@ type Stack struct {
 }
 
 // New validates cfg, applies its defaults and returns a Stack. Errors match
-// [ErrConfig] and name the field.
+// [ErrInvalidConfig] and name the field.
 func New(cfg Config) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	router, err := dlq.New(dlq.Config{Publisher: cfg.DLQPublisher, Topic: cfg.DLQTopic, OnDeadLettered: cfg.OnDeadLettered})
+	router, err := dlq.New(cfg.DLQ)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	_, nop := cfg.Observer.(nopObserver)
 	s := &Stack{cfg: cfg, dlq: router, observed: !nop}

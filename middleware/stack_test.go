@@ -596,14 +596,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		want string
 	}{
 		{middleware.Config{}, "Store is required"},
-		{middleware.Config{Store: setup(t).mem}, "DLQPublisher is required"},
-		{middleware.Config{Store: setup(t).mem, DLQPublisher: newCapture(), Lease: time.Hour, Retention: time.Minute}, "Retention"},
-		{middleware.Config{Store: setup(t).mem, DLQPublisher: newCapture(), MaxDeliveries: -3}, "MaxDeliveries"},
-		{middleware.Config{Store: setup(t).mem, DLQPublisher: newCapture(), Transactional: true}, "TxCompleter"},
-		{middleware.Config{Store: setup(t).mem, DLQPublisher: newCapture(), Retry: retry.Policy{Jitter: 3}}, "Jitter"},
+		{middleware.Config{Store: setup(t).mem}, "DLQ.Publisher is required"},
+		{middleware.Config{Store: setup(t).mem, DLQ: dlq.Config{Publisher: newCapture()}, Lease: time.Hour, Retention: time.Minute}, "Retention"},
+		{middleware.Config{Store: setup(t).mem, DLQ: dlq.Config{Publisher: newCapture()}, MaxDeliveries: -3}, "MaxDeliveries"},
+		{middleware.Config{Store: setup(t).mem, DLQ: dlq.Config{Publisher: newCapture()}, Transactional: true}, "TxCompleter"},
+		{middleware.Config{Store: setup(t).mem, DLQ: dlq.Config{Publisher: newCapture()}, Retry: retry.Policy{Jitter: 3}}, "Jitter"},
 	} {
 		_, err := middleware.New(tc.cfg)
-		require.ErrorIs(t, err, middleware.ErrConfig)
+		require.ErrorIs(t, err, middleware.ErrInvalidConfig)
 		require.ErrorContains(t, err, tc.want)
 	}
 }

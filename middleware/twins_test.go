@@ -17,6 +17,7 @@ import (
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/redisstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -62,7 +63,7 @@ func TestNoConcurrentTwinAtMinLease(t *testing.T) {
 			st := open(t)
 			newStack := func() *middleware.Stack {
 				s, err := middleware.New(middleware.Config{
-					Store: st, DLQPublisher: newCapture(), Lease: middleware.MinLease,
+					Store: st, DLQ: dlq.Config{Publisher: newCapture()}, Lease: middleware.MinLease,
 					NackDelay: 50 * time.Millisecond, Logger: quiet, Retention: time.Hour,
 				})
 				require.NoError(t, err)

@@ -10,7 +10,7 @@ import "github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 // demos that read the DLQ topic from the start; not a place to keep poison
 // messages.
 func warnVolatileDLQ(cfg Config) {
-	if _, ok := cfg.DLQPublisher.(*gochannel.GoChannel); !ok {
+	if _, ok := cfg.DLQ.Publisher.(*gochannel.GoChannel); !ok {
 		return
 	}
 	cfg.Logger.Warn("idempo: the DLQ publisher is an in-process GoChannel, which keeps nothing and drops messages " +

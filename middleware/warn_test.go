@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -53,7 +54,7 @@ func TestNewWarnsOfGoChannelDLQ(t *testing.T) {
 	t.Cleanup(func() { _ = pubsub.Close() })
 
 	logs := &recordingHandler{}
-	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQPublisher: pubsub, Logger: slog.New(logs)})
+	stack, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: pubsub}, Logger: slog.New(logs)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stack.Close() })
 	warnings := logs.warnings()
@@ -62,7 +63,7 @@ func TestNewWarnsOfGoChannelDLQ(t *testing.T) {
 	require.Contains(t, warnings[0], "lost")
 
 	other := &recordingHandler{}
-	stack2, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQPublisher: newCapture(), Logger: slog.New(other)})
+	stack2, err := middleware.New(middleware.Config{Store: memstore.New(nil), DLQ: dlq.Config{Publisher: newCapture()}, Logger: slog.New(other)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stack2.Close() })
 	require.Empty(t, other.warnings())

@@ -36,7 +36,7 @@ func TestTraceFromPublishThroughRetriesToDLQ(t *testing.T) {
 	defer gc.Close()
 	stack, err := middleware.New(middleware.Config{
 		Store:          memstore.New(nil),
-		DLQPublisher:   gc,
+		DLQ:            dlq.Config{Publisher: gc},
 		TracerProvider: tp,
 		Retry:          retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxAttempts: 3},
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),

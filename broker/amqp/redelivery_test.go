@@ -45,7 +45,7 @@ func TestDelayedRedeliveryEndToEnd(t *testing.T) {
 	}
 
 	stack, err := middleware.New(middleware.Config{
-		Store: memstore.New(nil), DLQPublisher: pub, Logger: slog.New(slog.DiscardHandler),
+		Store: memstore.New(nil), DLQ: dlq.Config{Publisher: pub}, Logger: slog.New(slog.DiscardHandler),
 		Retry:      retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
 		Redelivery: &middleware.Redelivery{Delays: delays},
 	})

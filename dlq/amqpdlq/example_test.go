@@ -23,7 +23,7 @@ func Example() {
 		panic(err)
 	}
 	defer dlqPub.Close()
-	stack, err := middleware.New(middleware.Config{Store: store, DLQPublisher: dlqPub})
+	stack, err := middleware.New(middleware.Config{Store: store, DLQ: dlq.Config{Publisher: dlqPub}})
 	if err != nil {
 		panic(err)
 	}

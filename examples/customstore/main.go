@@ -11,13 +11,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 )
 
 func main() {
 	store := NewMapStore()
 	pubsub := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	stack, err := middleware.New(middleware.Config{Store: store, DLQPublisher: pubsub})
+	stack, err := middleware.New(middleware.Config{Store: store, DLQ: dlq.Config{Publisher: pubsub}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -65,9 +65,9 @@ func run(out io.Writer) error {
 	// Dedup by the CloudEvents id; poison messages would go to "orders.dlq"
 	// on the same cluster. Use redisstore or sqlstore beyond one process.
 	stack, err := middleware.New(middleware.Config{
-		Store:        memstore.New(nil),
-		DLQPublisher: pub,
-		EventID:      dedup.CloudEventsID(),
+		Store:   memstore.New(nil),
+		DLQ:     dlq.Config{Publisher: pub},
+		EventID: dedup.CloudEventsID(),
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
 			if e.Kind == middleware.KindOutcome && e.Outcome == middleware.OutcomeDuplicate {
 				fmt.Fprintf(out, "skipped duplicate of event %s\n", e.EventID)

@@ -35,8 +35,8 @@ func main() {
 	pubsub := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	defer pubsub.Close()
 	stack, err := middleware.New(middleware.Config{
-		Store:        memstore.New(nil), // redisstore or sqlstore in production
-		DLQPublisher: pubsub,            // in production a durable broker (New warns about GoChannel)
+		Store: memstore.New(nil),             // redisstore or sqlstore in production
+		DLQ:   dlq.Config{Publisher: pubsub}, // in production a durable broker (New warns about GoChannel)
 	})
 	if err != nil {
 		log.Fatal(err)

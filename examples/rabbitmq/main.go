@@ -22,6 +22,7 @@ import (
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
 	"github.com/idempo/idempo/middleware"
 )
@@ -83,9 +84,9 @@ func run(out io.Writer) error {
 	}
 	defer dlqPub.Close()
 	stack, err := middleware.New(middleware.Config{
-		Store:        memstore.New(nil), // redisstore or sqlstore beyond one process
-		DLQPublisher: dlqPub,
-		EventID:      dedup.CloudEventsID(),
+		Store:   memstore.New(nil), // redisstore or sqlstore beyond one process
+		DLQ:     dlq.Config{Publisher: dlqPub},
+		EventID: dedup.CloudEventsID(),
 		Observer: middleware.ObserverFunc(func(_ context.Context, e middleware.Event) {
 			if e.Kind == middleware.KindOutcome && e.Outcome == middleware.OutcomeDuplicate {
 				fmt.Fprintf(out, "skipped duplicate of event %s\n", e.EventID)

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -62,13 +63,13 @@ func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddlewar
 		return []message.HandlerMiddleware{poison, rt.Middleware, dd.Middleware}, func() {}, nil
 	case Idempo:
 		stack, err := middleware.New(middleware.Config{
-			Store:        r.store.Store,
-			DLQPublisher: r.broker.Publisher,
-			Scope:        name,
-			Retention:    retention,
-			Retry:        retry.Policy{InitialInterval: retryInitial, MaxInterval: retryMax, MaxAttempts: retryTries},
-			NackDelay:    5 * time.Millisecond,
-			Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Store:     r.store.Store,
+			DLQ:       dlq.Config{Publisher: r.broker.Publisher},
+			Scope:     name,
+			Retention: retention,
+			Retry:     retry.Policy{InitialInterval: retryInitial, MaxInterval: retryMax, MaxAttempts: retryTries},
+			NackDelay: 5 * time.Millisecond,
+			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			return nil, nil, err

@@ -276,14 +276,14 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 	group := "idempo-demo-" + r.opts.RunID
 
 	cfg := middleware.Config{
-		Store:        store.Store,
-		DLQPublisher: broker.DLQ(),
-		Scope:        scope,
-		Lease:        10 * time.Second,
-		Retention:    time.Hour,
-		Retry:        retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 4},
-		NackDelay:    5 * time.Millisecond,
-		Logger:       r.opts.Logger,
+		Store:     store.Store,
+		DLQ:       dlq.Config{Publisher: broker.DLQ()},
+		Scope:     scope,
+		Lease:     10 * time.Second,
+		Retention: time.Hour,
+		Retry:     retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 4},
+		NackDelay: 5 * time.Millisecond,
+		Logger:    r.opts.Logger,
 	}
 	metricsURL := ""
 	if r.opts.MetricsAddr != "" {

@@ -118,7 +118,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	}
 	stack, err := middleware.New(middleware.Config{
 		Store:         store.Store,
-		DLQPublisher:  broker.DLQ(),
+		DLQ:           dlq.Config{Publisher: broker.DLQ()},
 		Scope:         scopeName(o.RunID),
 		Lease:         lease,
 		Retention:     time.Hour,

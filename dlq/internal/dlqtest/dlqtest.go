@@ -80,7 +80,7 @@ func (w *World) Run() {
 	t := w.t
 	t.Helper()
 	stack, err := middleware.New(middleware.Config{
-		Store: w.Store, DLQPublisher: w.DLQPublisher, Logger: quiet,
+		Store: w.Store, DLQ: dlq.Config{Publisher: w.DLQPublisher}, Logger: quiet,
 		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
 	})
 	require.NoError(t, err)
