@@ -214,7 +214,7 @@ func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
 	set(KeyOriginalTopic, info.OriginalTopic)
 	set(KeyHandler, info.Handler)
 	set(KeyScope, info.Scope)
-	set(KeyEventID, info.EventID)
+	set(KeyEventID, ShortEventID(info.EventID))
 	set(KeyReason, f.Reason)
 	set(KeyError, truncate(f.Error, MaxErrorLen))
 	set(KeyErrorClass, f.ErrorClass)

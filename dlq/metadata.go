@@ -81,9 +81,15 @@ const (
 	// ReasonMissingEventID: no event ID could be extracted (absent or empty).
 	ReasonMissingEventID = "missing_event_id"
 	// ReasonInvalidEventID: an event ID was found but cannot be stored (longer
-	// than dedup.MaxIDLen, 4096 bytes). The copy's idempo_event_id holds it
-	// shortened by [ShortEventID].
+	// than dedup.MaxIDLen, 4096 bytes). Like every ID over
+	// [MaxEventIDMetadata], the copy's idempo_event_id holds it shortened by
+	// [ShortEventID].
 	ReasonInvalidEventID = "invalid_event_id"
+	// ReasonInvalidScope: the dedup scope (the router handler's name unless
+	// middleware.Config.Scope is set) cannot be stored: longer than 255
+	// bytes, not UTF-8, or with a NUL. Every message of that handler is
+	// dead-lettered so until Config.Scope names the consumer.
+	ReasonInvalidScope = "invalid_scope"
 	// ReasonIDCollision: the event ID was seen before with another payload.
 	ReasonIDCollision = "id_collision"
 	// ReasonMalformed: the backend could not decode the message.

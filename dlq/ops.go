@@ -75,6 +75,7 @@ func ParseEntry(topic, position string, msg *message.Message) Entry {
 	}
 	if e.ID == "" {
 		e.ID = "pos:" + topic + "/" + position
+		e.Problems[len(e.Problems)-1] = "no " + KeyEntryID + " nor message UUID (not written by idempo?); using its position"
 	}
 	atoi := func(k string, dst *int) {
 		if v := md.Get(k); v != "" {
@@ -239,16 +240,17 @@ func (o *Ops) read(ctx context.Context, topic string, fn func(Entry) error) erro
 		}
 		sum := sha256.Sum256(payload)
 		pd := binary.BigEndian.Uint64(sum[:8])
-		if prev, seen := first[e.ID]; !seen {
-			first[e.ID] = pd
-		} else if prev != pd {
+		if prev, seen := first[e.ID]; seen && prev != pd {
 			shared := e.ID
 			e.ID = CollisionEntryID(shared, payload)
 			e.Problems = append(e.Problems, fmt.Sprintf("shares entry ID %s with an earlier copy of another payload; listed as a separate entry", shared))
-			if _, seen := first[e.ID]; !seen {
-				first[e.ID] = pd
-			}
 		}
+		if _, seen := first[e.ID]; seen {
+			// The same entry again (a copy republished after a lost
+			// publisher confirm): one entry, listed and settled once.
+			return nil
+		}
+		first[e.ID] = pd
 		td := sha256.Sum256(append([]byte(topic+"\x00"), payload...))
 		e.digest = hex.EncodeToString(td[:16])
 		return fn(e)

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -75,6 +76,11 @@ func (s *Stack) waitTwin(d *delivery, wait <-chan struct{}) error {
 func (s *Stack) claimFailed(d *delivery, err error) error {
 	if d.ctx.Err() != nil {
 		return s.nack(d, fmt.Errorf("%w: %w", ErrCancelled, err))
+	}
+	if errors.Is(err, dedup.ErrInvalidRequest) || errors.Is(err, dedup.ErrInvalidKey) {
+		// The store refuses the request itself: every redelivery would be
+		// refused alike, so it is no outage to wait out.
+		return s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: "the dedup store refused the claim: " + err.Error()})
 	}
 	s.cfg.Logger.Warn("idempo: dedup store claim failed; nacking", "scope", d.scope, "event_id", d.eventID, "error", err)
 	return s.nack(d, fmt.Errorf("%w: claim: %w", ErrStore, err))

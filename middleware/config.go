@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -177,13 +178,17 @@ func (c Config) Validate() error {
 		return configError("MaxDeliveries must be >= 1, or -1 to disable the cap, got %d", c.MaxDeliveries)
 	case c.NackDelay < -1:
 		return configError("NackDelay must be >= 0, or -1 to nack at once, got %v", c.NackDelay)
-	case len(c.Scope) > dedup.MaxScopeLen:
-		return configError("Scope is %d bytes, more than %d", len(c.Scope), dedup.MaxScopeLen)
+	}
+	if c.Scope != "" {
+		var kerr *dedup.KeyError
+		if err := (dedup.Key{Scope: c.Scope, ID: "x"}).Validate(); errors.As(err, &kerr) {
+			return configError("Scope %q cannot name a consumer in dedup keys: %s", c.Scope, kerr.Problem)
+		}
 	}
 	if err := c.Retry.Validate(); err != nil {
 		return fmt.Errorf("%w: Retry: %w", ErrInvalidConfig, err)
 	}
-	window := c.Retry.MaxTotalWait() + c.Lease
+	window := addSat(c.Retry.MaxTotalWait(), c.Lease)
 	if c.Retention < window {
 		return configError("Retention %v is shorter than the longest retry window plus the lease (%v): a late duplicate would be processed again", c.Retention, window)
 	}
@@ -196,10 +201,10 @@ func (c Config) Validate() error {
 			if d <= 0 {
 				return configError("Redelivery.Delays[%d] must be > 0, got %v", i, d)
 			}
-			total += d
+			total = addSat(total, d)
 		}
-		if c.Retention < window+total {
-			return configError("Retention %v is shorter than the retry window plus the lease plus the redelivery delays (%v)", c.Retention, window+total)
+		if all := addSat(window, total); c.Retention < all {
+			return configError("Retention %v is shorter than the retry window plus the lease plus the redelivery delays (%v)", c.Retention, all)
 		}
 	}
 	if c.Transactional {
@@ -208,4 +213,12 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// addSat adds two non-negative durations, saturating at the largest one.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

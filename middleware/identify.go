@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -62,9 +63,16 @@ func (s *Stack) startSpan(d *delivery) {
 // reason missing_event_id (no ID, or an empty one) or invalid_event_id (an
 // ID that cannot be stored, e.g. too long; the copy carries it shortened),
 // or, with AllowMissingEventID and no ID, left without a key to run unclaimed.
+// A scope that cannot be stored (a handler name too long, with a NUL, or not
+// UTF-8) is invalid_scope, and a replay marker too long to store malformed:
+// redeliveries could never be claimed.
 func (s *Stack) identify(d *delivery) (settled bool, err error) {
 	if reason := d.msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
+	}
+	if n := len(d.msg.Metadata.Get(dlq.KeyReplayID)); n > dedup.MaxReplayIDLen {
+		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed,
+			Error: fmt.Sprintf("metadata %s is %d bytes, more than %d", dlq.KeyReplayID, n, dedup.MaxReplayIDLen)})
 	}
 	id, err := s.cfg.EventID(d.msg)
 	if err == nil && id == "" {
@@ -80,6 +88,10 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 			return false, nil
 		}
 		d.eventID = dlq.ShortEventID(id)
+		if serr := (dedup.Key{Scope: d.scope, ID: "x"}).Validate(); serr != nil {
+			return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonInvalidScope,
+				Error: fmt.Sprintf("scope %q (the router handler's name unless Config.Scope is set): %v", d.scope, serr)})
+		}
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonInvalidEventID, Error: err.Error()})
 	}
 	if s.cfg.AllowMissingEventID && errors.Is(err, dedup.ErrMissingEventID) {

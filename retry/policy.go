@@ -113,23 +113,39 @@ func (p Policy) jitter() float64 {
 // MaxTotalWait is an upper bound on the sum of waits one delivery can spend
 // between its attempts (jitter included). The middleware checks that the
 // dedup retention covers it.
+//
+// It takes constant time whatever MaxAttempts is, and saturates at the
+// largest time.Duration instead of overflowing.
 func (p Policy) MaxTotalWait() time.Duration {
 	p = p.withDefaults()
+	j := 1 + p.jitter()
+	capped := float64(p.MaxInterval) * j // the longest single wait
 	var total float64
 	w := float64(p.InitialInterval)
 	for i := 1; i < p.MaxAttempts; i++ {
-		total += math.Min(w, float64(p.MaxInterval)) * (1 + p.jitter())
-		if total >= float64(math.MaxInt64/2) {
-			return time.Duration(math.MaxInt64 / 2)
+		if w >= float64(p.MaxInterval) || i > 1000 {
+			// Every remaining wait is at most the capped one (past 1,000
+			// growing waits this overestimates, which a bound may).
+			total += float64(p.MaxAttempts-i) * capped
+			break
 		}
+		total += w * j
 		w *= p.Multiplier
 	}
-	d := time.Duration(total)
-	if p.MaxElapsed > 0 && d > p.MaxElapsed {
-		// The last wait may start just before MaxElapsed runs out.
-		d = p.MaxElapsed + time.Duration(float64(p.MaxInterval)*(1+p.jitter()))
+	if p.MaxElapsed > 0 {
+		// No attempt starts after MaxElapsed; the last wait may start just
+		// before it runs out.
+		total = math.Min(total, float64(p.MaxElapsed)+capped)
 	}
-	return d
+	return saturate(total)
+}
+
+// saturate converts nanoseconds to a Duration, saturating at the largest one.
+func saturate(ns float64) time.Duration {
+	if ns >= math.MaxInt64 || math.IsNaN(ns) {
+		return math.MaxInt64
+	}
+	return time.Duration(ns)
 }
 
 // Schedule is the retry schedule of one delivery. It is not safe for
@@ -141,12 +157,14 @@ type Schedule struct {
 	attempts    int
 	start       time.Time
 	maxElapsed  time.Duration
+	maxWait     time.Duration // MaxInterval with jitter, saturated
 }
 
 // NewSchedule starts a schedule whose first attempt began at start and has
 // failed (so one attempt is counted).
 func (p Policy) NewSchedule(start time.Time) *Schedule {
 	p = p.withDefaults()
+	maxWait := saturate(float64(p.MaxInterval) * (1 + p.jitter()))
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(p.InitialInterval),
 		backoff.WithMultiplier(p.Multiplier),
@@ -154,7 +172,7 @@ func (p Policy) NewSchedule(start time.Time) *Schedule {
 		backoff.WithRandomizationFactor(p.jitter()),
 		backoff.WithMaxElapsedTime(0),
 	)
-	return &Schedule{b: b, maxAttempts: p.MaxAttempts, attempts: 1, start: start, maxElapsed: p.MaxElapsed}
+	return &Schedule{b: b, maxAttempts: p.MaxAttempts, attempts: 1, start: start, maxElapsed: p.MaxElapsed, maxWait: maxWait}
 }
 
 // Attempts returns the number of attempts counted so far.
@@ -170,7 +188,12 @@ func (s *Schedule) Next() (time.Duration, bool) {
 		return 0, false
 	}
 	s.attempts++
-	return s.b.NextBackOff(), true
+	d := s.b.NextBackOff()
+	if d < 0 || d > s.maxWait {
+		// The backoff library's float maths overflows past ~292 years.
+		d = s.maxWait
+	}
+	return d, true
 }
 
 // Wait blocks for d or until ctx is done, whichever comes first, and returns

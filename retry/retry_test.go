@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -151,4 +152,22 @@ func ExamplePermanent() {
 	err := handle(nil)
 	fmt.Println(retry.DefaultClassifier(err), err)
 	// Output: permanent empty payload can never succeed
+}
+
+// Waits never go negative, whatever MaxInterval is, and the window bound
+// takes constant time.
+func TestExtremePolicies(t *testing.T) {
+	t.Parallel()
+	s := retry.Policy{InitialInterval: time.Hour, MaxInterval: math.MaxInt64, Multiplier: 1000, MaxAttempts: 10, MaxElapsed: -1}.NewSchedule(time.Now())
+	for {
+		d, ok := s.Next()
+		if !ok {
+			break
+		}
+		require.GreaterOrEqual(t, d, time.Duration(0))
+	}
+	p := retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Second, Multiplier: 1.0000001, MaxAttempts: math.MaxInt, MaxElapsed: -1}
+	require.Equal(t, time.Duration(math.MaxInt64), p.MaxTotalWait(), "saturates instead of overflowing")
+	p.MaxElapsed = time.Minute
+	require.Less(t, p.MaxTotalWait(), time.Minute+2*time.Second)
 }

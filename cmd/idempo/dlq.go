@@ -153,7 +153,7 @@ func (f *dlqFilters) register(fs *flag.FlagSet, withIDs bool) {
 
 var dlqReasons = []string{
 	dlq.ReasonPermanent, dlq.ReasonRetriesExhausted, dlq.ReasonDeliveryCap,
-	dlq.ReasonMissingEventID, dlq.ReasonInvalidEventID, dlq.ReasonIDCollision, dlq.ReasonMalformed,
+	dlq.ReasonMissingEventID, dlq.ReasonInvalidEventID, dlq.ReasonInvalidScope, dlq.ReasonIDCollision, dlq.ReasonMalformed,
 }
 
 // narrows reports whether any filter (other than IDs) is set.
