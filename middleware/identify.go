@@ -71,8 +71,10 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
 	}
 	if n := len(d.msg.Metadata.Get(dlq.KeyReplayID)); n > dedup.MaxReplayIDLen {
-		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed,
-			Error: fmt.Sprintf("metadata %s is %d bytes, more than %d", dlq.KeyReplayID, n, dedup.MaxReplayIDLen)})
+		return true, s.deadLetterUnclaimed(d, dlq.Failure{
+			Reason: dlq.ReasonMalformed,
+			Error:  fmt.Sprintf("metadata %s is %d bytes, more than %d", dlq.KeyReplayID, n, dedup.MaxReplayIDLen),
+		})
 	}
 	id, err := s.cfg.EventID(d.msg)
 	if err == nil && id == "" {
@@ -89,8 +91,10 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 		}
 		d.eventID = dlq.ShortEventID(id)
 		if serr := (dedup.Key{Scope: d.scope, ID: "x"}).Validate(); serr != nil {
-			return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonInvalidScope,
-				Error: fmt.Sprintf("scope %q (the router handler's name unless Config.Scope is set): %v", d.scope, serr)})
+			return true, s.deadLetterUnclaimed(d, dlq.Failure{
+				Reason: dlq.ReasonInvalidScope,
+				Error:  fmt.Sprintf("scope %q (the router handler's name unless Config.Scope is set): %v", d.scope, serr),
+			})
 		}
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonInvalidEventID, Error: err.Error()})
 	}

@@ -112,7 +112,7 @@ func TestRetentionCheckAtTheBounds(t *testing.T) {
 	// As many attempts as fit in a minute: bounded by MaxElapsed.
 	c = base()
 	c.Retry = retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxAttempts: math.MaxInt, MaxElapsed: time.Minute}
-	err := within(t, 10*time.Second, "Validate with MaxAttempts = MaxInt", func() error { return c.Validate() })
+	err := within(t, 10*time.Second, "Validate with MaxAttempts = MaxInt", c.Validate)
 	require.NoError(t, err)
 	c.Retry = retry.Policy{InitialInterval: 10 * time.Second, MaxInterval: 10 * time.Second, MaxAttempts: math.MaxInt, MaxElapsed: time.Minute}
 	require.NoError(t, c.Validate(), "MaxElapsed bounds the window before it saturates")
