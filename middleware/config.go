@@ -17,10 +17,10 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultLease         = 30 * time.Second
-	DefaultRetention     = 7 * 24 * time.Hour
-	DefaultMaxDeliveries = 10
-	DefaultNackDelay     = 500 * time.Millisecond
+	defaultLease         = 30 * time.Second
+	defaultRetention     = 7 * 24 * time.Hour
+	defaultMaxDeliveries = 10
+	defaultNackDelay     = 500 * time.Millisecond
 )
 
 // rabbitConsumerTimeout is RabbitMQ's default consumer_timeout: a delivery
@@ -122,16 +122,16 @@ func (c *Config) setDefaults() {
 		c.EventID = dedup.UUID()
 	}
 	if c.Lease == 0 {
-		c.Lease = DefaultLease
+		c.Lease = defaultLease
 	}
 	if c.Retention == 0 {
-		c.Retention = DefaultRetention
+		c.Retention = defaultRetention
 	}
 	if c.MaxDeliveries == 0 {
-		c.MaxDeliveries = DefaultMaxDeliveries
+		c.MaxDeliveries = defaultMaxDeliveries
 	}
 	if c.NackDelay == 0 {
-		c.NackDelay = DefaultNackDelay
+		c.NackDelay = defaultNackDelay
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -11,12 +11,12 @@ import (
 
 // Defaults of [Policy].
 const (
-	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMultiplier      = 2.0
-	DefaultMaxInterval     = 10 * time.Second
-	DefaultJitter          = 0.5
-	DefaultMaxAttempts     = 5
-	DefaultMaxElapsed      = time.Minute
+	defaultInitialInterval = 100 * time.Millisecond
+	defaultMultiplier      = 2.0
+	defaultMaxInterval     = 10 * time.Second
+	defaultJitter          = 0.5
+	defaultMaxAttempts     = 5
+	defaultMaxElapsed      = time.Minute
 )
 
 // Policy configures in-process retries of one delivery. The zero value means
@@ -48,25 +48,25 @@ type Policy struct {
 // withDefaults returns p with every zero field set to its default.
 func (p Policy) withDefaults() Policy {
 	if p.InitialInterval == 0 {
-		p.InitialInterval = DefaultInitialInterval
+		p.InitialInterval = defaultInitialInterval
 	}
 	if p.Multiplier == 0 {
-		p.Multiplier = DefaultMultiplier
+		p.Multiplier = defaultMultiplier
 	}
 	if p.MaxInterval == 0 {
-		p.MaxInterval = DefaultMaxInterval
+		p.MaxInterval = defaultMaxInterval
 	}
 	if p.Jitter == 0 {
-		p.Jitter = DefaultJitter
+		p.Jitter = defaultJitter
 	}
 	if p.MaxAttempts == 0 {
-		p.MaxAttempts = DefaultMaxAttempts
+		p.MaxAttempts = defaultMaxAttempts
 	}
 	if p.MaxAttempts == -1 {
 		p.MaxAttempts = 1
 	}
 	if p.MaxElapsed == 0 {
-		p.MaxElapsed = DefaultMaxElapsed
+		p.MaxElapsed = defaultMaxElapsed
 	}
 	if p.Classify == nil {
 		p.Classify = DefaultClassifier

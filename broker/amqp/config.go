@@ -21,17 +21,17 @@ var ErrInvalidURL = errors.New("amqp: invalid URL")
 
 // Defaults applied by [NewPublisher] and [NewSubscriber] to zero fields.
 const (
-	// DefaultPrefetch is the QoS prefetch count of each consumer channel.
-	DefaultPrefetch = 16
-	// DefaultConsumers is the number of consumers one Subscribe call starts.
-	DefaultConsumers = 1
-	// DefaultChannelPoolSize is the number of publisher channels kept open.
-	DefaultChannelPoolSize = 8
-	// DefaultConfirmTimeout bounds the wait for the broker's publisher confirm.
-	DefaultConfirmTimeout = 10 * time.Second
-	// DefaultNackDelay is how long a nacked delivery is held before it is
+	// defaultPrefetch is the QoS prefetch count of each consumer channel.
+	defaultPrefetch = 16
+	// defaultConsumers is the number of consumers one Subscribe call starts.
+	defaultConsumers = 1
+	// defaultChannelPoolSize is the number of publisher channels kept open.
+	defaultChannelPoolSize = 8
+	// defaultConfirmTimeout bounds the wait for the broker's publisher confirm.
+	defaultConfirmTimeout = 10 * time.Second
+	// defaultNackDelay is how long a nacked delivery is held before it is
 	// returned to the queue.
-	DefaultNackDelay = time.Second
+	defaultNackDelay = time.Second
 )
 
 // Config configures a RabbitMQ publisher or subscriber with idempo's safe
@@ -68,19 +68,19 @@ type Config struct {
 	// Prefetch is the QoS prefetch count of each consumer: how many
 	// deliveries RabbitMQ sends ahead of acks. Each consumer still hands out
 	// one message at a time; prefetch saves a round trip per message.
-	// Defaults to [DefaultPrefetch].
+	// Defaults to 16.
 	Prefetch int
 
 	// Consumers is how many consumers (each on its own channel) one Subscribe
 	// call starts on the queue, merged into one output channel. watermill-amqp
 	// handles one delivery per consumer at a time, so this is the number of
 	// messages a router handler processes concurrently. Defaults to
-	// [DefaultConsumers]; order is kept only with 1.
+	// 1; order is kept only with 1.
 	Consumers int
 
 	// ChannelPoolSize is the number of channels the publisher keeps open and
 	// reuses; it bounds concurrent publishes. Defaults to
-	// [DefaultChannelPoolSize] (watermill-amqp's 0 opens and closes a channel
+	// 8 (watermill-amqp's 0 opens and closes a channel
 	// per publish, about three times slower with 8 concurrent publishers).
 	ChannelPoolSize int
 
@@ -88,23 +88,23 @@ type Config struct {
 	// each message (e.g. while RabbitMQ blocks publishers on a memory or disk
 	// alarm). On timeout Publish returns [ErrConfirmTimeout]; the message may
 	// still be delivered later, so treat it as a duplicate risk, not as a
-	// loss. Defaults to [DefaultConfirmTimeout].
+	// loss. Defaults to 10s.
 	ConfirmTimeout time.Duration
 
 	// NackDelay is how long a nacked delivery is held (unacked, so no other
 	// consumer gets it) before it is returned to the queue. watermill-amqp
 	// requeues at once, which makes a failing message spin. The delay blocks
-	// the consumer that holds it. Defaults to [DefaultNackDelay]; the special
+	// the consumer that holds it. Defaults to 1s; the special
 	// value -1 requeues at once (as for the stack's and the Kafka preset's NackDelay).
 	NackDelay time.Duration
 }
 
 func (c Config) withDefaults() Config {
-	c.Prefetch = cmp.Or(c.Prefetch, DefaultPrefetch)
-	c.Consumers = cmp.Or(c.Consumers, DefaultConsumers)
-	c.ChannelPoolSize = cmp.Or(c.ChannelPoolSize, DefaultChannelPoolSize)
-	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, DefaultConfirmTimeout)
-	c.NackDelay = cmp.Or(c.NackDelay, DefaultNackDelay)
+	c.Prefetch = cmp.Or(c.Prefetch, defaultPrefetch)
+	c.Consumers = cmp.Or(c.Consumers, defaultConsumers)
+	c.ChannelPoolSize = cmp.Or(c.ChannelPoolSize, defaultChannelPoolSize)
+	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, defaultConfirmTimeout)
+	c.NackDelay = cmp.Or(c.NackDelay, defaultNackDelay)
 	return c
 }
 

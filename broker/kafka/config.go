@@ -27,20 +27,20 @@ var ErrMissingConsumerGroup = fmt.Errorf("%w: ConsumerGroup is empty (name the g
 
 // Defaults applied by [NewPublisher] and [NewSubscriber] to zero fields.
 const (
-	// DefaultClientID is sent to the brokers to name the client in their logs.
-	DefaultClientID = "idempo"
-	// DefaultVersion is the Kafka protocol version spoken to the brokers.
-	DefaultVersion = "2.1.0"
-	// DefaultNackDelay is how long a nacked message waits before it is
+	// defaultClientID is sent to the brokers to name the client in their logs.
+	defaultClientID = "idempo"
+	// defaultVersion is the Kafka protocol version spoken to the brokers.
+	defaultVersion = "2.1.0"
+	// defaultNackDelay is how long a nacked message waits before it is
 	// handed to the handler again.
-	DefaultNackDelay = 500 * time.Millisecond
-	// DefaultAutoCommitInterval is how often marked offsets are committed.
-	DefaultAutoCommitInterval = time.Second
-	// DefaultRebalanceTimeout is how long a rebalance waits for members to
+	defaultNackDelay = 500 * time.Millisecond
+	// defaultAutoCommitInterval is how often marked offsets are committed.
+	defaultAutoCommitInterval = time.Second
+	// defaultRebalanceTimeout is how long a rebalance waits for members to
 	// finish their in-flight messages.
-	DefaultRebalanceTimeout = 60 * time.Second
-	// DefaultPort is used for a broker address without a port in [ParseURL].
-	DefaultPort = "9092"
+	defaultRebalanceTimeout = 60 * time.Second
+	// defaultPort is used for a broker address without a port in [ParseURL].
+	defaultPort = "9092"
 )
 
 // Config configures a Kafka publisher or subscriber with idempo's safe
@@ -58,11 +58,11 @@ type Config struct {
 	ConsumerGroup string
 
 	// ClientID names the client in the brokers' logs and quotas.
-	// Defaults to [DefaultClientID].
+	// Defaults to "idempo".
 	ClientID string
 
 	// Version is the Kafka protocol version spoken to the brokers, as
-	// "major.minor.patch". Defaults to [DefaultVersion] ("2.1.0"): the oldest
+	// "major.minor.patch". Defaults to "2.1.0": the oldest
 	// version Kafka 4 still accepts and new enough for the idempotent
 	// producer (0.11+), so it works with every broker Kafka still supports.
 	// Newer versions (tested up to 3.6.0 against the embedded cluster) may be
@@ -79,7 +79,7 @@ type Config struct {
 	// NackDelay is how long the subscriber waits before handing a
 	// nacked message to the handler again. The wait blocks the message's
 	// partition (order is kept) and cannot be interrupted, so Close may wait
-	// for it. Defaults to [DefaultNackDelay] (watermill-kafka's own
+	// for it. Defaults to 500ms (watermill-kafka's own
 	// default, 100 ms, spins hot on a message that keeps failing).
 	// The special value -1 resends at once (as for the stack's and the RabbitMQ preset's NackDelay).
 	NackDelay time.Duration
@@ -88,13 +88,13 @@ type Config struct {
 	// in the background. Offsets are also committed when a subscriber closes
 	// cleanly, so a clean shutdown repeats nothing; a crash repeats up to one
 	// interval of acked messages, which dedup absorbs.
-	// Defaults to [DefaultAutoCommitInterval].
+	// Defaults to 1s.
 	AutoCommitInterval time.Duration
 
 	// RebalanceTimeout is how long a rebalance waits for group members to
 	// finish their in-flight messages; a handler still running past it loses
 	// its partition and the message is redelivered elsewhere.
-	// Defaults to [DefaultRebalanceTimeout].
+	// Defaults to 60s.
 	RebalanceTimeout time.Duration
 
 	// TLS, when non-nil, connects to the brokers over TLS with this config.
@@ -109,11 +109,11 @@ type Config struct {
 
 // withDefaults returns c with every zero optional field set to its default.
 func (c Config) withDefaults() Config {
-	c.ClientID = cmp.Or(c.ClientID, DefaultClientID)
-	c.Version = cmp.Or(c.Version, DefaultVersion)
-	c.NackDelay = cmp.Or(c.NackDelay, DefaultNackDelay)
-	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, DefaultAutoCommitInterval)
-	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.ClientID = cmp.Or(c.ClientID, defaultClientID)
+	c.Version = cmp.Or(c.Version, defaultVersion)
+	c.NackDelay = cmp.Or(c.NackDelay, defaultNackDelay)
+	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, defaultAutoCommitInterval)
+	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, defaultRebalanceTimeout)
 	return c
 }
 
@@ -163,7 +163,7 @@ func checkHostPort(addr string) error {
 
 // ParseURL parses a broker URL of the form kafka://host:port[,host:port...]
 // into a [Config] with Brokers set and every other field at its default. A
-// host without a port gets [DefaultPort]. User info, paths other than "/",
+// host without a port gets 9092. User info, paths other than "/",
 // query parameters and fragments are rejected. Errors match [ErrInvalidURL].
 func ParseURL(s string) (Config, error) {
 	rest, ok := strings.CutPrefix(s, "kafka://")
@@ -194,7 +194,7 @@ func ParseURL(s string) (Config, error) {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			// No port (or a bare IPv6 address): add the default one.
-			addr = net.JoinHostPort(strings.Trim(addr, "[]"), DefaultPort)
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), defaultPort)
 		}
 		if err := checkHostPort(addr); err != nil {
 			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, s, err)

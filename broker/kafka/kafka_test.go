@@ -143,7 +143,7 @@ func allSeen(published, a, b map[string]bool) bool {
 func TestProtocolVersions(t *testing.T) {
 	t.Parallel()
 	e := startEmbedded(t)
-	for _, v := range []string{kafka.DefaultVersion, "2.4.0", "2.8.0", "3.6.0"} {
+	for _, v := range []string{"2.1.0", "2.4.0", "2.8.0", "3.6.0"} {
 		t.Run(v, func(t *testing.T) {
 			cfg := e.Config("")
 			cfg.Version = v
