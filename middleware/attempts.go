@@ -92,7 +92,7 @@ func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byt
 		d.fail.ErrorClass = "panic"
 		d.fail.PanicStack = string(stack)
 	}
-	// A handler's own context.Canceled (or a classifier's Cancelled) while
+	// A handler's own context.Canceled while
 	// nothing of the stack's is done is an ordinary failure: retried,
 	// counted and capped. Only the stack's own contexts (checked above)
 	// mean cancellation.

@@ -10,7 +10,7 @@
 //		DLQ: dlq.Config{Publisher: publisher},
 //	})
 //	if err != nil { ... }
-//	router.AddConsumerHandler("orders", "orders", subscriber, stack.Wrap(handle))
+//	router.AddConsumerHandler("orders", "orders", subscriber, stack.Middleware(handle))
 //
 // # The processing contract
 //

@@ -88,9 +88,6 @@ func (s *Stack) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// Wrap returns h wrapped by the stack (the same as s.Middleware(h)).
-func (s *Stack) Wrap(h message.HandlerFunc) message.HandlerFunc { return s.Middleware(h) }
-
 // Close stops the stack's lease keeper goroutine and waits for it. Claims
 // still held lose their extensions. The keeper also stops by itself shortly
 // after no claim is held, so Close is needed only to stop it at once (e.g.

@@ -11,24 +11,15 @@ const (
 	Retryable Class = iota + 1
 	// PermanentClass errors are dead-lettered at once with reason "permanent_error".
 	PermanentClass
-	// Cancelled is kept for classifiers written against earlier versions.
-	// No error decides cancellation by itself: the middleware treats a
-	// delivery as cancelled only when its own per-message context is done
-	// (shutdown, rebalance, revoked partition), and otherwise handles a
-	// Cancelled error like a Retryable one (retried, counted and capped), so
-	// a handler returning context.Canceled on its own cannot loop.
-	Cancelled
 )
 
-// String returns "retryable", "permanent" or "cancelled".
+// String returns "retryable" or "permanent".
 func (c Class) String() string {
 	switch c {
 	case Retryable:
 		return "retryable"
 	case PermanentClass:
 		return "permanent"
-	case Cancelled:
-		return "cancelled"
 	default:
 		return "unknown"
 	}

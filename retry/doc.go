@@ -1,6 +1,6 @@
 // Package retry holds idempo's in-process retry policy: exponential backoff
 // with jitter, bounded by attempts and elapsed time, and the classification of
-// errors into retryable, permanent and cancelled.
+// errors into retryable and permanent.
 //
 // # Classification
 //

@@ -337,7 +337,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		if err != nil {
 			return Ledger{}, fmt.Errorf("subscriber %d: %w", i, err)
 		}
-		h := r.outer(broker, topic, stack.Wrap(r.handle))
+		h := r.outer(broker, topic, stack.Middleware(r.handle))
 		router.AddConsumerHandler(fmt.Sprintf("consumer-%d", i), topic, sub, func(m *message.Message) error { _, err := h(m); return err })
 	}
 	dsub, err := broker.DLQSubscriber(group + "-dlq")

@@ -148,7 +148,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	if err != nil {
 		return err
 	}
-	wrapped := stack.Wrap(c.handle)
+	wrapped := stack.Middleware(c.handle)
 	if o.Break == "no-dedup" {
 		if wrapped, err = broken(broker.DLQ(), c); err != nil {
 			return err
