@@ -9,17 +9,17 @@ import (
 	"time"
 )
 
-// LockFileName is the lock file [StartEmbedded] keeps in a [WithDataDir]
+// LockFileName is the lock file [StartEmbedded] keeps in an [EmbeddedConfig.DataDir]
 // directory while a cluster runs on it. [Embedded.Close] removes it.
 const LockFileName = "idempo-embedded.lock"
 
 // ErrDataDirInUse is matched (with [errors.Is]) by the error [StartEmbedded]
 // returns when another running cluster, in this process or another one,
-// holds the [WithDataDir] directory. The message names the directory.
+// holds the [EmbeddedConfig.DataDir] directory. The message names the directory.
 var ErrDataDirInUse = errors.New("kafka: embedded cluster data directory is in use")
 
 // ErrDataDirUnclean is matched (with [errors.Is]) by the error
-// [StartEmbedded] returns when the [WithDataDir] directory still holds the
+// [StartEmbedded] returns when the [EmbeddedConfig.DataDir] directory still holds the
 // lock file of a cluster that stopped without [Embedded.Close] (a crash, a
 // kill -9). The embedded cluster writes its files through the page cache and
 // does not repair them on load: after such a stop it comes back with part of

@@ -25,7 +25,7 @@ func getenvChildDir() string { return os.Getenv(childDirEnv) }
 // runDataDirChild runs a cluster on dir, publishes a few records to it,
 // says "ready" on stdout and waits to be killed.
 func runDataDirChild(dir string) {
-	e, err := kafka.StartEmbedded(kafka.WithDataDir(dir))
+	e, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
@@ -85,7 +85,7 @@ func TestDataDirKilledHolder(t *testing.T) {
 	dir := t.TempDir()
 	child := startDataDirChild(t, dir)
 
-	_, err := kafka.StartEmbedded(kafka.WithDataDir(dir))
+	_, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
 	require.ErrorIs(t, err, kafka.ErrDataDirInUse, "a live holder")
 	require.NotErrorIs(t, err, kafka.ErrDataDirUnclean)
 	require.ErrorContains(t, err, dir)
@@ -95,7 +95,7 @@ func TestDataDirKilledHolder(t *testing.T) {
 	_ = child.Wait() // "signal: killed"
 
 	for range 2 { // refusing does not clear the lock
-		_, err = kafka.StartEmbedded(kafka.WithDataDir(dir))
+		_, err = kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
 		require.ErrorIs(t, err, kafka.ErrDataDirUnclean, "after kill -9")
 		require.NotErrorIs(t, err, kafka.ErrDataDirInUse)
 		require.ErrorContains(t, err, dir)
@@ -112,11 +112,11 @@ func TestDataDirCleanClose(t *testing.T) {
 	dir := t.TempDir()
 	topic := uniqueName("datadir")
 
-	e, err := kafka.StartEmbedded(kafka.WithDataDir(dir))
+	e, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	require.FileExists(t, filepath.Join(dir, kafka.LockFileName))
-	_, err = kafka.StartEmbedded(kafka.WithDataDir(dir))
+	_, err = kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
 	require.ErrorIs(t, err, kafka.ErrDataDirInUse, "a second cluster in the same process")
 	require.ErrorContains(t, err, dir)
 
@@ -128,7 +128,7 @@ func TestDataDirCleanClose(t *testing.T) {
 	e.Close()
 	require.NoFileExists(t, filepath.Join(dir, kafka.LockFileName))
 
-	e2 := startEmbedded(t, kafka.WithDataDir(dir))
+	e2 := startEmbedded(t, kafka.EmbeddedConfig{DataDir: dir})
 	got := receive(t, subscribe(t, newSubscriber(t, e2.Config(uniqueName("g"))), topic), 1, time.Minute)
 	require.Equal(t, sent.UUID, got[0].UUID)
 	e2.Close()
@@ -140,7 +140,7 @@ func TestDataDirNotADirectory(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	_, err := kafka.StartEmbedded(kafka.WithDataDir(file))
+	_, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: file})
 	require.Error(t, err)
 	require.ErrorContains(t, err, file)
 }

@@ -43,5 +43,5 @@
 // [StartEmbedded] runs franz-go's kfake in-process on loopback ports, with
 // topics created on first use. It speaks enough of the protocol for
 // producers, consumer groups and tools such as kcat, but it is not Kafka: no
-// replication, and no durability unless [WithDataDir] is given.
+// replication, and no durability unless [EmbeddedConfig.DataDir] is set.
 package kafka

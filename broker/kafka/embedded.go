@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -11,7 +12,7 @@ import (
 // Embedded is an in-process cluster that speaks the Kafka protocol (franz-go's
 // kfake), listening on loopback ports. It is meant for development, demos and
 // tests: no Apache Kafka installation is needed. Topics are created on first
-// use. Without [WithDataDir] it keeps everything in memory and loses it on
+// use. Without [EmbeddedConfig.DataDir] it keeps everything in memory and loses it on
 // Close. Its methods are safe for concurrent use.
 //
 // Like Kafka, it drops a consumer-group member whose session times out. One
@@ -23,91 +24,87 @@ type Embedded struct {
 	cluster *kfake.Cluster
 	addrs   []string
 	reaper  *reaper
-	lock    *dirLock // nil without WithDataDir
+	lock    *dirLock // nil without a DataDir
 	close   sync.Once
 }
 
-// EmbeddedOption configures [StartEmbedded].
-type EmbeddedOption func(*embeddedOptions)
-
-type embeddedOptions struct {
-	ports      []int
-	brokers    int
-	partitions int
-	dataDir    string
-	topics     []string
+// EmbeddedConfig configures [StartEmbedded]. The zero value is one broker
+// on a free port, one partition per topic, everything in memory.
+type EmbeddedConfig struct {
+	// Ports makes the cluster listen on these loopback ports, one broker per
+	// port. Defaults to Brokers brokers on free ports chosen by the system.
+	Ports []int
+	// Brokers is the number of brokers, each on a free port. Ignored when
+	// Ports is set. Defaults to 1.
+	Brokers int
+	// Partitions is the number of partitions of topics created on first use
+	// or by Topics. Defaults to 1, like Kafka's num.partitions, which keeps
+	// one total order per topic; raise it to try partition-level concurrency.
+	Partitions int
+	// Topics are created at start. Defaults to none.
+	Topics []string
+	// DataDir persists the cluster's records, offsets and groups in this
+	// directory and reloads them when a cluster is started on the same
+	// directory (set Ports too so clients find it again). Defaults to
+	// memory only.
+	//
+	// While the cluster runs, the directory holds a lock file
+	// ([LockFileName]) that [Embedded.Close] removes. A start on a directory
+	// that another running cluster holds fails with [ErrDataDirInUse]; a
+	// start on a directory whose last cluster stopped without Close (a crash,
+	// a kill -9) fails with [ErrDataDirUnclean], since the cluster cannot load
+	// such a directory safely: it comes back with part of its records and
+	// cannot read those produced afterwards.
+	DataDir string
 }
 
-// WithPorts makes the cluster listen on these loopback ports, one broker per
-// port. Defaults to one broker on a free port chosen by the system.
-func WithPorts(ports ...int) EmbeddedOption {
-	return func(o *embeddedOptions) { o.ports = ports }
-}
-
-// WithBrokers sets the number of brokers, each on a free port. Ignored when
-// [WithPorts] is given. Defaults to 1.
-func WithBrokers(n int) EmbeddedOption {
-	return func(o *embeddedOptions) { o.brokers = n }
-}
-
-// WithPartitions sets the number of partitions of topics created on first use
-// or by [WithTopics]. Defaults to 1, like Kafka's num.partitions, which keeps
-// one total order per topic; raise it to try partition-level concurrency.
-func WithPartitions(n int) EmbeddedOption {
-	return func(o *embeddedOptions) { o.partitions = n }
-}
-
-// WithTopics creates these topics at start. Defaults to none.
-func WithTopics(topics ...string) EmbeddedOption {
-	return func(o *embeddedOptions) { o.topics = append(o.topics, topics...) }
-}
-
-// WithDataDir persists the cluster's records, offsets and groups in dir and
-// reloads them when a cluster is started on the same dir (use [WithPorts] too
-// so clients find it again). Defaults to memory only.
-//
-// While the cluster runs, dir holds a lock file ([LockFileName]) that
-// [Embedded.Close] removes. A start on a dir that another running cluster
-// holds fails with [ErrDataDirInUse]; a start on a dir whose last cluster
-// stopped without Close (a crash, a kill -9) fails with [ErrDataDirUnclean],
-// since the cluster cannot load such a dir safely: it comes back with part of
-// its records and cannot read those produced afterwards.
-func WithDataDir(dir string) EmbeddedOption {
-	return func(o *embeddedOptions) { o.dataDir = dir }
+// Validate reports the first problem with c, naming the field; zero fields
+// stand for their defaults. Errors match [ErrInvalidConfig].
+func (c EmbeddedConfig) Validate() error {
+	switch {
+	case c.Brokers < 0:
+		return fmt.Errorf("%w: EmbeddedConfig.Brokers cannot be negative", ErrInvalidConfig)
+	case c.Partitions < 0:
+		return fmt.Errorf("%w: EmbeddedConfig.Partitions cannot be negative", ErrInvalidConfig)
+	case c.Partitions > math.MaxInt32:
+		return fmt.Errorf("%w: EmbeddedConfig.Partitions is more than %d", ErrInvalidConfig, math.MaxInt32)
+	}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%w: EmbeddedConfig.Ports: %d is not a port", ErrInvalidConfig, p)
+		}
+	}
+	return nil
 }
 
 // StartEmbedded starts an in-process Kafka-protocol cluster on 127.0.0.1.
 // Call Close when done. Point a [Config] at it with [Embedded.Config] or
 // [Embedded.Addrs].
-func StartEmbedded(opts ...EmbeddedOption) (*Embedded, error) {
-	o := embeddedOptions{brokers: 1, partitions: 1}
-	for _, opt := range opts {
-		opt(&o)
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if o.brokers < 1 {
-		return nil, errors.New("kafka: StartEmbedded: WithBrokers needs at least 1")
-	}
-	if o.partitions < 1 {
-		return nil, errors.New("kafka: StartEmbedded: WithPartitions needs at least 1")
-	}
+	o := cfg
+	o.Brokers = max(o.Brokers, 1)
+	o.Partitions = max(o.Partitions, 1)
 	kopts := []kfake.Opt{
-		kfake.NumBrokers(o.brokers),
+		kfake.NumBrokers(o.Brokers),
 		kfake.AllowAutoTopicCreation(),
-		kfake.DefaultNumPartitions(o.partitions),
+		kfake.DefaultNumPartitions(o.Partitions),
 	}
-	if len(o.ports) > 0 {
-		kopts = append(kopts, kfake.Ports(o.ports...))
+	if len(o.Ports) > 0 {
+		kopts = append(kopts, kfake.Ports(o.Ports...))
 	}
-	if len(o.topics) > 0 {
-		kopts = append(kopts, kfake.SeedTopics(int32(o.partitions), o.topics...))
+	if len(o.Topics) > 0 {
+		kopts = append(kopts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
 	}
 	var lock *dirLock
-	if o.dataDir != "" {
+	if o.DataDir != "" {
 		var err error
-		if lock, err = lockDataDir(o.dataDir); err != nil {
+		if lock, err = lockDataDir(o.DataDir); err != nil {
 			return nil, err
 		}
-		kopts = append(kopts, kfake.DataDir(o.dataDir))
+		kopts = append(kopts, kfake.DataDir(o.DataDir))
 	}
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
@@ -145,7 +142,7 @@ func (e *Embedded) Config(group string) Config {
 }
 
 // Close stops the cluster; clients still connected see their connections
-// closed. With [WithDataDir] it writes the cluster's files out, then removes
+// closed. With a DataDir it writes the cluster's files out, then removes
 // the directory's lock file, so that the next start may load them. Close is
 // idempotent.
 func (e *Embedded) Close() {

@@ -15,7 +15,7 @@ import (
 // Publish a keyed CloudEvents-style message to the embedded cluster and
 // consume it in a consumer group.
 func Example() {
-	cluster, err := kafka.StartEmbedded()
+	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 // ends up with every partition.
 func TestMemberKilledDuringJoinIsDropped(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t, kafka.WithPartitions(2))
+	e := startEmbedded(t, kafka.EmbeddedConfig{Partitions: 2})
 	topic, group := uniqueName("ghost"), uniqueName("group")
 	pub := newPublisher(t, e.Config(""))
 	publish := func(from, n int) {

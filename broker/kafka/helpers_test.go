@@ -13,9 +13,13 @@ import (
 )
 
 // startEmbedded starts a private cluster for one test.
-func startEmbedded(t *testing.T, opts ...kafka.EmbeddedOption) *kafka.Embedded {
+func startEmbedded(t *testing.T, cfg ...kafka.EmbeddedConfig) *kafka.Embedded {
 	t.Helper()
-	e, err := kafka.StartEmbedded(opts...)
+	var c kafka.EmbeddedConfig
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	e, err := kafka.StartEmbedded(c)
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	return e

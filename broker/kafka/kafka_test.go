@@ -16,7 +16,7 @@ import (
 
 func TestPublishSubscribeWithKey(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t, kafka.WithPartitions(3))
+	e := startEmbedded(t, kafka.EmbeddedConfig{Partitions: 3})
 	topic := uniqueName("keyed")
 	pub := newPublisher(t, e.Config(""))
 

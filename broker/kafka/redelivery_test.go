@@ -32,7 +32,7 @@ func TestDelayedRedeliveryEndToEnd(t *testing.T) {
 		tierTopics[i] = middleware.DefaultRedeliveryTopic(topic, i, d)
 	}
 	dlqTopic := dlq.DefaultTopic(topic, "orders-h")
-	e := startEmbedded(t, kafka.WithTopics(append([]string{topic, dlqTopic}, tierTopics...)...))
+	e := startEmbedded(t, kafka.EmbeddedConfig{Topics: append([]string{topic, dlqTopic}, tierTopics...)})
 	pub := newPublisher(t, e.Config(""))
 	sub := func() message.Subscriber {
 		s, err := kafka.NewSubscriber(e.Config(uniqueName("group")), nil)

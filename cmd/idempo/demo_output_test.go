@@ -143,7 +143,7 @@ func TestDemoRedisRemovesItsKeys(t *testing.T) {
 // A demo on an external Kafka cluster deletes its two topics at the end;
 // --keep keeps them. (The embedded cluster here plays the external one.)
 func TestDemoKafkaDeletesItsTopics(t *testing.T) {
-	emb, err := kafka.StartEmbedded()
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	require.NoError(t, err)
 	defer emb.Close()
 	admin, err := sarama.NewClusterAdmin(emb.Config("").Brokers, sarama.NewConfig())

@@ -233,7 +233,7 @@ func TestDLQOnRabbitMQ(t *testing.T) {
 }
 
 func TestDLQOnKafka(t *testing.T) {
-	emb, err := kafka.StartEmbedded()
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)
@@ -280,7 +280,7 @@ func TestDLQOnKafka(t *testing.T) {
 // tool) is reported by ID, the others are replayed all the same, and the
 // exit status says some failed; a dry run reports it too.
 func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
-	emb, err := kafka.StartEmbedded()
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)
@@ -335,7 +335,7 @@ func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
 // producers without IDs left in a DLQ before entry IDs told them apart)
 // list as separate entries and replay as separate events.
 func TestDLQCollidingEntryIDs(t *testing.T) {
-	emb, err := kafka.StartEmbedded()
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)

@@ -17,7 +17,7 @@ import (
 // List the dead letters of a Kafka DLQ topic, then replay them to their
 // original topic once the bug is fixed.
 func Example() {
-	cluster, err := kafka.StartEmbedded() // your brokers in production
+	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{}) // your brokers in production
 	if err != nil {
 		panic(err)
 	}

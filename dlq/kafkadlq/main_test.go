@@ -32,9 +32,13 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func startEmbedded(t *testing.T, opts ...kafka.EmbeddedOption) *kafka.Embedded {
+func startEmbedded(t *testing.T, cfg ...kafka.EmbeddedConfig) *kafka.Embedded {
 	t.Helper()
-	e, err := kafka.StartEmbedded(opts...)
+	var c kafka.EmbeddedConfig
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	e, err := kafka.StartEmbedded(c)
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	return e
@@ -55,15 +59,15 @@ type world struct {
 	emb *kafka.Embedded
 }
 
-func newWorld(t *testing.T, opts ...kafka.EmbeddedOption) *world {
+func newWorld(t *testing.T, cfg ...kafka.EmbeddedConfig) *world {
 	t.Helper()
-	return newWorldWithStore(t, memstore.New(nil), opts...)
+	return newWorldWithStore(t, memstore.New(nil), cfg...)
 }
 
 // newWorldWithStore is newWorld with the given dedup store.
-func newWorldWithStore(t *testing.T, store dedup.Store, opts ...kafka.EmbeddedOption) *world {
+func newWorldWithStore(t *testing.T, store dedup.Store, cfg ...kafka.EmbeddedConfig) *world {
 	t.Helper()
-	w := &world{emb: startEmbedded(t, opts...)}
+	w := &world{emb: startEmbedded(t, cfg...)}
 	pub, err := kafka.NewPublisher(w.emb.Config(""), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })

@@ -37,7 +37,7 @@ func TestReplayOnKafkaProcessesOnce(t *testing.T) {
 func TestForeignAndMalformedEntries(t *testing.T) {
 	t.Parallel()
 	empty := "empty_topic"
-	w := newWorld(t, kafka.WithPartitions(2), kafka.WithTopics(empty))
+	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 2, Topics: []string{empty}})
 	ops := w.Ops(nil)
 	ctx := context.Background()
 
@@ -115,7 +115,7 @@ func TestReplayCrashLosesNothing(t *testing.T) {
 // over partitions, and a replay processes each once.
 func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, kafka.WithPartitions(3))
+	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 3})
 	w.IDLessReplayProcessesOnce(20, w.Publisher, func(payloads []string) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation())
 		require.NoError(t, err)
@@ -135,7 +135,7 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 // marker (count and replay ID).
 func TestReplayKeepsKeyAndPartition(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, kafka.WithPartitions(4))
+	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 4})
 	w.Run()
 	keys := []string{"acct-1", "acct-2", "acct-3", "acct-4", "acct-5", "acct-6"}
 	// Keyed records of a producer that partitions by key as sarama does,

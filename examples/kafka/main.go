@@ -39,7 +39,7 @@ func main() {
 }
 
 func run(out io.Writer) error {
-	cluster, err := kafka.StartEmbedded(kafka.WithPartitions(2))
+	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Partitions: 2})
 	if err != nil {
 		return err
 	}

@@ -24,11 +24,7 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 	b := &Broker{Spec: spec}
 	var cfg kafka.Config
 	if spec.Embedded {
-		var eopts []kafka.EmbeddedOption
-		if o.partitions > 1 {
-			eopts = append(eopts, kafka.WithPartitions(o.partitions))
-		}
-		emb, err := kafka.StartEmbedded(eopts...)
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Partitions: o.partitions})
 		if err != nil {
 			return nil, err
 		}
