@@ -4,11 +4,16 @@ LINT_VER  := v2.15.0
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 
-.PHONY: test services lint fmt bench bench-save bench-compare demo stress exports
+.PHONY: test test-loaded services lint fmt bench bench-save bench-compare demo stress exports
 
 ## test: start the servers the suite needs, then run every test with -race
 test:
 	./scripts/test.sh
+
+## test-loaded: the suite with both cores kept busy by stress-ng (as on a shared CI host)
+test-loaded:
+	@command -v stress-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq stress-ng)
+	stress-ng --cpu 2 --timeout 60m --quiet & pid=$$!; ./scripts/test.sh; status=$$?; kill $$pid 2>/dev/null; exit $$status
 
 services:
 	bash scripts/services.sh
