@@ -86,12 +86,17 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 			const events, copies = 60, 4
 			var wg sync.WaitGroup
 			errs := make(chan error, 8)
+			deadline := time.Now().Add(3 * time.Minute)
 			for w := range 8 {
 				wg.Go(func() {
 					h := stacks[w%2].Middleware(handler)
 					for i := range events * copies {
 						id := fmt.Sprintf("ev-%d", (i+w*7)%events)
 						for {
+							if time.Now().After(deadline) {
+								errs <- fmt.Errorf("worker %d: %s not settled within 3 minutes", w, id)
+								return
+							}
 							m := message.NewMessage(id, nil)
 							m.SetContext(context.Background())
 							_, err := h(m)
@@ -106,7 +111,7 @@ func TestInboxExactlyOnceWithConcurrentTwins(t *testing.T) {
 					}
 				})
 			}
-			wg.Wait()
+			waitGroup(t, &wg, 4*time.Minute, "the inbox workers")
 			close(errs)
 			for err := range errs {
 				require.NoError(t, err)
