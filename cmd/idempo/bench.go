@@ -10,8 +10,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/idempo/idempo/internal/backend"
-	"github.com/idempo/idempo/internal/bench"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/bench"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
-	"github.com/idempo/idempo/internal/demo"
-	"github.com/idempo/idempo/internal/verify"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // jsonKeys returns the keys of the JSON object v encodes to.

@@ -20,10 +20,10 @@ import (
 
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
 	"github.com/idempo/idempo/dlq/kafkadlq"
-	"github.com/idempo/idempo/internal/backend"
 )
 
 // printDLQHelp prints the help of idempo dlq.

@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/idempo/idempo/internal/backend"
-	"github.com/idempo/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 )
 
 // printMainHelp prints the help of idempo itself.

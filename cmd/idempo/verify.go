@@ -10,8 +10,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/idempo/idempo/internal/demo"
-	"github.com/idempo/idempo/internal/verify"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
