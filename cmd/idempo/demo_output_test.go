@@ -62,7 +62,7 @@ func TestDemoTextShowsEveryJSONField(t *testing.T) {
 func TestVerifyTextShowsEveryJSONField(t *testing.T) {
 	res := verify.Result{Ledger: demo.Ledger{RunID: "r", DLQTopic: "idempo-verify-r.dlq"}, GuaranteeLevel: "g"}
 	var buf bytes.Buffer
-	printVerifyResult(&buf, res, "kept")
+	verifyText(res, "kept").text(&buf)
 	requireRows(t, buf.String(), jsonKeys(t, res))
 }
 
