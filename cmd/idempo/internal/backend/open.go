@@ -14,7 +14,9 @@ import (
 	"github.com/idempo/idempo/dlq"
 )
 
-// Broker is an opened broker: one publisher and a way to make consumers.
+// Broker is an opened broker: one publisher and a way to make consumers,
+// or, opened [ForDLQ], a source of dead letters and a publisher to replay
+// them through.
 type Broker struct {
 	Spec Spec
 	// Display names the broker for the start line (password redacted).
@@ -137,14 +139,15 @@ func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, 
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	switch {
-	case o.dlq && spec.Kind == GoChannel:
-		return nil, fmt.Errorf("broker %s keeps no dead letters: they live on a real broker", spec)
-	case spec.Kind == GoChannel:
+	switch spec.Kind {
+	case GoChannel:
+		if o.dlq {
+			return nil, fmt.Errorf("broker %s keeps no dead letters: they live on a real broker", spec)
+		}
 		return openGoChannel(spec, logger), nil
-	case spec.Kind == Kafka:
+	case Kafka:
 		return openKafka(ctx, spec, logger, o)
-	case spec.Kind == AMQP:
+	case AMQP:
 		return openAMQP(ctx, spec, logger, o)
 	default:
 		return nil, fmt.Errorf("broker %s is not supported", spec)
