@@ -70,7 +70,6 @@ type env struct {
 // printed as "idempo <command>: <error>".
 func runCommand(ctx context.Context, cmd command, args []string, stdout, stderr io.Writer) int {
 	name, synopsis, description := cmd.usage()
-	var err error
 	fail := func(err error) int {
 		code := exitStatus(err)
 		if ctx.Err() != nil && code != exitInterrupted {
@@ -81,17 +80,12 @@ func runCommand(ctx context.Context, cmd command, args []string, stdout, stderr 
 	}
 	fs := newFlagSet(name, synopsis, description, stderr)
 	cmd.flags(fs)
-	var pos []string
-	if _, ok := cmd.(argsTaker); ok {
-		pos, err = parseArgs(fs, args)
-	} else if err = fs.Parse(args); err == nil {
-		pos = fs.Args()
-	}
+	pos, err := parseArgs(fs, cmd, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case err != nil:
-		return 2 // the flag package printed the error and the help
+		return exitUsage // the flag package printed the error and the help
 	}
 	if a, ok := cmd.(argsTaker); ok {
 		err = a.args(pos)
@@ -131,8 +125,15 @@ func runCommand(ctx context.Context, cmd command, args []string, stdout, stderr 
 	return 0
 }
 
-// parseArgs parses flags and positional arguments in any order.
-func parseArgs(fs *flag.FlagSet, args []string) (pos []string, err error) {
+// parseArgs parses the flags and returns the positional arguments. Those
+// of an [argsTaker] may come in any order with the flags; for other
+// commands the flag package stops at the first one, and the rest of the
+// command line is what is reported as unexpected.
+func parseArgs(fs *flag.FlagSet, cmd command, args []string) (pos []string, err error) {
+	if _, ok := cmd.(argsTaker); !ok {
+		err := fs.Parse(args)
+		return fs.Args(), err
+	}
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
