@@ -10,12 +10,22 @@ import (
 	"io"
 	"strings"
 
-	"github.com/idempo/idempo/internal/backend"
-	"github.com/idempo/idempo/internal/bench"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/bench"
 )
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench", "idempo bench [flags]", `Measures what idempo's stack costs on a broker and store. The same workload
+// benchCommand is idempo bench.
+type benchCommand struct {
+	jsonFlag
+	o               bench.Options
+	rounds, warmup  int
+	matrix          bool
+	brokers, stores string
+	fs              *flag.FlagSet
+}
+
+func (*benchCommand) usage() (string, string, string) {
+	return "bench", "idempo bench [flags]", `Measures what idempo's stack costs on a broker and store. The same workload
 (--events messages, a trivial handler) runs through three handlers in
 alternation, each round on fresh topics:
 
@@ -36,115 +46,118 @@ combinations whose server is unreachable, and prints a markdown table for
 docs/benchmarks.md. The default matrix takes a few minutes.
 
 Exit status: 0 ok; 1 a workload check failed; 2 usage and setup errors; 130
-interrupted (no figures).`, stderr)
-	broker := fs.String("broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
-	store := fs.String("store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
-	events := fs.Int("events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
-	rounds := fs.Int("rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
-	warmup := fs.Int("warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
-	consumers := fs.Int("consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
-	inFlight := fs.Int("in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
-	asJSON := fs.Bool("json", false, "print exactly one JSON object on stdout")
-	memory := fs.Bool("memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
-	memoryKeys := fs.Int("memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
-	matrix := fs.Bool("matrix", false, "run every --brokers × --stores combination and print one markdown table")
-	brokers := fs.String("brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
-	stores := fs.String("stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
-	timeout := fs.Duration("timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
-	if code, done := parseFlags(fs, args, stderr); done {
-		return code
-	}
+interrupted (no figures).`
+}
+
+func (c *benchCommand) flags(fs *flag.FlagSet) {
+	o := &c.o
+	fs.StringVar(&o.Broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	fs.StringVar(&o.Store, "store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
+	fs.IntVar(&o.Events, "events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
+	fs.IntVar(&c.rounds, "rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
+	fs.IntVar(&c.warmup, "warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
+	fs.IntVar(&o.Consumers, "consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
+	fs.IntVar(&o.InFlight, "in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
+	c.registerJSON(fs, "print exactly one JSON object on stdout")
+	fs.BoolVar(&o.Memory, "memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
+	fs.IntVar(&o.MemoryKeys, "memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
+	fs.BoolVar(&c.matrix, "matrix", false, "run every --brokers × --stores combination and print one markdown table")
+	fs.StringVar(&c.brokers, "brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
+	fs.StringVar(&c.stores, "stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
+	fs.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
+	c.fs = fs
+}
+
+func (c *benchCommand) Validate() error {
+	o := &c.o
 	// Zero means "the default" to package bench; on the command line it is
 	// a mistake.
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"events", *events}, {"consumers", *consumers}, {"in-flight", *inFlight}, {"memory-keys", *memoryKeys}} {
+	}{{"events", o.Events}, {"consumers", o.Consumers}, {"in-flight", o.InFlight}, {"memory-keys", o.MemoryKeys}} {
 		if f.v <= 0 {
-			fmt.Fprintf(stderr, "idempo bench: --%s must be > 0, got %d\n", f.name, f.v)
-			return 2
+			return fmt.Errorf("--%s must be > 0, got %d", f.name, f.v)
 		}
 	}
-	if *rounds < 0 {
-		fmt.Fprintf(stderr, "idempo bench: --rounds must be >= 0, got %d\n", *rounds)
-		return 2
+	if c.rounds < 0 {
+		return fmt.Errorf("--rounds must be >= 0, got %d", c.rounds)
 	}
-	if *warmup < 0 {
-		fmt.Fprintf(stderr, "idempo bench: --warmup must be >= 0, got %d\n", *warmup)
-		return 2
+	if c.warmup < 0 {
+		return fmt.Errorf("--warmup must be >= 0, got %d", c.warmup)
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if *matrix && !set["events"] {
-		*events = bench.DefaultMatrixEvents
+	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.matrix && (set["broker"] || set["store"]) {
+		return errors.New("--matrix takes --brokers and --stores, not --broker and --store")
 	}
-	opts := bench.Options{
-		Broker: *broker, Store: *store, Events: *events, Rounds: *rounds, Warmup: min(*warmup, *events),
-		Consumers: *consumers, InFlight: *inFlight, Memory: *memory, MemoryKeys: *memoryKeys, Timeout: *timeout,
-		Stderr: stderr, Progress: isTerminal(stderr),
+	if c.matrix && !set["events"] {
+		o.Events = bench.DefaultMatrixEvents
 	}
-	if *rounds == 0 {
-		opts.Rounds = -1
+	o.Rounds, o.Warmup = c.rounds, min(c.warmup, o.Events)
+	if c.rounds == 0 {
+		o.Rounds = -1
 	}
-	if *warmup == 0 {
-		opts.Warmup = -1
+	if c.warmup == 0 {
+		o.Warmup = -1
 	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "idempo bench: %v\n", err)
-		if errors.Is(err, bench.ErrCheck) {
-			return 1
-		}
-		return 2
+	return nil
+}
+
+func (c *benchCommand) Run(ctx context.Context, e *env) (result, error) {
+	c.o.Stderr, c.o.Progress = e.stderr, isTerminal(e.stderr)
+	if c.matrix {
+		return c.runMatrix(ctx, e)
 	}
-	if *matrix {
-		if set["broker"] || set["store"] {
-			fmt.Fprintln(stderr, "idempo bench: --matrix takes --brokers and --stores, not --broker and --store")
-			return 2
-		}
-		res, err := bench.RunMatrix(ctx, bench.MatrixOptions{
-			Options: opts, Brokers: splitList(*brokers), Stores: splitList(*stores),
-			Command: commandLine(args),
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return interrupted(stderr, "bench", "before the matrix started, so there are no figures")
-			}
-			return fail(err)
-		}
-		if *asJSON {
-			if err := json.NewEncoder(stdout).Encode(res); err != nil {
-				return fail(err)
-			}
-		} else {
-			// One write, so that the output's redactor sees every line whole.
-			var buf bytes.Buffer
-			res.Markdown(&buf)
-			_, _ = stdout.Write(buf.Bytes())
-		}
-		if ctx.Err() != nil {
-			return interrupted(stderr, "bench", "the combinations it did not finish are marked skipped")
-		}
-		if res.Failed() {
-			fmt.Fprintln(stderr, "idempo bench: FAILED: a combination did not pass its workload check")
-			return 1
-		}
-		return 0
-	}
-	rep, err := bench.Run(ctx, opts)
+	rep, err := bench.Run(ctx, c.o)
 	if ctx.Err() != nil {
-		return interrupted(stderr, "bench", "a run cut short measures nothing, so there are no figures")
+		return nil, interrupted("a run cut short measures nothing, so there are no figures")
 	}
 	if err != nil {
-		return fail(err)
+		return nil, checkFailed(err)
 	}
-	if *asJSON {
-		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
-			return fail(err)
+	return report{rep}, nil
+}
+
+func (c *benchCommand) runMatrix(ctx context.Context, e *env) (result, error) {
+	res, err := bench.RunMatrix(ctx, bench.MatrixOptions{
+		Options: c.o, Brokers: splitList(c.brokers), Stores: splitList(c.stores),
+		Command: commandLine(e.args),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, interrupted("before the matrix started, so there are no figures")
 		}
-		return 0
+		return nil, checkFailed(err)
 	}
-	printReport(stdout, rep)
-	return 0
+	var out result = matrixReport{res}
+	switch {
+	case ctx.Err() != nil:
+		return out, interrupted("the combinations it did not finish are marked skipped")
+	case res.Failed():
+		return out, failed(errors.New("FAILED: a combination did not pass its workload check"))
+	}
+	return out, nil
+}
+
+// checkFailed gives a failed workload check exit status 1.
+func checkFailed(err error) error {
+	if errors.Is(err, bench.ErrCheck) {
+		return failed(err)
+	}
+	return err
+}
+
+// matrixReport prints the matrix as markdown, in one write so that the
+// output's redactor sees every line whole.
+type matrixReport struct{ *bench.MatrixResult }
+
+func (m matrixReport) MarshalJSON() ([]byte, error) { return json.Marshal(m.MatrixResult) }
+
+func (m matrixReport) text(w io.Writer) {
+	var buf bytes.Buffer
+	m.Markdown(&buf)
+	_, _ = w.Write(buf.Bytes())
 }
 
 func splitList(s string) []string {
@@ -174,7 +187,13 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func printReport(w io.Writer, r *bench.Report) {
+// report is the result of one bench run.
+type report struct{ *bench.Report }
+
+func (r report) MarshalJSON() ([]byte, error) { return json.Marshal(r.Report) }
+
+func (rep report) text(w io.Writer) {
+	r := rep.Report
 	fmt.Fprintf(w, "idempo bench (run %s; broker %s; store %s)\n", r.RunID, r.Broker, r.Store)
 	if r.Rounds > 0 {
 		fmt.Fprintf(w, "%d events per round, %d rounds per variant (+ %d-message warm-up), %d consumer(s)\n\n",

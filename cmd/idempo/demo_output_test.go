@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
-	"github.com/idempo/idempo/internal/demo"
-	"github.com/idempo/idempo/internal/verify"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // jsonKeys returns the keys of the JSON object v encodes to.
@@ -62,7 +62,7 @@ func TestDemoTextShowsEveryJSONField(t *testing.T) {
 func TestVerifyTextShowsEveryJSONField(t *testing.T) {
 	res := verify.Result{Ledger: demo.Ledger{RunID: "r", DLQTopic: "idempo-verify-r.dlq"}, GuaranteeLevel: "g"}
 	var buf bytes.Buffer
-	printVerifyResult(&buf, res, "kept")
+	verifyText(res, "kept").text(&buf)
 	requireRows(t, buf.String(), jsonKeys(t, res))
 }
 

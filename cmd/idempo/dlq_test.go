@@ -11,13 +11,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
-	"github.com/idempo/idempo/dlq/amqpdlq"
 )
 
 const dlqTestAMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -93,143 +90,6 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 		rows = append(rows, row)
 	}
 	return rows
-}
-
-func TestDLQOnRabbitMQ(t *testing.T) {
-	orig := "idempo_clitest_orders_" + watermill.NewShortUUID()
-	topic := orig + ".dlq"
-	conn, err := amqp091.Dial(dlqTestAMQP)
-	require.NoError(t, err, "RabbitMQ is required at %s", dlqTestAMQP)
-	t.Cleanup(func() {
-		if ch, err := conn.Channel(); err == nil {
-			for _, q := range []string{orig, topic, topic + ".parked"} {
-				_, _ = ch.QueueDelete(q, false, false, false)
-			}
-		}
-		_ = conn.Close()
-	})
-	pub, err := amqpdlq.NewDLQPublisher(amqp.Config{URL: dlqTestAMQP}, nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "bad amount", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
-	idA := deadLetter(t, pub, orig, "billing", "ev-a", `{"amount":-1}`, perm)
-	idB := deadLetter(t, pub, orig, "billing", "ev-b", `{"amount":-2}`, perm)
-	idC := deadLetter(t, pub, orig, "shipping", "ev-c", "\x00\xff", dlq.Failure{
-		Reason: dlq.ReasonRetriesExhausted, Error: "timeout", ErrorClass: "retryable", Attempts: 3, FirstFailure: now, LastFailure: now,
-	})
-	common := []string{"--broker", dlqTestAMQP, "--store", "sqlite://" + filepath.Join(t.TempDir(), "resolutions.db"), "--topic", topic}
-	cli := func(args ...string) (int, string, string) {
-		t.Helper()
-		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
-	}
-
-	var rows []map[string]any
-	require.Eventually(t, func() bool {
-		code, out, _ := cli("list")
-		rows = jsonLines(t, out)
-		return code == 0 && len(rows) == 3
-	}, 30*time.Second, 100*time.Millisecond)
-	require.Equal(t, idA, rows[0]["id"])
-	require.Equal(t, "bad amount", rows[0]["error"])
-	require.Equal(t, orig, rows[0]["original_topic"])
-	require.Equal(t, "0", rows[0]["position"])
-
-	code, out, _ := cli("list", "--reason", dlq.ReasonRetriesExhausted)
-	require.Equal(t, 0, code)
-	require.Len(t, jsonLines(t, out), 1)
-	code, out, _ = cli("list", "--handler", "billing", "--since", "1h", "--error-class", "permanent")
-	require.Equal(t, 0, code)
-	require.Len(t, jsonLines(t, out), 2)
-	code, out, _ = cli("list", "--until", "1h")
-	require.Equal(t, 0, code)
-	require.Empty(t, jsonLines(t, out))
-	code, out, _ = cli("list", "--table")
-	require.Equal(t, 0, code)
-	require.Contains(t, out, "ORIGINAL-TOPIC")
-	require.Contains(t, out, "3 unresolved entries in "+topic)
-
-	code, out, errOut := cli("show", idC, "--json")
-	require.Equal(t, 0, code, errOut)
-	var shown map[string]any
-	require.NoError(t, json.Unmarshal([]byte(out), &shown))
-	require.Equal(t, "base64", shown["payload_encoding"])
-	require.Equal(t, "AP8=", shown["payload"])
-	require.Equal(t, "acme", shown["metadata"].(map[string]any)["tenant"])
-	require.Equal(t, "timeout", shown["error"])
-	code, out, _ = cli("show", idA)
-	require.Equal(t, 0, code)
-	require.Contains(t, out, `{"amount":-1}`)
-	require.Contains(t, out, "failure history")
-	code, _, errOut = cli("show", "no-such-entry")
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "no such entry")
-
-	code, out, errOut = cli("replay", "--id", idA, "--dry-run")
-	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "would replay "+idA)
-	require.Contains(t, out, "dry run: would replay 1, park 0")
-	code, out, errOut = cli("replay", "--id", idA)
-	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "replayed 1, parked 0, skipped 0")
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	d, ok, err := ch.Get(orig, true)
-	require.NoError(t, err)
-	require.True(t, ok, "the replay is in the original queue")
-	require.Equal(t, `{"amount":-1}`, string(d.Body))
-	require.Equal(t, idA, d.Headers[dlq.KeyReplayID])
-	require.Equal(t, "ev-a", d.Headers[amqp.UUIDHeader])
-	require.Equal(t, "acme", d.Headers["tenant"])
-	_ = ch.Close()
-
-	code, _, errOut = cli("replay", "--id", idA)
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "already replayed")
-	code, _, errOut = cli("replay", "--id", "no-such-entry")
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "no such entry")
-
-	code, out, _ = cli("list")
-	require.Equal(t, 0, code)
-	require.Len(t, jsonLines(t, out), 2)
-	code, out, _ = cli("list", "--all")
-	require.Equal(t, 0, code)
-	rows = jsonLines(t, out)
-	require.Len(t, rows, 3)
-	require.Equal(t, dlq.Replayed, rows[0]["resolution"])
-
-	// purge asks on a terminal; "n" purges nothing.
-	oldIn, oldTerm := dlqStdin, dlqStdinIsTerminal
-	t.Cleanup(func() { dlqStdin, dlqStdinIsTerminal = oldIn, oldTerm })
-	dlqStdinIsTerminal = func() bool { return true }
-	dlqStdin = strings.NewReader("n\n")
-	code, _, errOut = cli("purge", "--handler", "billing")
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "Purge 1 entries? [y/N]")
-	dlqStdin = strings.NewReader("y\n")
-	code, out, _ = cli("purge", "--handler", "billing")
-	require.Equal(t, 0, code)
-	require.Contains(t, out, "purged 1, skipped 0")
-	code, _, errOut = cli("purge", "--yes", "--id", idB)
-	require.Equal(t, 1, code, "already purged")
-	require.Contains(t, errOut, "already purged")
-
-	code, out, errOut = cli("replay", "--all-unresolved", "--json")
-	require.Equal(t, 0, code, errOut)
-	var res map[string]any
-	require.NoError(t, json.Unmarshal([]byte(out), &res))
-	require.EqualValues(t, 1, res["replayed"])
-	code, out, _ = cli("list")
-	require.Equal(t, 0, code)
-	require.Empty(t, strings.TrimSpace(out), "nothing unresolved")
-	code, out, _ = cli("list", "--all")
-	require.Equal(t, 0, code)
-	got := map[string]string{}
-	for _, r := range jsonLines(t, out) {
-		got[r["id"].(string)] = r["resolution"].(string)
-	}
-	require.Equal(t, map[string]string{idA: dlq.Replayed, idB: dlq.Purged, idC: dlq.Replayed}, got)
 }
 
 func TestDLQOnKafka(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,5 +96,23 @@ func TestInterruptIsNotAVerdict(t *testing.T) {
 				require.NotContains(t, out+errOut, claim, "an interrupted run claims nothing")
 			}
 		})
+	}
+}
+
+// An interrupted dlq command exits with status 130 and says so, as demo,
+// verify and bench do (its help promises it).
+func TestDLQInterruptedExits130(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Ctrl-C before the command got anywhere
+	store := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+	for _, sub := range []string{"list", "replay"} {
+		var stdout, stderr bytes.Buffer
+		args := []string{"dlq", sub, "--broker", dlqTestAMQP, "--store", store, "--topic", "idempo-interrupt-test.dlq", "--all-unresolved"}
+		if sub == "list" {
+			args = args[:len(args)-1]
+		}
+		code := run(ctx, args, &stdout, &stderr)
+		require.Equal(t, exitInterrupted, code, "%v: %s", args, stderr.String())
+		require.Contains(t, stderr.String(), "idempo dlq "+sub+": interrupted: ")
 	}
 }

@@ -5,15 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/idempo/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -21,10 +19,7 @@ import (
 // by re-executing the test binary with IDEMPO_TEST_CLI=1.
 func TestMain(m *testing.M) {
 	if os.Getenv("IDEMPO_TEST_CLI") == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+		main()
 	}
 	// Consumer processes that verify starts from any test re-execute this
 	// binary, which then acts as the CLI.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/internal/verify"
+	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // TestVerifyRabbitMQRestart restarts RabbitMQ in the middle of a verify run:

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/internal/demo"
-	"github.com/idempo/idempo/internal/verify"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
+	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // verifyEvents is the CI size of each verify run; `make verify-full` runs

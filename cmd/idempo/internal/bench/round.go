@@ -15,7 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
 // publishWorkers is how many goroutines publish a round to Kafka or

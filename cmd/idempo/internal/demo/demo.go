@@ -16,8 +16,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
-	"github.com/idempo/idempo/internal/backend"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"

@@ -16,12 +16,6 @@ import (
 	"github.com/idempo/idempo/dedup/sqlstore"
 )
 
-func init() {
-	storeOpeners[Postgres] = openSQL
-	storeOpeners[MySQL] = openSQL
-	storeOpeners[SQLite] = openSQL
-}
-
 // DefaultSQLitePath is where the embedded SQLite store of a run lives: a
 // file of its own in the user's cache directory (or the temp dir when there
 // is none), removed when the run drops its store. Runs never share a file:

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
-	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
 // The default axes of [RunMatrix]: the servers of the project's docker

@@ -8,7 +8,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
 // cleaner removes what a run leaves on shared servers: the RabbitMQ queue

@@ -11,9 +11,12 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
+	"github.com/idempo/idempo/dlq"
 )
 
-// Broker is an opened broker: one publisher and a way to make consumers.
+// Broker is an opened broker: one publisher and a way to make consumers,
+// or, opened [ForDLQ], a source of dead letters and a publisher to replay
+// them through.
 type Broker struct {
 	Spec Spec
 	// Display names the broker for the start line (password redacted).
@@ -43,7 +46,13 @@ type Broker struct {
 	// a shared server. Nil when they vanish with the process (GoChannel,
 	// the embedded Kafka cluster). Safe to call after the subscribers have
 	// closed; a topic that does not exist is not an error.
-	Delete  func(ctx context.Context, topics ...string) error
+	Delete func(ctx context.Context, topics ...string) error
+	// Source reads dead-letter topics without consuming them (Kafka:
+	// without a consumer group; RabbitMQ: stream queues), and Replay
+	// republishes dead letters for dlq.Ops (nil unless asked for). Both
+	// are set only on a broker opened [ForDLQ], which opens nothing else.
+	Source  dlq.Source
+	Replay  message.Publisher
 	closers []func() error
 }
 
@@ -95,19 +104,13 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// openers for kinds implemented in other packages register here, keeping
-// this package's imports to what each build needs.
-var (
-	brokerOpeners = map[Kind]func(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error){}
-	storeOpeners  = map[Kind]func(ctx context.Context, spec Spec, runID string) (*Store, error){}
-)
-
 // Option tunes how a broker is opened.
 type Option func(*options)
 
 type options struct {
 	fastFailover bool
 	partitions   int
+	dlq, replay  bool
 }
 
 // WithPartitions gives topics of an embedded Kafka cluster n partitions, so
@@ -120,7 +123,14 @@ func WithPartitions(n int) Option { return func(o *options) { o.partitions = n }
 // consumers and lose acks on purpose. Production defaults stay conservative.
 func WithFastFailover() Option { return func(o *options) { o.fastFailover = true } }
 
-// OpenBroker opens the broker a spec names.
+// ForDLQ opens the broker for reading dead letters (Broker.Source) and,
+// with replay, republishing them (Broker.Replay), and nothing else: no
+// publisher, no subscribers. Only Kafka and RabbitMQ keep dead letters.
+func ForDLQ(replay bool) Option { return func(o *options) { o.dlq, o.replay = true, replay } }
+
+// OpenBroker opens the broker a spec names: one switch over the public
+// constructors of Watermill's GoChannel, broker/kafka and broker/amqp (with
+// dlq/kafkadlq and dlq/amqpdlq for dead letters).
 func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, opts ...Option) (*Broker, error) {
 	var o options
 	for _, opt := range opts {
@@ -129,36 +139,52 @@ func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, 
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	if spec.Kind == GoChannel {
-		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, logger)
-		return &Broker{
-			Spec:      spec,
-			Display:   "gochannel (in-process)",
-			Publisher: gc,
-			FanOut:    true,
-			NewSubscriber: func(string, int) (message.Subscriber, error) {
-				return nopCloseSubscriber{gc}, nil
-			},
-			closers: []func() error{gc.Close},
-		}, nil
+	switch spec.Kind {
+	case GoChannel:
+		if o.dlq {
+			return nil, fmt.Errorf("broker %s keeps no dead letters: they live on a real broker", spec)
+		}
+		return openGoChannel(spec, logger), nil
+	case Kafka:
+		return openKafka(ctx, spec, logger, o)
+	case AMQP:
+		return openAMQP(ctx, spec, logger, o)
+	default:
+		return nil, fmt.Errorf("broker %s is not supported", spec)
 	}
-	open, ok := brokerOpeners[spec.Kind]
-	if !ok {
-		return nil, fmt.Errorf("broker %s is not available in this build", spec)
-	}
-	return open(ctx, spec, logger, o)
 }
 
-// OpenStore opens the store a spec names. runID isolates embedded files.
+// openGoChannel returns an in-process broker: every subscriber receives
+// every message.
+func openGoChannel(spec Spec, logger watermill.LoggerAdapter) *Broker {
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, logger)
+	return &Broker{
+		Spec:      spec,
+		Display:   "gochannel (in-process)",
+		Publisher: gc,
+		FanOut:    true,
+		NewSubscriber: func(string, int) (message.Subscriber, error) {
+			return nopCloseSubscriber{gc}, nil
+		},
+		closers: []func() error{gc.Close},
+	}
+}
+
+// OpenStore opens the store a spec names: one switch over the public
+// constructors of dedup/memstore, dedup/redisstore and dedup/sqlstore.
+// runID isolates the run's records (its own SQL table, Redis key prefix or
+// SQLite file).
 func OpenStore(ctx context.Context, spec Spec, runID string) (*Store, error) {
-	if spec.Kind == Memory {
+	switch spec.Kind {
+	case Memory:
 		return &Store{Spec: spec, Display: "memory (in-process)", Store: memstore.New(nil)}, nil
+	case Redis:
+		return openRedis(ctx, spec, runID)
+	case Postgres, MySQL, SQLite:
+		return openSQL(ctx, spec, runID)
+	default:
+		return nil, fmt.Errorf("store %s is not supported", spec)
 	}
-	open, ok := storeOpeners[spec.Kind]
-	if !ok {
-		return nil, fmt.Errorf("store %s is not available in this build", spec)
-	}
-	return open(ctx, spec, runID)
 }
 
 // nopCloseSubscriber shares one GoChannel between publisher and

@@ -12,17 +12,17 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/dlq/kafkadlq"
 )
-
-func init() {
-	brokerOpeners[Kafka] = openKafka
-}
 
 // openKafka connects to a Kafka cluster, or starts the embedded one on a
 // loopback port when the spec names none.
 func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error) {
 	b := &Broker{Spec: spec}
 	var cfg kafka.Config
+	if o.dlq && spec.Embedded {
+		return nil, fmt.Errorf("broker %s would be an empty in-process cluster, which holds no dead letters", spec)
+	}
 	if spec.Embedded {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Partitions: o.partitions})
 		if err != nil {
@@ -41,6 +41,9 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 		b.URL = spec.Raw
 		b.Display = spec.String()
 		b.Delete = func(_ context.Context, topics ...string) error { return deleteTopics(c.Brokers, topics) }
+	}
+	if o.dlq {
+		return openKafkaDLQ(b, cfg, o.replay)
 	}
 	if o.fastFailover {
 		cfg.NackDelay = 20 * time.Millisecond
@@ -66,6 +69,27 @@ func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o o
 			return nil, err // not a typed nil in the interface
 		}
 		return sub, nil
+	}
+	return b, nil
+}
+
+// openKafkaDLQ opens a source that reads DLQ topics without a consumer
+// group and, with replay, the publisher replays go through.
+func openKafkaDLQ(b *Broker, cfg kafka.Config, replay bool) (*Broker, error) {
+	src, err := kafkadlq.NewSource(cfg.Brokers)
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, src.Close)
+	b.Source = src
+	if replay {
+		pub, err := kafka.NewPublisher(cfg, nil)
+		if err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		b.closers = append(b.closers, pub.Close)
+		b.Replay = pub
 	}
 	return b, nil
 }

@@ -9,16 +9,6 @@ import (
 	"github.com/idempo/idempo/dedup/redisstore"
 )
 
-func init() {
-	storeOpeners[Redis] = openRedis
-	// go-redis prints dial failures itself; the CLI reports them once, as errors.
-	redis.SetLogger(quietRedis{})
-}
-
-type quietRedis struct{}
-
-func (quietRedis) Printf(context.Context, string, ...any) {}
-
 func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 	opts, err := redis.ParseURL(spec.Raw)
 	if err != nil {

@@ -16,10 +16,6 @@ import (
 	"github.com/idempo/idempo/dlq/amqpdlq"
 )
 
-func init() {
-	brokerOpeners[AMQP] = openAMQP
-}
-
 // openAMQP connects to RabbitMQ. Every topic is a durable queue; the
 // consumers of one group share it (competing consumers), so the group name
 // is not needed.
@@ -27,6 +23,9 @@ func openAMQP(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o op
 	cfg, err := amqp.ParseURL(spec.Raw)
 	if err != nil {
 		return nil, err
+	}
+	if o.dlq {
+		return openAMQPDLQ(spec, cfg, o.replay)
 	}
 	if o.fastFailover {
 		cfg.NackDelay = 200e6 // 200ms: harness consumers nack often on purpose
@@ -56,6 +55,27 @@ func openAMQP(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o op
 	b.Delete = func(ctx context.Context, topics ...string) error { return deleteQueues(ctx, cfg.URL, topics) }
 	b.NewSubscriber = func(string, int) (message.Subscriber, error) { return amqp.NewSubscriber(cfg, logger) }
 	b.NewDLQSubscriber = func(string) (message.Subscriber, error) { return amqp.NewSubscriber(streamCfg, logger) }
+	return b, nil
+}
+
+// openAMQPDLQ opens a source that reads DLQ stream queues without
+// consuming them and, with replay, the publisher replays go through (to the
+// consumers' queues, and to a stream queue for parked entries).
+func openAMQPDLQ(spec Spec, cfg amqp.Config, replay bool) (*Broker, error) {
+	src, err := amqpdlq.NewSource(cfg.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{Spec: spec, Display: spec.String(), URL: spec.Raw, Source: src, closers: []func() error{src.Close}}
+	if replay {
+		pub, err := amqpdlq.NewReplayPublisher(cfg, nil, nil)
+		if err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		b.closers = append(b.closers, pub.Close)
+		b.Replay = pub
+	}
 	return b, nil
 }
 

@@ -20,10 +20,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq"
-	"github.com/idempo/idempo/internal/backend"
-	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )

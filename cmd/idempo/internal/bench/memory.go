@@ -15,11 +15,11 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/redisstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
-	"github.com/idempo/idempo/internal/backend"
 )
 
 // Caps on the records written to a server store for its memory figure.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
-	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
 // Defaults of [Options].

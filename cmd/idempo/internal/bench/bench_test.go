@@ -10,7 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
 func TestRunOnGoChannelAndMemory(t *testing.T) {

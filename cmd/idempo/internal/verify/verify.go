@@ -24,11 +24,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
-	"github.com/idempo/idempo/internal/backend"
-	"github.com/idempo/idempo/internal/demo"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 )
