@@ -465,12 +465,15 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 	if h.own != nil {
 		storeRestarts = h.o.StoreRestarts
 	}
-	// The first fault comes early, so even a short run sees one, but only
-	// once an event has settled: the consumers are then connected and
-	// working, which is what a kill or a restart must interrupt.
-	var next time.Time
-	firstFault := time.Duration(50+rnd.IntN(200)) * time.Millisecond
-	tick := time.NewTicker(100 * time.Millisecond)
+	// Faults are spread over the run by progress, not by time, so a fast
+	// run sees every one it asked for: the k-th of n comes once k/(n+1) of
+	// the events have settled (the consumers are then connected and
+	// working, which is what a kill or a restart must interrupt), at least
+	// 300 ms after the one before.
+	faults := killsLeft + brokerRestarts + storeRestarts
+	done := 0
+	var lastFault time.Time
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	lastSettled, progressAt, stallReported, lastRescan := -1, time.Now(), time.Time{}, time.Time{}
 	for {
@@ -484,16 +487,16 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 			fmt.Fprintf(h.o.Stderr, "\r\033[Ksettled %d/%d events, %d kills, %d restarts", settled, len(h.plan.IDs), h.kills, h.restarts)
 		}
 		all := settled == len(h.plan.IDs)
-		if next.IsZero() && settled > 0 {
-			next = time.Now().Add(firstFault)
-		}
+		due := done < faults && settled > 0 && settled*(faults+1) >= (done+1)*len(h.plan.IDs) &&
+			time.Since(lastFault) >= 300*time.Millisecond
 		if settled != lastSettled {
 			lastSettled, progressAt = settled, time.Now()
 		} else if !all && time.Since(progressAt) > stallAfter && time.Since(stallReported) > stallAfter {
 			stallReported = time.Now()
 			h.reportStall(ctx, ledger, children, settled, time.Since(progressAt))
 		}
-		if !all && !next.IsZero() && time.Now().After(next) {
+		if !all && due {
+			done++
 			switch {
 			case killsLeft > 0 && (brokerRestarts+storeRestarts == 0 || rnd.IntN(2) == 0):
 				i := rnd.IntN(len(children))
@@ -518,7 +521,7 @@ func (h *harness) drive(ctx context.Context, children []*child, ledger *sql.DB) 
 				}
 				storeRestarts--
 			}
-			next = time.Now().Add(time.Duration(300+rnd.IntN(1200)) * time.Millisecond)
+			lastFault = time.Now()
 		}
 		h.mu.Lock()
 		quiet := time.Since(h.lastReport) > time.Second
