@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
 	"github.com/IBM/sarama"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -150,7 +152,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	}
 	wrapped := stack.Middleware(c.handle)
 	if o.Break == "no-dedup" {
-		if wrapped, err = broken(broker.DLQ(), c); err != nil {
+		if wrapped, err = broken(broker.DLQ(), dlqTopicName(o.RunID), c); err != nil {
 			return err
 		}
 	}
@@ -180,18 +182,16 @@ func (w debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// broken is the consumer of a deliberately broken build: retries and the
-// DLQ as Watermill users compose them by hand, but no dedup store.
-func broken(pub message.Publisher, c *consumer) (message.HandlerFunc, error) {
-	dl, err := middleware.DeadLetter(dlq.Config{Publisher: pub})
+// broken is the consumer of a deliberately broken build: retries and a
+// poison queue as Watermill users compose them by hand (Watermill's own
+// middlewares, the poison queue outside the retries), but no dedup store.
+func broken(pub message.Publisher, dlqTopic string, c *consumer) (message.HandlerFunc, error) {
+	poison, err := wmw.PoisonQueue(pub, dlqTopic)
 	if err != nil {
 		return nil, err
 	}
-	rt, err := middleware.Retry(retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxAttempts: 4})
-	if err != nil {
-		return nil, err
-	}
-	h := dl(rt(c.handle))
+	rt := wmw.Retry{MaxRetries: 3, InitialInterval: time.Millisecond, MaxInterval: 20 * time.Millisecond}
+	h := poison(rt.Middleware(c.handle))
 	return func(m *message.Message) ([]*message.Message, error) {
 		outs, err := h(m)
 		outcome := middleware.OutcomeProcessed

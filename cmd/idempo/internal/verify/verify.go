@@ -330,6 +330,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		if id == "" { // a DLQ written without dedup: the event ID is the UUID
 			id = m.Metadata.Get(dlq.KeyOriginalUUID)
 		}
+		if id == "" { // Watermill's own poison queue republishes the original
+			id = m.UUID
+		}
 		h.mu.Lock()
 		h.dead[id] = true
 		h.mu.Unlock()
