@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -60,15 +60,12 @@ var _ message.Publisher = (*Publisher)(nil)
 // for the broker's confirm. The connection is re-established in the
 // background after a failure; Publish fails while it is down. A nil logger
 // logs nothing.
-func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error) {
+func NewPublisher(cfg Config, logger *slog.Logger) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if logger == nil {
-		logger = watermill.NopLogger{}
-	}
-	inner, err := wamqp.NewPublisher(cfg.wamqpConfig(), logger)
+	inner, err := wamqp.NewPublisher(cfg.wamqpConfig(), watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("amqp: new publisher for %s: %w", redact(cfg.URL), err)
 	}
@@ -201,15 +198,12 @@ var _ message.Subscriber = (*Subscriber)(nil)
 // connection is re-established in the background after a failure, and
 // deliveries unacked at that time are redelivered. Close requeues deliveries
 // not yet acked and closes the output channels. A nil logger logs nothing.
-func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, error) {
+func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if logger == nil {
-		logger = watermill.NopLogger{}
-	}
-	inner, err := wamqp.NewSubscriber(cfg.wamqpConfig(), logger)
+	inner, err := wamqp.NewSubscriber(cfg.wamqpConfig(), watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("amqp: new subscriber for %s: %w", redact(cfg.URL), err)
 	}

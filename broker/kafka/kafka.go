@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -23,7 +23,7 @@ var ErrClosed = errors.New("kafka: closed")
 //
 // The publisher is safe for concurrent use. Close waits for in-flight
 // publishes; Publish after Close returns [ErrClosed]. A nil logger logs nothing.
-func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error) {
+func NewPublisher(cfg Config, logger *slog.Logger) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -32,14 +32,11 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (*Publisher, error
 	if err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = watermill.NopLogger{}
-	}
 	p, err := wkafka.NewPublisher(wkafka.PublisherConfig{
 		Brokers:               cfg.Brokers,
 		Marshaler:             Marshaler{},
 		OverwriteSaramaConfig: sc,
-	}, logger)
+	}, watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new publisher: %w", err)
 	}
@@ -99,7 +96,7 @@ func (p *Publisher) Close() error {
 // The subscriber is safe for concurrent use. Close stops every subscription,
 // commits marked offsets and closes the output channels; a message handed out
 // but not acked by then is redelivered later. A nil logger logs nothing.
-func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, error) {
+func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -111,16 +108,13 @@ func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, err
 	if err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = watermill.NopLogger{}
-	}
 	s, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers:               cfg.Brokers,
 		Unmarshaler:           Marshaler{},
 		OverwriteSaramaConfig: sc,
 		ConsumerGroup:         cfg.ConsumerGroup,
 		NackResendSleep:       cfg.NackDelay,
-	}, logger)
+	}, watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new subscriber: %w", err)
 	}

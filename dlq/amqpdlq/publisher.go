@@ -2,9 +2,9 @@ package amqpdlq
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/amqp"
@@ -29,7 +29,7 @@ var _ message.Publisher = (*ReplayPublisher)(nil)
 // the consumers do (the same QueueArguments). isParking tells parking
 // topics apart; nil means topics ending in ".parked", the default of
 // dlq.OpsConfig.ParkingTopic.
-func NewReplayPublisher(cfg amqp.Config, logger watermill.LoggerAdapter, isParking func(topic string) bool) (*ReplayPublisher, error) {
+func NewReplayPublisher(cfg amqp.Config, logger *slog.Logger, isParking func(topic string) bool) (*ReplayPublisher, error) {
 	if isParking == nil {
 		isParking = func(t string) bool { return strings.HasSuffix(t, ".parked") }
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ const StreamOffsetHeader = "x-stream-offset"
 // QueueArguments are replaced by [StreamArguments] and NonDurable is
 // cleared (streams are always durable). Use it for DLQ topics only: the
 // consumers' own queues stay classic or quorum queues.
-func NewDLQPublisher(cfg amqp.Config, logger watermill.LoggerAdapter) (*amqp.Publisher, error) {
+func NewDLQPublisher(cfg amqp.Config, logger *slog.Logger) (*amqp.Publisher, error) {
 	cfg.QueueArguments = StreamArguments()
 	cfg.NonDurable = false
 	return amqp.NewPublisher(cfg, logger)

@@ -47,12 +47,12 @@ func run(out io.Writer) error {
 	fmt.Fprintln(out, "embedded cluster at", cluster.URL())
 
 	logger := watermill.NopLogger{}
-	pub, err := kafka.NewPublisher(cluster.Config(""), logger)
+	pub, err := kafka.NewPublisher(cluster.Config(""), nil)
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
-	sub, err := kafka.NewSubscriber(cluster.Config("billing"), logger)
+	sub, err := kafka.NewSubscriber(cluster.Config("billing"), nil)
 	if err != nil {
 		return err
 	}

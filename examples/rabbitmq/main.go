@@ -47,12 +47,12 @@ func run(out io.Writer) error {
 	queue := "idempo_example_orders_" + watermill.NewShortUUID()
 
 	logger := watermill.NopLogger{}
-	pub, err := amqp.NewPublisher(cfg, logger)
+	pub, err := amqp.NewPublisher(cfg, nil)
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
-	sub, err := amqp.NewSubscriber(cfg, logger)
+	sub, err := amqp.NewSubscriber(cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func run(out io.Writer) error {
 	}
 	// On RabbitMQ the DLQ is a stream queue, declared before the first
 	// dead letter, so that it can be read without being consumed.
-	dlqPub, err := amqpdlq.NewDLQPublisher(cfg, logger)
+	dlqPub, err := amqpdlq.NewDLQPublisher(cfg, nil)
 	if err != nil {
 		return err
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/amqp"
@@ -19,7 +19,7 @@ import (
 // openAMQP connects to RabbitMQ. Every topic is a durable queue; the
 // consumers of one group share it (competing consumers), so the group name
 // is not needed.
-func openAMQP(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error) {
+func openAMQP(_ context.Context, spec Spec, logger *slog.Logger, o options) (*Broker, error) {
 	cfg, err := amqp.ParseURL(spec.Raw)
 	if err != nil {
 		return nil, err

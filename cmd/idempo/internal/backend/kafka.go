@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/IBM/sarama"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
@@ -17,7 +17,7 @@ import (
 
 // openKafka connects to a Kafka cluster, or starts the embedded one on a
 // loopback port when the spec names none.
-func openKafka(_ context.Context, spec Spec, logger watermill.LoggerAdapter, o options) (*Broker, error) {
+func openKafka(_ context.Context, spec Spec, logger *slog.Logger, o options) (*Broker, error) {
 	b := &Broker{Spec: spec}
 	var cfg kafka.Config
 	if o.dlq && spec.Embedded {

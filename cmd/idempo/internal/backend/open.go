@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -131,13 +132,10 @@ func ForDLQ(replay bool) Option { return func(o *options) { o.dlq, o.replay = tr
 // OpenBroker opens the broker a spec names: one switch over the public
 // constructors of Watermill's GoChannel, broker/kafka and broker/amqp (with
 // dlq/kafkadlq and dlq/amqpdlq for dead letters).
-func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, opts ...Option) (*Broker, error) {
+func OpenBroker(ctx context.Context, spec Spec, logger *slog.Logger, opts ...Option) (*Broker, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
-	}
-	if logger == nil {
-		logger = watermill.NopLogger{}
 	}
 	switch spec.Kind {
 	case GoChannel:
@@ -156,8 +154,12 @@ func OpenBroker(ctx context.Context, spec Spec, logger watermill.LoggerAdapter, 
 
 // openGoChannel returns an in-process broker: every subscriber receives
 // every message.
-func openGoChannel(spec Spec, logger watermill.LoggerAdapter) *Broker {
-	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, logger)
+func openGoChannel(spec Spec, logger *slog.Logger) *Broker {
+	var wl watermill.LoggerAdapter = watermill.NopLogger{}
+	if logger != nil {
+		wl = watermill.NewSlogLogger(logger)
+	}
+	gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, wl)
 	return &Broker{
 		Spec:      spec,
 		Display:   "gochannel (in-process)",

@@ -9,8 +9,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
@@ -242,7 +240,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{})
+	broker, err := backend.OpenBroker(ctx, bspec, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open broker %s: %w", bspec, err)
 	}

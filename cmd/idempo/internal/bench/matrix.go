@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
@@ -137,7 +135,7 @@ func matrixBroker(ctx context.Context, base Options, bs backend.Spec, sspecs []b
 		rows[i] = MatrixRow{Broker: label(bs), Store: label(ss)}
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
-	broker, err := backend.OpenBroker(octx, bs, watermill.NopLogger{})
+	broker, err := backend.OpenBroker(octx, bs, nil)
 	cancel()
 	if err != nil {
 		for i := range rows {

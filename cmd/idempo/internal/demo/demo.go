@@ -223,8 +223,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	wlog := watermill.NopLogger{}
-	broker, err := backend.OpenBroker(ctx, bspec, wlog, backend.WithPartitions(opts.Consumers))
+	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(opts.Consumers))
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}

@@ -80,9 +80,9 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 	if err != nil {
 		return err
 	}
-	var brokerLogger watermill.LoggerAdapter = watermill.NopLogger{}
+	var brokerLogger *slog.Logger // nil logs nothing
 	if o.Debug {
-		brokerLogger = watermill.NewSlogLogger(o.Logger.With("consumer", o.Index))
+		brokerLogger = o.Logger.With("consumer", o.Index)
 		sarama.Logger = log.New(debugWriter{o.Logger, o.Index}, "", 0)
 	}
 	broker, err := backend.OpenBroker(ctx, bspec, brokerLogger, backend.WithFastFailover())

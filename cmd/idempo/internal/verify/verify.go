@@ -197,7 +197,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
-	broker, err := backend.OpenBroker(ctx, bspec, watermill.NopLogger{}, backend.WithPartitions(o.Consumers))
+	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(o.Consumers))
 	if err != nil {
 		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
