@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -98,12 +99,17 @@ type Config struct {
 	RebalanceTimeout time.Duration
 
 	// TLS, when non-nil, connects to the brokers over TLS with this config.
-	// Defaults to plaintext.
+	// Defaults to plaintext. Like SASL, it applies to every connection
+	// idempo makes to the cluster (the DLQ tools too).
 	TLS *tls.Config
 
+	// SASL, when non-nil, authenticates every connection. Defaults to none.
+	SASL *SASL
+
 	// ConfigureSarama, when non-nil, is called last on the sarama config idempo
-	// built (e.g. to set SASL for an existing cluster). It may undo the safe
-	// defaults; sarama validates the result. Defaults to nil.
+	// built, for what Config does not cover. It may undo the safe defaults;
+	// sarama validates the result. The DLQ tools do not use sarama, so
+	// credentials belong in SASL and TLS, not here. Defaults to nil.
 	ConfigureSarama func(*sarama.Config)
 }
 
@@ -134,6 +140,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: Version %q is not major.minor.patch: %w", ErrInvalidConfig, c.Version, err)
 		}
 	}
+	if c.SASL != nil {
+		if err := c.SASL.validate(); err != nil {
+			return err
+		}
+	}
 	if c.NackDelay < -1 {
 		return fmt.Errorf("%w: NackDelay cannot be negative (-1 resends at once)", ErrInvalidConfig)
 	}
@@ -161,47 +172,114 @@ func checkHostPort(addr string) error {
 	return nil
 }
 
-// ParseURL parses a broker URL of the form kafka://host:port[,host:port...]
-// into a [Config] with Brokers set and every other field at its default. A
-// host without a port gets 9092. User info, paths other than "/",
-// query parameters and fragments are rejected. Errors match [ErrInvalidURL].
+// ParseURL parses a broker URL of the form
+//
+//	kafka://[user[:password]@]host[:port][,host[:port]...][?sasl=MECHANISM&tls=true]
+//
+// into a [Config] with Brokers (a host without a port gets 9092), SASL (from
+// the user info; the mechanism from sasl=, PLAIN by default; user and
+// password percent-decoded) and TLS (tls=true: the system's roots) set, and
+// every other field at its default. Paths other than "/", other query
+// parameters and fragments are rejected. Errors match [ErrInvalidURL] and
+// never contain the password.
 func ParseURL(s string) (Config, error) {
+	shown := redactURL(s)
 	rest, ok := strings.CutPrefix(s, "kafka://")
 	if !ok {
 		scheme, _, found := strings.Cut(s, "://")
 		if !found {
-			return Config{}, fmt.Errorf("%w %q: want kafka://host:port[,host:port]", ErrInvalidURL, s)
+			return Config{}, fmt.Errorf("%w %q: want kafka://host:port[,host:port]", ErrInvalidURL, shown)
 		}
-		return Config{}, fmt.Errorf("%w %q: scheme %q is not kafka", ErrInvalidURL, s, scheme)
+		return Config{}, fmt.Errorf("%w %q: scheme %q is not kafka", ErrInvalidURL, shown, scheme)
 	}
-	if i := strings.IndexAny(rest, "?#"); i >= 0 {
-		return Config{}, fmt.Errorf("%w %q: query parameters and fragments are not supported", ErrInvalidURL, s)
+	if strings.Contains(rest, "#") {
+		return Config{}, fmt.Errorf("%w %q: fragments are not supported", ErrInvalidURL, shown)
+	}
+	rest, query, _ := strings.Cut(rest, "?")
+	var cfg Config
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, pass, _ := strings.Cut(rest[:at], ":")
+		var err error
+		if user, err = url.PathUnescape(user); err == nil {
+			pass, err = url.PathUnescape(pass)
+		}
+		if err != nil || user == "" {
+			return Config{}, fmt.Errorf("%w %q: user info is not user[:password] (percent-encode special characters)", ErrInvalidURL, shown)
+		}
+		cfg.SASL = &SASL{User: user, Password: pass}
+		rest = rest[at+1:]
+	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, shown, err)
+	}
+	for k, v := range params {
+		switch k {
+		case "sasl":
+			if cfg.SASL == nil {
+				return Config{}, fmt.Errorf("%w %q: sasl= needs user info (kafka://user:password@host)", ErrInvalidURL, shown)
+			}
+			cfg.SASL.Mechanism = v[len(v)-1]
+		case "tls":
+			on, err := strconv.ParseBool(v[len(v)-1])
+			if err != nil {
+				return Config{}, fmt.Errorf("%w %q: tls=%q is not true or false", ErrInvalidURL, shown, v[len(v)-1])
+			}
+			if on {
+				cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+		default:
+			return Config{}, fmt.Errorf("%w %q: query parameter %q is not supported (sasl, tls)", ErrInvalidURL, shown, k)
+		}
+	}
+	if cfg.SASL != nil {
+		if err := cfg.SASL.validate(); err != nil {
+			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, shown, err)
+		}
 	}
 	rest = strings.TrimSuffix(rest, "/")
 	if strings.Contains(rest, "/") {
-		return Config{}, fmt.Errorf("%w %q: a path is not supported", ErrInvalidURL, s)
-	}
-	if strings.Contains(rest, "@") {
-		return Config{}, fmt.Errorf("%w %q: credentials in the URL are not supported (use Config.ConfigureSarama for SASL)", ErrInvalidURL, s)
+		return Config{}, fmt.Errorf("%w %q: a path is not supported", ErrInvalidURL, shown)
 	}
 	if rest == "" {
-		return Config{}, fmt.Errorf("%w %q: no broker address", ErrInvalidURL, s)
+		return Config{}, fmt.Errorf("%w %q: no broker address", ErrInvalidURL, shown)
 	}
-	var brokers []string
 	for addr := range strings.SplitSeq(rest, ",") {
 		if addr == "" {
-			return Config{}, fmt.Errorf("%w %q: empty broker address", ErrInvalidURL, s)
+			return Config{}, fmt.Errorf("%w %q: empty broker address", ErrInvalidURL, shown)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			// No port (or a bare IPv6 address): add the default one.
 			addr = net.JoinHostPort(strings.Trim(addr, "[]"), defaultPort)
 		}
 		if err := checkHostPort(addr); err != nil {
-			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, s, err)
+			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, shown, err)
 		}
-		brokers = append(brokers, addr)
+		cfg.Brokers = append(cfg.Brokers, addr)
 	}
-	return Config{Brokers: brokers}, nil
+	return cfg, nil
+}
+
+// redactURL returns s with the password in its user info replaced.
+func redactURL(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	hosts, query, hasQuery := strings.Cut(rest, "?")
+	at := strings.LastIndex(hosts, "@")
+	if at < 0 {
+		return s
+	}
+	user, _, hasPass := strings.Cut(hosts[:at], ":")
+	if hasPass {
+		user += ":xxxxx"
+	}
+	out := scheme + "://" + user + "@" + hosts[at+1:]
+	if hasQuery {
+		out += "?" + query
+	}
+	return out
 }
 
 // saramaConfig builds the sarama configuration for c (with defaults applied).
@@ -216,6 +294,9 @@ func (c Config) saramaConfig(forProducer bool) (*sarama.Config, error) {
 	if c.TLS != nil {
 		sc.Net.TLS.Enable = true
 		sc.Net.TLS.Config = c.TLS
+	}
+	if c.SASL != nil {
+		c.SASL.applySarama(sc)
 	}
 	sc.Metadata.AllowAutoTopicCreation = true
 

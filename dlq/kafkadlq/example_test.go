@@ -36,7 +36,7 @@ func Example() {
 		Failure: dlq.Failure{Reason: dlq.ReasonPermanent, Error: "negative amount", LastFailure: time.Now()},
 	})
 
-	source, err := kafkadlq.NewSource(cluster.Addrs())
+	source, err := kafkadlq.NewSource(cluster.Config(""), nil)
 	if err != nil {
 		panic(err)
 	}

@@ -46,7 +46,7 @@ func startEmbedded(t *testing.T, cfg ...kafka.EmbeddedConfig) *kafka.Embedded {
 
 func newSource(t *testing.T, e *kafka.Embedded) *kafkadlq.Source {
 	t.Helper()
-	s, err := kafkadlq.NewSource(e.Addrs())
+	s, err := kafkadlq.NewSource(e.Config(""), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s
@@ -120,7 +120,7 @@ func crashHelper() int {
 	if err != nil {
 		return fail(err)
 	}
-	src, err := kafkadlq.NewSource(brokers)
+	src, err := kafkadlq.NewSource(kafka.Config{Brokers: brokers}, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -96,7 +96,7 @@ func TestReadStopsAtTheHighWatermark(t *testing.T) {
 
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
-	_, err := kafkadlq.NewSource([]string{"127.0.0.1:1"}, kafkadlq.WithDialTimeout(time.Second))
+	_, err := kafkadlq.NewSource(kafka.Config{Brokers: []string{"127.0.0.1:1"}}, &kafkadlq.Options{DialTimeout: time.Second})
 	require.ErrorIs(t, err, kafkadlq.ErrUnreachable)
 }
 

@@ -2,7 +2,6 @@ package kafkadlq
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
@@ -27,47 +28,30 @@ var ErrNoTopic = errors.New("kafkadlq: no such topic")
 // answers within the dial timeout.
 var ErrUnreachable = errors.New("kafkadlq: Kafka is unreachable")
 
-// Defaults of the options.
-const (
-	// DefaultDialTimeout bounds how long NewSource waits for a broker to answer.
-	DefaultDialTimeout = 10 * time.Second
-	// DefaultIdleTimeout is how long Read waits for the next record of a
-	// partition that has not reached its end yet before it takes the gap as
-	// the end (a compacted or transaction-marker tail has no record there).
-	DefaultIdleTimeout = 10 * time.Second
-)
-
-// Option configures [NewSource].
-type Option func(*options)
-
-type options struct {
-	tls         *tls.Config
-	clientID    string
-	dialTimeout time.Duration
-	idleTimeout time.Duration
-	extra       []kgo.Opt
+// Options tunes a [Source]. A nil *Options means all defaults.
+type Options struct {
+	// DialTimeout bounds how long [NewSource] waits for a broker to answer.
+	// Defaults to 10s.
+	DialTimeout time.Duration
+	// IdleTimeout is how long Read waits for a record it still expects
+	// before it takes the silence as the partition's end. It only matters
+	// for partitions whose last offsets hold no readable record (compaction,
+	// transaction markers). Defaults to 10s.
+	IdleTimeout time.Duration
 }
 
-// WithTLS connects over TLS with c. Defaults to plaintext.
-func WithTLS(c *tls.Config) Option { return func(o *options) { o.tls = c } }
-
-// WithClientID names the client in the brokers' logs. Defaults to "idempo-dlq".
-func WithClientID(id string) Option { return func(o *options) { o.clientID = id } }
-
-// WithDialTimeout bounds how long [NewSource] waits for a broker to answer.
-// Defaults to [DefaultDialTimeout].
-func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
-
-// WithIdleTimeout sets how long Read waits for a record it still expects
-// before it takes the silence as the partition's end. Defaults to
-// [DefaultIdleTimeout]. It only matters for partitions whose last offsets
-// hold no readable record (compaction, transaction markers).
-func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idleTimeout = d } }
-
-// WithClientOptions adds franz-go client options, e.g. SASL for an existing
-// cluster. They are applied after idempo's own.
-func WithClientOptions(opts ...kgo.Opt) Option {
-	return func(o *options) { o.extra = append(o.extra, opts...) }
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.DialTimeout <= 0 {
+		r.DialTimeout = 10 * time.Second
+	}
+	if r.IdleTimeout <= 0 {
+		r.IdleTimeout = 10 * time.Second
+	}
+	return r
 }
 
 // Source reads Kafka DLQ topics for [dlq.Ops]. It assigns partitions
@@ -75,46 +59,58 @@ func WithClientOptions(opts ...kgo.Opt) Option {
 // never joins a group and never changes what any consumer sees. It is safe
 // for concurrent use; each Read uses its own connections.
 type Source struct {
-	brokers []string
-	opts    options
-	admin   *kgo.Client
+	cfg   kafka.Config
+	opts  Options
+	admin *kgo.Client
 }
 
 var _ dlq.Source = (*Source)(nil)
 
-// NewSource connects to the bootstrap brokers (host:port) and returns a
-// Source, or an error matching [ErrUnreachable] when none answers within
-// the dial timeout. Close it when done.
-func NewSource(brokers []string, opts ...Option) (*Source, error) {
-	if len(brokers) == 0 {
-		return nil, errors.New("kafkadlq: no brokers (want host:port)")
+// NewSource connects to the cluster cfg names — its Brokers, and the same
+// TLS, SASL and ClientID the preset's publisher and subscriber use, so
+// credentials are given once — and returns a Source, or an error matching
+// [ErrUnreachable] when no broker answers within the dial timeout. Close it
+// when done.
+func NewSource(cfg kafka.Config, opts *Options) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	o := options{clientID: "idempo-dlq", dialTimeout: DefaultDialTimeout, idleTimeout: DefaultIdleTimeout}
-	for _, opt := range opts {
-		opt(&o)
+	s := &Source{cfg: cfg, opts: opts.withDefaults()}
+	s.cfg.Brokers = slices.Clone(cfg.Brokers)
+	if s.cfg.ClientID == "" {
+		s.cfg.ClientID = "idempo-dlq"
 	}
-	s := &Source{brokers: slices.Clone(brokers), opts: o}
 	admin, err := kgo.NewClient(s.clientOpts()...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkadlq: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.dialTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DialTimeout)
 	defer cancel()
 	if err := admin.Ping(ctx); err != nil {
 		admin.Close()
-		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, strings.Join(brokers, ","), err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, strings.Join(cfg.Brokers, ","), err)
 	}
 	s.admin = admin
 	return s, nil
 }
 
+// clientOpts are the franz-go options for the Source's configuration.
 func (s *Source) clientOpts(extra ...kgo.Opt) []kgo.Opt {
-	opts := []kgo.Opt{kgo.SeedBrokers(s.brokers...), kgo.ClientID(s.opts.clientID)}
-	if s.opts.tls != nil {
-		opts = append(opts, kgo.DialTLSConfig(s.opts.tls))
+	opts := []kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...), kgo.ClientID(s.cfg.ClientID)}
+	if s.cfg.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(s.cfg.TLS))
 	}
-	opts = append(opts, extra...)
-	return append(opts, s.opts.extra...)
+	if a := s.cfg.SASL; a != nil {
+		switch strings.ToUpper(a.Mechanism) {
+		case "", kafka.SASLPlain:
+			opts = append(opts, kgo.SASL(plain.Auth{User: a.User, Pass: a.Password}.AsMechanism()))
+		case kafka.SASLScramSHA256:
+			opts = append(opts, kgo.SASL(scram.Auth{User: a.User, Pass: a.Password}.AsSha256Mechanism()))
+		case kafka.SASLScramSHA512:
+			opts = append(opts, kgo.SASL(scram.Auth{User: a.User, Pass: a.Password}.AsSha512Mechanism()))
+		}
+	}
+	return append(opts, extra...)
 }
 
 // Close closes the Source's connections.
@@ -230,7 +226,7 @@ func (s *Source) readPartition(ctx context.Context, topic string, sp span, fn fu
 	defer cl.Close()
 	next := sp.start
 	for next < sp.end {
-		pctx, cancel := context.WithTimeout(ctx, s.opts.idleTimeout)
+		pctx, cancel := context.WithTimeout(ctx, s.opts.IdleTimeout)
 		fetches := cl.PollFetches(pctx)
 		cancel()
 		if err := ctx.Err(); err != nil {

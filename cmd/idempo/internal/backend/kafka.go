@@ -76,7 +76,7 @@ func openKafka(_ context.Context, spec Spec, logger *slog.Logger, o options) (*B
 // openKafkaDLQ opens a source that reads DLQ topics without a consumer
 // group and, with replay, the publisher replays go through.
 func openKafkaDLQ(b *Broker, cfg kafka.Config, replay bool) (*Broker, error) {
-	src, err := kafkadlq.NewSource(cfg.Brokers)
+	src, err := kafkadlq.NewSource(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
