@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
 )
 
@@ -127,4 +128,13 @@ func TestConfigValidate(t *testing.T) {
 	require.ErrorIs(t, err, dlq.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Publisher is required")
 	require.NoError(t, dlq.Config{Publisher: gochannel.NewGoChannel(gochannel.Config{}, nil)}.Validate(), "only the publisher is required")
+}
+
+func TestOpsConfigValidate(t *testing.T) {
+	t.Parallel()
+	_, err := dlq.NewOps(dlq.OpsConfig{})
+	require.ErrorIs(t, err, dlq.ErrInvalidConfig)
+	require.ErrorContains(t, err, "Source is required")
+	require.ErrorContains(t, dlq.OpsConfig{Source: newSliceDLQ(), Store: memstore.New(nil), MaxReplays: -1}.Validate(), "MaxReplays")
+	require.NoError(t, dlq.OpsConfig{Source: newSliceDLQ(), Store: memstore.New(nil)}.Validate())
 }

@@ -191,13 +191,26 @@ type Ops struct{ cfg OpsConfig }
 // ErrNotFound is returned by [Ops.Show] for an unknown entry ID.
 var ErrNotFound = errors.New("dlq: no such entry")
 
-// NewOps validates cfg and returns Ops.
-func NewOps(cfg OpsConfig) (*Ops, error) {
-	if cfg.Source == nil {
-		return nil, errors.New("dlq: OpsConfig.Source is required")
+// Validate reports the first problem with c, naming the field; zero optional
+// fields stand for their defaults. Errors match [ErrInvalidConfig].
+func (c OpsConfig) Validate() error {
+	switch {
+	case c.Source == nil:
+		return fmt.Errorf("%w: OpsConfig.Source is required", ErrInvalidConfig)
+	case c.Store == nil:
+		return fmt.Errorf("%w: OpsConfig.Store is required (resolution records live in the dedup store)", ErrInvalidConfig)
+	case c.Retention < 0:
+		return fmt.Errorf("%w: OpsConfig.Retention cannot be negative, got %v", ErrInvalidConfig, c.Retention)
+	case c.MaxReplays < 0:
+		return fmt.Errorf("%w: OpsConfig.MaxReplays cannot be negative, got %d", ErrInvalidConfig, c.MaxReplays)
 	}
-	if cfg.Store == nil {
-		return nil, errors.New("dlq: OpsConfig.Store is required (resolution records live in the dedup store)")
+	return nil
+}
+
+// NewOps validates cfg, applies its defaults and returns Ops.
+func NewOps(cfg OpsConfig) (*Ops, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Retention == 0 {
 		cfg.Retention = 30 * 24 * time.Hour

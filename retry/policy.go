@@ -2,6 +2,7 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -74,9 +75,20 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
+// ErrInvalidPolicy is matched by every error [Policy.Validate] returns.
+var ErrInvalidPolicy = errors.New("retry: invalid policy")
+
 // Validate reports the first invalid field of p, zero fields standing for
-// their defaults (so the zero Policy is valid).
+// their defaults (so the zero Policy is valid). Errors match
+// [ErrInvalidPolicy].
 func (p Policy) Validate() error {
+	if err := p.validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	return nil
+}
+
+func (p Policy) validate() error {
 	p = p.withDefaults()
 	switch {
 	case p.InitialInterval < 0:

@@ -171,3 +171,10 @@ func TestExtremePolicies(t *testing.T) {
 	p.MaxElapsed = time.Minute
 	require.Less(t, p.MaxTotalWait(), time.Minute+2*time.Second)
 }
+
+func TestValidateErrorsMatch(t *testing.T) {
+	t.Parallel()
+	err := retry.Policy{Jitter: 2}.Validate()
+	require.ErrorIs(t, err, retry.ErrInvalidPolicy)
+	require.ErrorContains(t, err, "Jitter")
+}

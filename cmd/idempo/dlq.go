@@ -146,12 +146,12 @@ func openDLQ(ctx context.Context, c *dlqCommon, e *env) error {
 	}
 	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.ForDLQ(c.replay))
 	if err != nil {
-		return err
+		return fmt.Errorf("open broker %s: %w", bspec, err)
 	}
 	st, err := backend.OpenStore(ctx, sspec, dlqResolutionRunID)
 	if err != nil {
 		_ = broker.Close()
-		return err
+		return fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	e.close = func() {
 		_ = st.Close()

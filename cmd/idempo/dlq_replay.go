@@ -111,12 +111,13 @@ func (o *dlqReplay) Run(ctx context.Context, e *env) (result, error) {
 type dlqPurge struct {
 	dlqCommon
 	dlqSelection
+	jsonFlag
 	yes bool
 	f   dlq.Filter
 }
 
 func (*dlqPurge) usage() (string, string, string) {
-	return "dlq purge", "idempo dlq purge --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved) [--yes]", `
+	return "dlq purge", "idempo dlq purge --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved) [--yes] [--json]", `
 Marks unresolved entries purged, so that list no longer shows them (the DLQ
 itself is append-only and keeps them until its retention ends). Asks
 "Purge N entries? [y/N]" on the terminal unless --yes; without a terminal
@@ -127,6 +128,7 @@ func (o *dlqPurge) flags(fs *flag.FlagSet) {
 	o.targetFlags(fs)
 	o.selectionFlags(fs, "purge")
 	fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	o.registerJSON(fs, "print the counts as one JSON object")
 }
 
 func (o *dlqPurge) args(pos []string) error { return noArgs(pos) }

@@ -110,3 +110,24 @@ Flags:
         zero is a default too (default 0)
 `, buf.String())
 }
+
+// A bad flag is one line, in the CLI's spelling, like every other error:
+// not the flag package's message followed by the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	cases := map[string][]string{
+		"idempo demo: flag provided but not defined: --bogus":     {"demo", "--bogus"},
+		`idempo demo: invalid value "abc" for flag --events`:      {"demo", "--events", "abc"},
+		"idempo dlq purge: flag provided but not defined: --nope": {"dlq", "purge", "--nope"},
+	}
+	for want, args := range cases {
+		code, _, errOut := runCLI(t, args...)
+		require.Equal(t, 2, code, "%v", args)
+		require.Equal(t, 1, strings.Count(strings.TrimSpace(errOut), "\n")+1, "%v: one line, got:\n%s", args, errOut)
+		require.Contains(t, errOut, want)
+		require.NotContains(t, errOut, "Usage:")
+	}
+	code, _, errOut := runCLI(t, "dlq", "purge", "--json", "--broker", "kafka", "--store", "memory", "--topic", "t", "--all-unresolved")
+	require.Equal(t, 2, code)
+	require.NotContains(t, errOut, "flag provided but not defined", "purge takes --json like list and replay")
+}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/idempo/idempo/dlq"
 )
@@ -80,12 +82,19 @@ func runCommand(ctx context.Context, cmd command, args []string, stdout, stderr 
 	}
 	fs := newFlagSet(name, synopsis, description, stderr)
 	cmd.flags(fs)
+	// The flag package writes the help for --help, and an error line plus the
+	// help for a bad flag: keep the help for --help only, and make a bad flag
+	// one line like every other error.
+	var help bytes.Buffer
+	fs.SetOutput(&help)
 	pos, err := parseArgs(fs, cmd, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		_, _ = help.WriteTo(stderr)
 		return 0
 	case err != nil:
-		return exitUsage // the flag package printed the error and the help
+		fmt.Fprintf(stderr, "idempo %s: %v (see idempo %s --help)\n", name, flagError(err), name)
+		return exitUsage
 	}
 	if a, ok := cmd.(argsTaker); ok {
 		err = a.args(pos)
@@ -191,4 +200,14 @@ func exitStatus(err error) int {
 	default:
 		return exitUsage
 	}
+}
+
+// flagError rewrites the flag package's messages in the CLI's spelling of
+// flags (two dashes).
+func flagError(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"flag provided but not defined: -", "flag needs an argument: -", " for flag -"} {
+		msg = strings.Replace(msg, p, strings.TrimSuffix(p, "-")+"--", 1)
+	}
+	return msg
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -55,8 +54,13 @@ func (c *verifyCommand) flags(fs *flag.FlagSet) {
 }
 
 func (c *verifyCommand) Validate() error {
-	if c.events <= 0 || c.consumers <= 0 || c.kills < 0 {
-		return errors.New("--events and --consumers must be > 0, --kills >= 0")
+	switch {
+	case c.events <= 0:
+		return fmt.Errorf("--events must be > 0, got %d", c.events)
+	case c.consumers <= 0:
+		return fmt.Errorf("--consumers must be > 0, got %d", c.consumers)
+	case c.kills < 0:
+		return fmt.Errorf("--kills must be >= 0, got %d", c.kills)
 	}
 	o := &c.o
 	o.Events, o.Consumers, o.Kills, o.Restarts, o.StoreRestarts = c.events, c.consumers, c.kills, c.rest, c.rest

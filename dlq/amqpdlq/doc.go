@@ -10,7 +10,7 @@
 // (x-queue-type: stream, RabbitMQ 3.9 and later): an append-only log that any
 // number of consumers read from any offset without removing anything.
 // [NewDLQPublisher] returns the publisher that declares them; give it to
-// middleware.Config.DLQPublisher. The consumers' own queues stay what they
+// middleware.Config.DLQ.Publisher. The consumers' own queues stay what they
 // are.
 //
 // # Reading

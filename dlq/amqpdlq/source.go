@@ -26,7 +26,7 @@ func StreamArguments() map[string]any { return map[string]any{"x-queue-type": "s
 const StreamOffsetHeader = "x-stream-offset"
 
 // NewDLQPublisher returns a publisher for dead-letter copies (give it to
-// middleware.Config.DLQPublisher): the idempo RabbitMQ publisher of
+// middleware.Config.DLQ.Publisher): the idempo RabbitMQ publisher of
 // package broker/amqp with cfg, except that every queue it declares is a
 // durable stream queue, which [Source] can read without consuming. Its
 // QueueArguments are replaced by [StreamArguments] and NonDurable is

@@ -153,7 +153,7 @@ func run() error {
 	if !errors.Is(err, dedup.ErrLeaseLost) {
 		return fmt.Errorf("the stalled worker's completion should lose its lease, got %w", err)
 	}
-	fmt.Printf("%-6s stalled worker woke up: %v; its write was rolled back\n", "pay-4", dedup.ErrLeaseLost)
+	fmt.Printf("%-6s stalled worker woke up: %v; its write was rolled back\n", "pay-4", err)
 
 	rows, err := db.QueryContext(ctx, `SELECT event_id, COUNT(*), SUM(amount) FROM ledger GROUP BY event_id ORDER BY event_id`)
 	if err != nil {
