@@ -41,32 +41,9 @@ func TestHandlersOwnCanceledDoesNotLoop(t *testing.T) {
 		calls.Add(1)
 		return context.Canceled
 	}).AddMiddleware(stack.Middleware)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	routerDone := make(chan error, 1)
-	go func() { routerDone <- router.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-routerDone:
-		case <-time.After(30 * time.Second):
-			t.Error("the router did not stop within 30s")
-		}
-	})
-	select {
-	case <-router.Running():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the router did not start within 30s")
-	}
+	runRouter(t, router)
 	require.NoError(t, pubsub.Publish("orders", message.NewMessage("order-1", []byte("x"))))
-
-	deadline := time.Now().Add(30 * time.Second)
-	for dead.count() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not dead-lettered within 30s; the handler ran %d times", calls.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDeadLetters(t, dead, "a handler returning its own context.Canceled")
 	time.Sleep(200 * time.Millisecond) // room for a loop to show
 	require.Equal(t, int32(3), calls.Load(), "three attempts (MaxAttempts), then the DLQ; no loop")
 	copies := dead.on("orders.dlq")

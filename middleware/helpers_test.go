@@ -229,3 +229,37 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, timeout time.Duration, what str
 	t.Helper()
 	within(t, timeout, what, func() struct{} { wg.Wait(); return struct{}{} })
 }
+
+// runRouter runs router until the test ends, failing if it does not start or
+// stop within 30s.
+func runRouter(t *testing.T, router *message.Router) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- router.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the router did not stop within 30s")
+		}
+	})
+	select {
+	case <-router.Running():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the router did not start within 30s")
+	}
+}
+
+// waitDeadLetters waits until c holds a message, failing after 30s.
+func waitDeadLetters(t *testing.T, c *capture, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.count() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not dead-lettered within 30s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,7 +1,6 @@
 package middleware_test
 
 import (
-	"context"
 	"math"
 	"strings"
 	"testing"
@@ -68,30 +67,9 @@ func TestInvalidScope(t *testing.T) {
 	require.NoError(t, err)
 	router.AddConsumerHandler(strings.Repeat("h", dedup.MaxScopeLen+1), "orders", pubsub, func(*message.Message) error { return nil }).
 		AddMiddleware(stack.Middleware)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- router.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("the router did not stop within 30s")
-		}
-	})
-	select {
-	case <-router.Running():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the router did not start within 30s")
-	}
+	runRouter(t, router)
 	require.NoError(t, pubsub.Publish("orders", message.NewMessage("e1", []byte("p"))))
-	deadline := time.Now().Add(30 * time.Second)
-	for dead.count() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("not dead-lettered within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDeadLetters(t, dead, "a handler name that cannot be a scope")
 	require.Equal(t, dlq.ReasonInvalidScope, dead.on("orders.dlq")[0].Metadata.Get(dlq.KeyReason))
 }
 
