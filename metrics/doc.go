@@ -37,7 +37,7 @@
 //
 // outcome is one of [middleware.Outcomes] (processed, duplicate,
 // in_progress_nacked, dead_lettered, failed); operation one of the
-// middleware.Op* constants (claim, extend, complete, release,
+// [middleware.StoreOps] (claim, extend, complete, release,
 // mark_due_for_dlq, mark_dead_lettered, complete_in_tx). The totals equal
 // the stack's own [middleware.Stack.Stats] when one Metrics observes one
 // stack.

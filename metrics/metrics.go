@@ -23,16 +23,8 @@ const (
 )
 
 // operations are the store operations of [middleware.KindStoreOp] events, in
-// the order of handlerStore's arrays.
-var operations = [...]string{
-	middleware.OpClaim,
-	middleware.OpExtend,
-	middleware.OpComplete,
-	middleware.OpRelease,
-	middleware.OpMarkDueForDLQ,
-	middleware.OpMarkDeadLettered,
-	middleware.OpCompleteInTx,
-}
+// the order of handlerStore's slices.
+var operations = middleware.StoreOps
 
 func opIndex(op string) int {
 	for i, o := range operations {
@@ -107,8 +99,8 @@ type pairSeries struct {
 
 // handlerStore holds the store-operation children of one handler.
 type handlerStore struct {
-	duration [len(operations)]prometheus.Observer
-	errors   [len(operations)]prometheus.Counter
+	duration []prometheus.Observer
+	errors   []prometheus.Counter
 }
 
 // New creates the idempo metrics and registers them on reg. Nothing is
@@ -253,7 +245,10 @@ func (m *Metrics) pair(handler, topic string) *pairSeries {
 }
 
 func (m *Metrics) newHandlerStore(handler string) *handlerStore {
-	s := &handlerStore{}
+	s := &handlerStore{
+		duration: make([]prometheus.Observer, len(operations)),
+		errors:   make([]prometheus.Counter, len(operations)),
+	}
 	for i, op := range operations {
 		s.duration[i] = m.storeDuration.WithLabelValues(handler, op)
 		s.errors[i] = m.storeErrors.WithLabelValues(handler, op)

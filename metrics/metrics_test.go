@@ -103,9 +103,9 @@ func TestMatchesStats(t *testing.T) {
 
 	// Every delivery here claims exactly once.
 	require.Equal(t, sum(t, b.reg, "idempo_messages_total"),
-		value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "", "operation", middleware.OpClaim))
-	require.Equal(t, 1.0, value(t, b.reg, "idempo_store_errors_total", "handler", "", "operation", middleware.OpClaim))
-	require.Equal(t, 1.0, value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "", "operation", middleware.OpMarkDueForDLQ))
+		value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "", "operation", "claim"))
+	require.Equal(t, 1.0, value(t, b.reg, "idempo_store_errors_total", "handler", "", "operation", "claim"))
+	require.Equal(t, 1.0, value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "", "operation", "mark_due_for_dlq"))
 }
 
 // TestRouter runs the stack in a Watermill router, which names the handler
@@ -154,7 +154,7 @@ func TestRouter(t *testing.T) {
 	require.Equal(t, int64(1), s.Duplicates)
 	require.Equal(t, int64(1), s.Retries)
 	requireMatches(t, b.reg, "billing", "orders", s)
-	require.Equal(t, 3.0, value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "billing", "operation", middleware.OpClaim))
+	require.Equal(t, 3.0, value(t, b.reg, "idempo_store_operation_duration_seconds", "handler", "billing", "operation", "claim"))
 }
 
 // TestRegister checks that Register creates every series with value 0.
@@ -227,7 +227,7 @@ func TestObserveRegisters(t *testing.T) {
 
 	// A lost lease is not a store error; other errors are.
 	store := func(err error) {
-		m.Observe(context.Background(), middleware.Event{Kind: middleware.KindStoreOp, Handler: "h", Topic: "t", Op: middleware.OpExtend, Err: err})
+		m.Observe(context.Background(), middleware.Event{Kind: middleware.KindStoreOp, Handler: "h", Topic: "t", Op: "extend", Err: err})
 	}
 	store(nil)
 	store(dedup.ErrLeaseLost)
@@ -369,7 +369,7 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 	events := []middleware.Event{
 		{Kind: middleware.KindOutcome, Handler: "h", Topic: "t", Outcome: middleware.OutcomeDuplicate},
 		{Kind: middleware.KindAttempt, Handler: "h", Topic: "t", Duration: time.Millisecond},
-		{Kind: middleware.KindStoreOp, Handler: "h", Topic: "t", Op: middleware.OpClaim, Duration: time.Millisecond, Err: errDown},
+		{Kind: middleware.KindStoreOp, Handler: "h", Topic: "t", Op: "claim", Duration: time.Millisecond, Err: errDown},
 		{Kind: middleware.KindLeaseExtended, Handler: "h", Topic: "t"},
 	}
 	m.Register("h", "t")

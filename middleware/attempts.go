@@ -147,14 +147,14 @@ func (s *Stack) attemptInTx(h message.HandlerFunc, d *delivery, hctx context.Con
 	if err == nil && txErr != nil {
 		// The handler succeeded but the transaction did not commit: nothing
 		// of it happened. Retry unless the claim is lost.
-		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, txErr)
+		s.observeStore(hctx, d.handler, d.topic, opCompleteInTx, start, txErr)
 		if errors.Is(txErr, dedup.ErrLeaseLost) || retry.IsPermanent(txErr) {
 			return nil, nil, txErr
 		}
 		return nil, nil, fmt.Errorf("%w: transaction: %w", ErrStore, txErr)
 	}
 	if err == nil {
-		s.observeStore(hctx, d.handler, d.topic, OpCompleteInTx, start, nil)
+		s.observeStore(hctx, d.handler, d.topic, opCompleteInTx, start, nil)
 		d.completed = true
 	}
 	return outs, stack, err
@@ -197,12 +197,12 @@ func (s *Stack) afterRun(d *delivery, cp *message.Message, stack []byte) {
 	}
 }
 
-// call runs h, turning a panic into a *PanicError with its stack.
+// call runs h, turning a panic into a *panicError with its stack.
 func call(h message.HandlerFunc, msg *message.Message) (outs []*message.Message, stack []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			stack = debug.Stack()
-			outs, err = nil, &PanicError{Value: r, Stack: stack}
+			outs, err = nil, &panicError{Value: r, Stack: stack}
 		}
 	}()
 	outs, err = h(msg)

@@ -39,7 +39,7 @@ func (s *Stack) claim(d *delivery) (l *lease, start time.Time, err error) {
 			Fingerprint: fp,
 			ReplayID:    d.msg.Metadata.Get(dlq.KeyReplayID),
 		})
-		s.observeStore(d.ctx, d.handler, d.topic, OpClaim, start, err)
+		s.observeStore(d.ctx, d.handler, d.topic, opClaim, start, err)
 		if err != nil || res.Status != dedup.StatusAcquired {
 			s.keeper.unregister(l)
 		}

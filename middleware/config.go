@@ -142,7 +142,7 @@ func (c *Config) setDefaults() {
 	if c.Redelivery != nil {
 		r := *c.Redelivery // the caller's value stays as given
 		if r.Topic == nil {
-			r.Topic = DefaultRedeliveryTopic
+			r.Topic = defaultRedeliveryTopic
 		}
 		if r.Publisher == nil {
 			r.Publisher = c.DLQ.Publisher

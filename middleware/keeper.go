@@ -140,7 +140,7 @@ func (k *keeper) extend(l *lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.deadline.Sub(start))
 	err := s.cfg.Store.Extend(ctx, l.key, l.token, leaseDur)
 	cancel()
-	s.observeStore(context.Background(), l.handler, l.topic, OpExtend, start, err)
+	s.observeStore(context.Background(), l.handler, l.topic, opExtend, start, err)
 
 	k.mu.Lock()
 	l.extending = false

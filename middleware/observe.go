@@ -60,16 +60,22 @@ const (
 	KindIgnoredAck
 )
 
-// Store operation names for [KindStoreOp] events.
+// Store operations, as [Event.Op] names them in [KindStoreOp] events.
 const (
-	OpClaim            = "claim"
-	OpExtend           = "extend"
-	OpComplete         = "complete"
-	OpRelease          = "release"
-	OpMarkDueForDLQ    = "mark_due_for_dlq"
-	OpMarkDeadLettered = "mark_dead_lettered"
-	OpCompleteInTx     = "complete_in_tx"
+	opClaim            = "claim"
+	opExtend           = "extend"
+	opComplete         = "complete"
+	opRelease          = "release"
+	opMarkDueForDLQ    = "mark_due_for_dlq"
+	opMarkDeadLettered = "mark_dead_lettered"
+	opCompleteInTx     = "complete_in_tx"
 )
+
+// StoreOps lists every store operation [Event.Op] can name in a
+// [KindStoreOp] event ("claim", "extend", "complete", "release",
+// "mark_due_for_dlq", "mark_dead_lettered", "complete_in_tx"), for
+// pre-registering metric series. Do not modify it.
+var StoreOps = []string{opClaim, opExtend, opComplete, opRelease, opMarkDueForDLQ, opMarkDeadLettered, opCompleteInTx}
 
 // Event is one thing the stack reports to an [Observer].
 type Event struct {
@@ -173,7 +179,7 @@ func (c *counters) add(e Event) {
 // isPanic reports whether err is a recovered handler panic. Its target
 // escapes to the heap, so it is asked only of failed attempts.
 func isPanic(err error) bool {
-	var pe *PanicError
+	var pe *panicError
 	return errors.As(err, &pe)
 }
 

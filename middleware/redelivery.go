@@ -32,7 +32,7 @@ type Redelivery struct {
 	// Publisher publishes delayed copies (it must confirm durably). Defaults
 	// to Config.DLQ.Publisher.
 	Publisher message.Publisher
-	// Topic names tier i's delay topic. Defaults to [DefaultRedeliveryTopic].
+	// Topic names tier i's delay topic. Defaults to [defaultRedeliveryTopic].
 	Topic func(originalTopic string, tier int, delay time.Duration) string
 }
 
@@ -43,19 +43,19 @@ type Redelivery struct {
 // handler again. Match it with errors.Is.
 var ErrRedelivery = errors.New("idempo: delayed-redelivery publish failed; nacked for redelivery")
 
-// Metadata keys of delayed copies.
+// Metadata keys of delayed copies (docs/semantics.md lists them).
 const (
-	// KeyRedeliveryTier counts the tiers a message went through.
-	KeyRedeliveryTier = "idempo_redelivery_tier"
-	// KeyNotBefore is when a delayed copy is due, RFC 3339 with nanoseconds.
-	KeyNotBefore = "idempo_not_before"
-	// KeyReturnTopic is where the forwarder sends a delayed copy back.
-	KeyReturnTopic = "idempo_return_topic"
+	// keyRedeliveryTier counts the tiers a message went through.
+	keyRedeliveryTier = "idempo_redelivery_tier"
+	// keyNotBefore is when a delayed copy is due, RFC 3339 with nanoseconds.
+	keyNotBefore = "idempo_not_before"
+	// keyReturnTopic is where the forwarder sends a delayed copy back.
+	keyReturnTopic = "idempo_return_topic"
 )
 
-// DefaultRedeliveryTopic names tier topics "<original>.retry.<delay>", e.g.
-// "orders.retry.1m0s".
-func DefaultRedeliveryTopic(originalTopic string, _ int, delay time.Duration) string {
+// defaultRedeliveryTopic names tier topics "<original>.retry.<delay>", e.g.
+// "orders.retry.1m0s"; see [Redelivery.Topic].
+func defaultRedeliveryTopic(originalTopic string, _ int, delay time.Duration) string {
 	if originalTopic == "" {
 		originalTopic = "idempo"
 	}
@@ -63,7 +63,7 @@ func DefaultRedeliveryTopic(originalTopic string, _ int, delay time.Duration) st
 }
 
 func redeliveryTier(msg *message.Message) int {
-	n, err := strconv.Atoi(msg.Metadata.Get(KeyRedeliveryTier))
+	n, err := strconv.Atoi(msg.Metadata.Get(keyRedeliveryTier))
 	if err != nil || n < 0 {
 		return 0
 	}
@@ -80,9 +80,9 @@ func (s *Stack) redeliverLater(d *delivery) error {
 	tier := redeliveryTier(d.msg)
 	delay := r.Delays[tier]
 	c := d.msg.Copy()
-	c.Metadata.Set(KeyRedeliveryTier, strconv.Itoa(tier+1))
-	c.Metadata.Set(KeyNotBefore, time.Now().Add(delay).UTC().Format(time.RFC3339Nano))
-	c.Metadata.Set(KeyReturnTopic, d.topic)
+	c.Metadata.Set(keyRedeliveryTier, strconv.Itoa(tier+1))
+	c.Metadata.Set(keyNotBefore, time.Now().Add(delay).UTC().Format(time.RFC3339Nano))
+	c.Metadata.Set(keyReturnTopic, d.topic)
 	c.SetContext(d.ctx)
 	topic := r.Topic(d.topic, tier, delay)
 	if err := r.Publisher.Publish(topic, c); err != nil {
@@ -104,14 +104,14 @@ func (s *Stack) redeliverLater(d *delivery) error {
 func DelayForwarder(pub message.Publisher) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ctx := msg.Context()
-		if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(KeyNotBefore)); err == nil {
+		if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(keyNotBefore)); err == nil {
 			if err := retry.Wait(ctx, time.Until(at)); err != nil {
 				return err
 			}
 		}
-		dest := msg.Metadata.Get(KeyReturnTopic)
+		dest := msg.Metadata.Get(keyReturnTopic)
 		if dest == "" {
-			return retry.Permanent(fmt.Errorf("idempo: delayed copy %s has no %s", msg.UUID, KeyReturnTopic))
+			return retry.Permanent(fmt.Errorf("idempo: delayed copy %s has no %s", msg.UUID, keyReturnTopic))
 		}
 		c := msg.Copy()
 		c.SetContext(context.WithoutCancel(ctx))

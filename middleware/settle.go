@@ -49,7 +49,7 @@ func (s *Stack) complete(d *delivery) {
 	}
 	start := time.Now()
 	err := s.cfg.Store.Complete(ctx, d.key, d.held.token, s.cfg.Retention)
-	s.observeStore(ctx, d.handler, d.topic, OpComplete, start, err)
+	s.observeStore(ctx, d.handler, d.topic, opComplete, start, err)
 	if err != nil && !errors.Is(err, dedup.ErrLeaseLost) {
 		err = s.completeRetry(d)
 	}
@@ -63,7 +63,7 @@ func (s *Stack) completeRetry(d *delivery) error {
 	return retry.Do(ctx, settlePolicy, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.cfg.Store.Complete(ctx, d.key, d.held.token, s.cfg.Retention)
-		s.observeStore(ctx, d.handler, d.topic, OpComplete, start, err)
+		s.observeStore(ctx, d.handler, d.topic, opComplete, start, err)
 		if errors.Is(err, dedup.ErrLeaseLost) {
 			return retry.Permanent(err)
 		}
@@ -119,7 +119,7 @@ func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
 		start := time.Now()
 		merr := s.cfg.Store.MarkDueForDLQ(mctx, d.key, d.held.token, f.Encode())
 		cancel()
-		s.observeStore(ctx, d.handler, d.topic, OpMarkDueForDLQ, start, merr)
+		s.observeStore(ctx, d.handler, d.topic, opMarkDueForDLQ, start, merr)
 		if merr != nil {
 			s.cfg.Logger.Warn("idempo: could not mark the event due for the DLQ; the next delivery runs the handler again",
 				"scope", d.scope, "event_id", d.eventID, "error", merr)
@@ -131,7 +131,7 @@ func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
 	err := retry.Do(mctx, settlePolicy, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.cfg.Store.MarkDeadLettered(ctx, d.key, d.held.token, s.cfg.Retention)
-		s.observeStore(ctx, d.handler, d.topic, OpMarkDeadLettered, start, err)
+		s.observeStore(ctx, d.handler, d.topic, opMarkDeadLettered, start, err)
 		if errors.Is(err, dedup.ErrLeaseLost) {
 			return retry.Permanent(err)
 		}
@@ -187,7 +187,7 @@ func (s *Stack) release(d *delivery, l *lease, keepCount bool) {
 	defer cancel()
 	start := time.Now()
 	err := s.cfg.Store.Release(ctx, d.key, l.token, keepCount)
-	s.observeStore(ctx, d.handler, d.topic, OpRelease, start, err)
+	s.observeStore(ctx, d.handler, d.topic, opRelease, start, err)
 	if err != nil {
 		s.cfg.Logger.Warn("idempo: releasing the claim failed; it is freed when its lease runs out",
 			"scope", d.scope, "event_id", d.eventID, "error", err)

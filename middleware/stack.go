@@ -30,13 +30,13 @@ var (
 	ErrOutputPublish = errors.New("idempo: publishing handler outputs failed; nacked for redelivery")
 )
 
-// PanicError is a recovered handler panic. It is retryable like any error.
-type PanicError struct {
+// panicError is a recovered handler panic. It is retryable like any error.
+type panicError struct {
 	Value any
 	Stack []byte
 }
 
-func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+func (e *panicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
 
 // Stack is idempo's composed middleware: dedup, retries, dead-lettering and
 // ack only after success, in the one correct order. A Stack is safe for

@@ -28,8 +28,8 @@ const redeliveryHandler = "orders-h"
 // (or clear) them first.
 func RedeliveryTopics(topic string) []string {
 	topics := []string{topic, dlq.DefaultTopic(topic, redeliveryHandler)}
-	for i, d := range redeliveryDelays {
-		topics = append(topics, middleware.DefaultRedeliveryTopic(topic, i, d))
+	for _, d := range redeliveryDelays {
+		topics = append(topics, topic+".retry."+d.String())
 	}
 	return topics
 }
@@ -106,7 +106,7 @@ func DelayedRedelivery(t *testing.T, topic string, pub message.Publisher, sub fu
 	}
 	require.Equal(t, "poison", got.Metadata.Get(dlq.KeyOriginalUUID))
 	require.Equal(t, dlq.ReasonRetriesExhausted, got.Metadata.Get(dlq.KeyReason))
-	require.Equal(t, "2", got.Metadata.Get(middleware.KeyRedeliveryTier), "it went through both tiers first")
+	require.Equal(t, "2", got.Metadata.Get("idempo_redelivery_tier"), "it went through both tiers first")
 	require.Equal(t, "3", got.Metadata.Get(dlq.KeyDeliveries))
 	require.Equal(t, int32(6), poisonAttempts.Load(), "2 attempts per delivery × 3 deliveries")
 	require.Eventually(t, func() bool { return recovered.Load() == 1 }, time.Minute, 10*time.Millisecond,

@@ -1,0 +1,10 @@
+package middleware
+
+// Names the package keeps unexported, for its external tests.
+var DefaultRedeliveryTopic = defaultRedeliveryTopic
+
+const (
+	KeyRedeliveryTier = keyRedeliveryTier
+	KeyNotBefore      = keyNotBefore
+	KeyReturnTopic    = keyReturnTopic
+)
