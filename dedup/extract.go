@@ -19,7 +19,7 @@ type Extractor func(msg *message.Message) (string, error)
 func UUID() Extractor {
 	return func(msg *message.Message) (string, error) {
 		if msg.UUID == "" {
-			return "", &MissingIDError{Where: "the message UUID"}
+			return "", &missingIDError{Where: "the message UUID"}
 		}
 		return msg.UUID, nil
 	}
@@ -36,41 +36,30 @@ func Metadata(field string) Extractor {
 		if v := msg.Metadata.Get(field); v != "" {
 			return v, nil
 		}
-		return "", &MissingIDError{Where: where}
+		return "", &missingIDError{Where: where}
 	}
 }
 
 // CloudEvents metadata keys, as each protocol binding carries the `id` attribute.
 const (
-	// CloudEventsIDKafka is the Kafka binding's header, also used by HTTP as ce-id.
-	CloudEventsIDKafka = "ce_id"
-	// CloudEventsIDAMQP is the AMQP binding's application property.
-	CloudEventsIDAMQP = "cloudEvents:id"
-	// CloudEventsIDAMQPUnderscore is the AMQP binding's alternative spelling
+	// cloudEventsIDKafka is the Kafka binding's header, also used by HTTP as ce-id.
+	cloudEventsIDKafka = "ce_id"
+	// cloudEventsIDAMQP is the AMQP binding's application property.
+	cloudEventsIDAMQP = "cloudEvents:id"
+	// cloudEventsIDAMQPUnderscore is the AMQP binding's alternative spelling
 	// for brokers that reject ':' in property names.
-	CloudEventsIDAMQPUnderscore = "cloudEvents_id"
+	cloudEventsIDAMQPUnderscore = "cloudEvents_id"
 )
 
 // CloudEventsID extracts the CloudEvents `id` attribute as any binding carries
 // it: `ce_id` (Kafka), `cloudEvents:id` or `cloudEvents_id` (AMQP), `ce-id` (HTTP).
 func CloudEventsID() Extractor {
 	return FirstOf(
-		Metadata(CloudEventsIDKafka),
-		Metadata(CloudEventsIDAMQP),
-		Metadata(CloudEventsIDAMQPUnderscore),
+		Metadata(cloudEventsIDKafka),
+		Metadata(cloudEventsIDAMQP),
+		Metadata(cloudEventsIDAMQPUnderscore),
 		Metadata("ce-id"),
 	)
-}
-
-// Func adapts a function to an [Extractor]: an empty result is reported as a
-// missing ID, so fn need not build the error itself.
-func Func(fn func(msg *message.Message) string) Extractor {
-	return func(msg *message.Message) (string, error) {
-		if id := fn(msg); id != "" {
-			return id, nil
-		}
-		return "", &MissingIDError{Where: "the custom extractor's result"}
-	}
 }
 
 // FirstOf tries each extractor in order and returns the first ID found.
@@ -83,22 +72,22 @@ func FirstOf(extractors ...Extractor) Extractor {
 			if err == nil {
 				return id, nil
 			}
-			var missing *MissingIDError
+			var missing *missingIDError
 			if !asMissing(err, &missing) {
 				return "", err
 			}
 			places = append(places, missing.Where)
 		}
-		return "", &MissingIDError{Where: strings.Join(places, ", ")}
+		return "", &missingIDError{Where: strings.Join(places, ", ")}
 	}
 }
 
-func asMissing(err error, target **MissingIDError) bool {
+func asMissing(err error, target **missingIDError) bool {
 	if errors.As(err, target) {
 		return true
 	}
 	if errors.Is(err, ErrMissingEventID) {
-		*target = &MissingIDError{Where: err.Error()}
+		*target = &missingIDError{Where: err.Error()}
 		return true
 	}
 	return false

@@ -25,25 +25,25 @@ type Key struct {
 	ID    string
 }
 
-// Validate reports a [*KeyError] (matching [ErrInvalidKey]) when the key
+// Validate reports a [*keyError] (matching [ErrInvalidKey]) when the key
 // cannot be stored: empty or too long scope or ID, or a scope that is not
 // printable UTF-8.
 func (k Key) Validate() error {
 	switch {
 	case k.Scope == "":
-		return &KeyError{Key: k, Problem: "empty scope"}
+		return &keyError{Key: k, Problem: "empty scope"}
 	case len(k.Scope) > MaxScopeLen:
-		return &KeyError{Key: k, Problem: fmt.Sprintf("scope is %d bytes, more than %d", len(k.Scope), MaxScopeLen)}
+		return &keyError{Key: k, Problem: fmt.Sprintf("scope is %d bytes, more than %d", len(k.Scope), MaxScopeLen)}
 	case !utf8.ValidString(k.Scope):
-		return &KeyError{Key: k, Problem: "scope is not valid UTF-8"}
+		return &keyError{Key: k, Problem: "scope is not valid UTF-8"}
 	case k.ID == "":
-		return &KeyError{Key: k, Problem: "empty event ID"}
+		return &keyError{Key: k, Problem: "empty event ID"}
 	case len(k.ID) > MaxIDLen:
-		return &KeyError{Key: k, Problem: fmt.Sprintf("event ID is %d bytes, more than %d", len(k.ID), MaxIDLen)}
+		return &keyError{Key: k, Problem: fmt.Sprintf("event ID is %d bytes, more than %d", len(k.ID), MaxIDLen)}
 	}
 	for _, r := range k.Scope {
 		if r == 0 {
-			return &KeyError{Key: k, Problem: "scope contains NUL"}
+			return &keyError{Key: k, Problem: "scope contains NUL"}
 		}
 	}
 	return nil
@@ -79,9 +79,9 @@ func (k Key) Hash() [32]byte {
 	return sha256.Sum256(k.Encode())
 }
 
-// DecodeKey is the inverse of [Key.Encode]. It returns an error wrapping
+// decodeKey is the inverse of [Key.Encode]. It returns an error wrapping
 // [ErrInvalidKey] for input that [Key.Encode] cannot have produced.
-func DecodeKey(b []byte) (Key, error) {
+func decodeKey(b []byte) (Key, error) {
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n > uint64(len(b)-w) {
 		return Key{}, fmt.Errorf("%w: malformed encoded key (%d bytes)", ErrInvalidKey, len(b))

@@ -84,19 +84,20 @@ type ClaimRequest struct {
 	ReplayID string
 }
 
-// Validate reports a [*RequestError] naming the first invalid field.
+// Validate reports an error matching [ErrInvalidRequest] that names the
+// first invalid field.
 func (r ClaimRequest) Validate() error {
 	switch {
 	case r.Token == "":
-		return &RequestError{Field: "Token", Problem: "is empty"}
+		return requestError("Token", "is empty")
 	case r.Lease <= 0:
-		return &RequestError{Field: "Lease", Problem: fmt.Sprintf("must be > 0, got %v", r.Lease)}
+		return requestError("Lease", fmt.Sprintf("must be > 0, got %v", r.Lease))
 	case r.Retention < r.Lease:
-		return &RequestError{Field: "Retention", Problem: fmt.Sprintf("must be >= Lease (%v), got %v", r.Lease, r.Retention)}
+		return requestError("Retention", fmt.Sprintf("must be >= Lease (%v), got %v", r.Lease, r.Retention))
 	case len(r.Fingerprint) > MaxFingerprintLen:
-		return &RequestError{Field: "Fingerprint", Problem: fmt.Sprintf("is %d bytes, more than %d", len(r.Fingerprint), MaxFingerprintLen)}
+		return requestError("Fingerprint", fmt.Sprintf("is %d bytes, more than %d", len(r.Fingerprint), MaxFingerprintLen))
 	case len(r.ReplayID) > MaxReplayIDLen:
-		return &RequestError{Field: "ReplayID", Problem: fmt.Sprintf("is %d bytes, more than %d", len(r.ReplayID), MaxReplayIDLen)}
+		return requestError("ReplayID", fmt.Sprintf("is %d bytes, more than %d", len(r.ReplayID), MaxReplayIDLen))
 	}
 	return nil
 }
@@ -138,7 +139,7 @@ type ClaimResult struct {
 //
 // Durations are judged on the store's clock, never the caller's. Every method
 // returns an error wrapping ctx.Err() when ctx is done before the store
-// answered, [ErrInvalidKey] (as a [*KeyError]) for a key that fails
+// answered, [ErrInvalidKey] (as a [*keyError]) for a key that fails
 // [Key.Validate], and [ErrLeaseLost] when a fenced call's token does not hold
 // the record any more. Any other error means the store could not be reached or
 // failed; the record may or may not have changed, and the caller must not

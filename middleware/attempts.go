@@ -60,7 +60,7 @@ func (s *Stack) attempts(h message.HandlerFunc, d *delivery, hctx context.Contex
 		if settled {
 			return serr
 		}
-		if werr := retry.Wait(hctx, wait); werr != nil {
+		if werr := sleep(hctx, wait); werr != nil {
 			if c := context.Cause(hctx); errors.Is(c, dedup.ErrLeaseLost) || errors.Is(c, errLeaseExpired) {
 				return s.leaseLost(d, c)
 			}
@@ -86,8 +86,7 @@ func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byt
 	d.fail.LastFailure = now
 	d.fail.Error = err.Error()
 	d.fail.Attempts++
-	class := s.cfg.Retry.Class(err)
-	d.fail.ErrorClass = class.String()
+	d.fail.ErrorClass = errorClass(s.cfg.Retry, err)
 	if stack != nil {
 		d.fail.ErrorClass = "panic"
 		d.fail.PanicStack = string(stack)
@@ -96,8 +95,7 @@ func (s *Stack) failed(d *delivery, hctx context.Context, err error, stack []byt
 	// nothing of the stack's is done is an ordinary failure: retried,
 	// counted and capped. Only the stack's own contexts (checked above)
 	// mean cancellation.
-	switch class {
-	case retry.PermanentClass:
+	if permanent(s.cfg.Retry, err) {
 		d.fail.Reason = dlq.ReasonPermanent
 		return 0, true, s.deadLetter(d, d.fail)
 	}

@@ -180,9 +180,8 @@ func (c Config) Validate() error {
 		return configError("NackDelay must be >= 0, or -1 to nack at once, got %v", c.NackDelay)
 	}
 	if c.Scope != "" {
-		var kerr *dedup.KeyError
-		if err := (dedup.Key{Scope: c.Scope, ID: "x"}).Validate(); errors.As(err, &kerr) {
-			return configError("Scope %q cannot name a consumer in dedup keys: %s", c.Scope, kerr.Problem)
+		if err := (dedup.Key{Scope: c.Scope, ID: "x"}).Validate(); err != nil {
+			return configError("Scope %q cannot name a consumer in dedup keys: %v", c.Scope, err)
 		}
 	}
 	if err := c.Retry.Validate(); err != nil {

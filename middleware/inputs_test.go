@@ -1,6 +1,7 @@
 package middleware_test
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ func TestOversizedReplayIDIsDeadLettered(t *testing.T) {
 func TestClaimRefusedAsInvalidIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	inject(&b.store.claimErr, &dedup.RequestError{Field: "ReplayID", Problem: "is too long"})
+	inject(&b.store.claimErr, fmt.Errorf("%w: ReplayID is too long", dedup.ErrInvalidRequest))
 	_, err := b.run(ok, msg("e1", "p"))
 	require.NoError(t, err)
 	require.Equal(t, 1, b.dlq.count())

@@ -43,7 +43,7 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 			tracing.Inject(ctx, o)
 		}
 	}
-	err := retry.Do(ctx, s.cfg.Retry, func(context.Context) error {
+	err := retryDo(ctx, s.cfg.Retry, func(context.Context) error {
 		return s.cfg.OutputPublisher.Publish(topic, outs...)
 	})
 	if err != nil {

@@ -105,7 +105,7 @@ func DelayForwarder(pub message.Publisher) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ctx := msg.Context()
 		if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(keyNotBefore)); err == nil {
-			if err := retry.Wait(ctx, time.Until(at)); err != nil {
+			if err := sleep(ctx, time.Until(at)); err != nil {
 				return err
 			}
 		}

@@ -60,7 +60,7 @@ func (s *Stack) complete(d *delivery) {
 func (s *Stack) completeRetry(d *delivery) error {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(d.ctx), d.held.deadlineSnapshot(s.keeper))
 	defer cancel()
-	return retry.Do(ctx, settlePolicy, func(ctx context.Context) error {
+	return retryDo(ctx, settlePolicy, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.cfg.Store.Complete(ctx, d.key, d.held.token, s.cfg.Retention)
 		s.observeStore(ctx, d.handler, d.topic, opComplete, start, err)
@@ -128,7 +128,7 @@ func (s *Stack) deadLetterHeld(d *delivery, f dlq.Failure) error {
 	}
 	mctx, cancel := context.WithDeadline(ctx, d.held.deadlineSnapshot(s.keeper))
 	defer cancel()
-	err := retry.Do(mctx, settlePolicy, func(ctx context.Context) error {
+	err := retryDo(mctx, settlePolicy, func(ctx context.Context) error {
 		start := time.Now()
 		err := s.cfg.Store.MarkDeadLettered(ctx, d.key, d.held.token, s.cfg.Retention)
 		s.observeStore(ctx, d.handler, d.topic, opMarkDeadLettered, start, err)
@@ -231,7 +231,7 @@ func (s *Stack) nackWait(ctx context.Context, atMost time.Duration) {
 	if atMost > 0 && atMost < wait {
 		wait = atMost
 	}
-	_ = retry.Wait(ctx, wait)
+	_ = sleep(ctx, wait)
 }
 
 // emit feeds one event to the stack's Stats and, when one is set, to the

@@ -4,8 +4,10 @@
 //
 // # Classification
 //
-// [DefaultClassifier] treats every error as retryable except errors marked
-// with [Permanent]: never retried, dead-lettered at once.
+// By default ([IsPermanent]) every error is retryable except errors marked
+// with [Permanent]: never retried, dead-lettered at once. A [Classifier] in
+// [Policy.Classify] decides otherwise, e.g. making a validation error
+// permanent without marking it.
 //
 // An error never means cancellation by itself, not even context.Canceled: a
 // handler that returns it while the consumer is not stopping is retried,
@@ -19,9 +21,10 @@
 // not marked otherwise. A handler that knows an input can never succeed (bad
 // schema, validation failure) returns retry.Permanent(err).
 //
-// # Waiting
+// # Schedules
 //
-// Waits between attempts end at once when the context is done. The backoff
+// [Policy.NewSchedule] steps one delivery's waits; the middleware waits them
+// out, ending a wait at once when the message's context is done. The backoff
 // maths comes from github.com/cenkalti/backoff/v4, which stays out of this
 // package's API.
 package retry

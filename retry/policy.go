@@ -1,7 +1,6 @@
 package retry
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -42,7 +41,8 @@ type Policy struct {
 	// attempt starts. Defaults to 1 minute. The special value -1 removes the
 	// bound (MaxAttempts still applies).
 	MaxElapsed time.Duration
-	// Classify decides which errors are retried. Defaults to [DefaultClassifier].
+	// Classify decides which errors are permanent (not retried). Defaults to
+	// [IsPermanent].
 	Classify Classifier
 }
 
@@ -70,7 +70,7 @@ func (p Policy) withDefaults() Policy {
 		p.MaxElapsed = defaultMaxElapsed
 	}
 	if p.Classify == nil {
-		p.Classify = DefaultClassifier
+		p.Classify = IsPermanent
 	}
 	return p
 }
@@ -105,14 +105,6 @@ func (p Policy) validate() error {
 		return fmt.Errorf("retry: MaxElapsed must be > 0 or -1 for no bound, got %v", p.MaxElapsed)
 	}
 	return nil
-}
-
-// Class classifies err by p.Classify, or [DefaultClassifier] when it is nil.
-func (p Policy) Class(err error) Class {
-	if p.Classify == nil {
-		return DefaultClassifier(err)
-	}
-	return p.Classify(err)
 }
 
 func (p Policy) jitter() float64 {
@@ -206,47 +198,4 @@ func (s *Schedule) Next() (time.Duration, bool) {
 		d = s.maxWait
 	}
 	return d, true
-}
-
-// Wait blocks for d or until ctx is done, whichever comes first, and returns
-// ctx.Err() in the latter case.
-func Wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// Do calls fn until it succeeds, returns an error that is not [Retryable], or
-// the policy allows no more attempts; it returns fn's last error (or ctx's,
-// when ctx ends a wait). It is a convenience for code outside the middleware,
-// e.g. publishing with retries.
-func Do(ctx context.Context, p Policy, fn func(ctx context.Context) error) error {
-	p = p.withDefaults()
-	start := time.Now()
-	err := fn(ctx)
-	if err == nil {
-		return nil
-	}
-	s := p.NewSchedule(start)
-	for p.Class(err) == Retryable {
-		d, ok := s.Next()
-		if !ok {
-			return err
-		}
-		if werr := Wait(ctx, d); werr != nil {
-			return fmt.Errorf("retry: gave up waiting after %d attempts (%w): %w", s.Attempts()-1, werr, err)
-		}
-		if err = fn(ctx); err == nil {
-			return nil
-		}
-	}
-	return err
 }

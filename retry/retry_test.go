@@ -96,50 +96,15 @@ func TestValidateNamesTheField(t *testing.T) {
 func TestClassification(t *testing.T) {
 	t.Parallel()
 	base := errors.New("boom")
-	require.Equal(t, retry.Retryable, retry.DefaultClassifier(base))
-	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(retry.Permanent(base)))
-	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(fmt.Errorf("wrapped: %w", retry.Permanent(base))))
+	require.False(t, retry.IsPermanent(base))
+	require.True(t, retry.IsPermanent(retry.Permanent(base)))
+	require.True(t, retry.IsPermanent(fmt.Errorf("wrapped: %w", retry.Permanent(base))))
 	require.ErrorIs(t, retry.Permanent(base), base, "the mark is transparent to errors.Is")
-	require.Equal(t, retry.Retryable, retry.DefaultClassifier(fmt.Errorf("x: %w", context.Canceled)),
+	require.False(t, retry.IsPermanent(fmt.Errorf("x: %w", context.Canceled)),
 		"a handler's own context.Canceled is an ordinary failure; only the middleware's context means cancellation")
-	require.Equal(t, retry.PermanentClass, retry.DefaultClassifier(retry.Permanent(context.Canceled)), "the permanent mark holds for any error")
-	require.Equal(t, retry.Retryable, retry.DefaultClassifier(context.DeadlineExceeded), "a handler's own timeout is retried")
+	require.True(t, retry.IsPermanent(retry.Permanent(context.Canceled)), "the permanent mark holds for any error")
+	require.False(t, retry.IsPermanent(context.DeadlineExceeded), "a handler's own timeout is retried")
 	require.NoError(t, retry.Permanent(nil))
-}
-
-func TestWaitEndsOnCancel(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- retry.Wait(ctx, time.Hour) }()
-	cancel()
-	require.ErrorIs(t, <-done, context.Canceled)
-	require.NoError(t, retry.Wait(context.Background(), time.Millisecond))
-}
-
-func TestDo(t *testing.T) {
-	t.Parallel()
-	fast := retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxAttempts: 4}
-	calls := 0
-	err := retry.Do(context.Background(), fast, func(context.Context) error {
-		calls++
-		if calls < 3 {
-			return errors.New("transient")
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	require.Equal(t, 3, calls)
-
-	calls = 0
-	err = retry.Do(context.Background(), fast, func(context.Context) error { calls++; return retry.Permanent(errors.New("bad input")) })
-	require.True(t, retry.IsPermanent(err))
-	require.Equal(t, 1, calls)
-
-	calls = 0
-	err = retry.Do(context.Background(), fast, func(context.Context) error { calls++; return errors.New("always") })
-	require.EqualError(t, err, "always")
-	require.Equal(t, 4, calls)
 }
 
 func ExamplePermanent() {
@@ -150,8 +115,8 @@ func ExamplePermanent() {
 		return nil
 	}
 	err := handle(nil)
-	fmt.Println(retry.DefaultClassifier(err), err)
-	// Output: permanent empty payload can never succeed
+	fmt.Println(retry.IsPermanent(err), err)
+	// Output: true empty payload can never succeed
 }
 
 // Waits never go negative, whatever MaxInterval is, and the window bound

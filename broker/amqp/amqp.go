@@ -11,6 +11,8 @@ import (
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // ErrClosed is returned by Publish, DeclareQueue and Subscribe after Close.
@@ -28,7 +30,7 @@ func (c Config) wamqpConfig() wamqp.Config {
 		wc = wamqp.NewNonDurableQueueConfig(c.URL)
 	}
 	wc.Connection.TLSConfig = c.TLS
-	wc.Marshaler = Marshaler{NonDurable: c.NonDurable}
+	wc.Marshaler = wire.AMQPMarshaler{NonDurable: c.NonDurable}
 	wc.Queue.Arguments = amqp091.Table(c.QueueArguments)
 	wc.Publish.ConfirmDelivery = true
 	wc.Publish.ChannelPoolSize = c.ChannelPoolSize
@@ -190,7 +192,7 @@ var _ message.Subscriber = (*Subscriber)(nil)
 // router handler processes up to Consumers messages at once. An ack acks the
 // delivery. A nack holds it for NackDelay, then requeues it; RabbitMQ
 // redelivers it (with [RedeliveredKey] set), forever: bound the loop with the
-// idempo middleware's delivery cap. Deliveries are converted by [Marshaler],
+// idempo middleware's delivery cap. Deliveries are converted as the package documentation says,
 // which never fails.
 //
 // RabbitMQ closes a channel whose delivery stays unacked longer than its

@@ -17,6 +17,7 @@ import (
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // watermill-amqp's durable-queue layout declares the queue only when a
@@ -63,14 +64,14 @@ func TestNackRequeuesAfterDelay(t *testing.T) {
 	select {
 	case first := <-ch:
 		require.Equal(t, m.UUID, first.UUID)
-		require.False(t, first.Metadata.Get(amqp.RedeliveredKey) == "true")
+		require.False(t, first.Metadata.Get(wire.AMQPRedeliveredKey) == "true")
 		first.Nack()
 	case <-time.After(30 * time.Second):
 		t.Fatal("timeout")
 	}
 	again := receive(t, ch, 1, 30*time.Second)
 	require.Equal(t, m.UUID, again[0].UUID)
-	require.Equal(t, "true", again[0].Metadata.Get(amqp.RedeliveredKey))
+	require.Equal(t, "true", again[0].Metadata.Get(wire.AMQPRedeliveredKey))
 }
 
 // Consumers > 1 hands out several messages at once under one Subscribe.
@@ -208,7 +209,7 @@ func TestForeignProducerMessageIDAndTables(t *testing.T) {
 		ceID, err := dedup.CloudEventsID()(m)
 		require.NoError(t, err)
 		require.Equal(t, "ce-"+id, ceID)
-		require.NotEqual(t, "true", m.Metadata.Get(amqp.RedeliveredKey), "delivered once, not looped")
+		require.NotEqual(t, "true", m.Metadata.Get(wire.AMQPRedeliveredKey), "delivered once, not looped")
 	}
 	require.Equal(t, []string{"order-1", "order-1", "order-2"}, ids)
 

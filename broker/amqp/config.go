@@ -16,8 +16,14 @@ import (
 // [Config.Validate] returns; the message names the field at fault.
 var ErrInvalidConfig = errors.New("amqp: invalid config")
 
-// ErrInvalidURL is matched by every error [ParseURL] returns.
-var ErrInvalidURL = errors.New("amqp: invalid URL")
+// errInvalidURL is wrapped by every error [ParseURL] returns; it reads
+// "amqp: invalid URL" and matches [ErrInvalidConfig].
+var errInvalidURL error = invalidURL{}
+
+type invalidURL struct{}
+
+func (invalidURL) Error() string        { return "amqp: invalid URL" }
+func (invalidURL) Is(target error) bool { return target == ErrInvalidConfig }
 
 // Defaults applied by [NewPublisher] and [NewSubscriber] to zero fields.
 const (
@@ -136,31 +142,31 @@ func (c Config) Validate() error {
 // amqps://), and returns a [Config] with URL set and every other field at its
 // default. The port defaults to 5672 (5671 for amqps), user and password to
 // guest, the vhost to "/" (write %2F in the path for "/" explicitly, or a
-// name for another vhost). Errors match [ErrInvalidURL] and never contain the
+// name for another vhost). Errors match [ErrInvalidConfig] and never contain the
 // password.
 func ParseURL(s string) (Config, error) {
 	shown := redact(s)
 	u, err := url.Parse(s)
 	if err != nil {
-		return Config{}, fmt.Errorf("%w %q: not a URL", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: not a URL", errInvalidURL, shown)
 	}
 	if u.Scheme != "amqp" && u.Scheme != "amqps" {
 		if u.Scheme == "" {
-			return Config{}, fmt.Errorf("%w %q: want amqp://user:pass@host:port/vhost", ErrInvalidURL, shown)
+			return Config{}, fmt.Errorf("%w %q: want amqp://user:pass@host:port/vhost", errInvalidURL, shown)
 		}
-		return Config{}, fmt.Errorf("%w %q: scheme %q is not amqp or amqps", ErrInvalidURL, shown, u.Scheme)
+		return Config{}, fmt.Errorf("%w %q: scheme %q is not amqp or amqps", errInvalidURL, shown, u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return Config{}, fmt.Errorf("%w %q: no host", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: no host", errInvalidURL, shown)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return Config{}, fmt.Errorf("%w %q: query parameters and fragments are not supported", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: query parameters and fragments are not supported", errInvalidURL, shown)
 	}
 	if strings.Count(strings.TrimPrefix(u.EscapedPath(), "/"), "/") > 0 {
-		return Config{}, fmt.Errorf("%w %q: the path must be one vhost name (escape '/' as %%2F)", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: the path must be one vhost name (escape '/' as %%2F)", errInvalidURL, shown)
 	}
 	if _, err := amqp091.ParseURI(s); err != nil {
-		return Config{}, fmt.Errorf("%w %q: %s", ErrInvalidURL, shown, strings.ReplaceAll(err.Error(), s, shown))
+		return Config{}, fmt.Errorf("%w %q: %s", errInvalidURL, shown, strings.ReplaceAll(err.Error(), s, shown))
 	}
 	return Config{URL: s}, nil
 }

@@ -33,7 +33,7 @@ func TestParseURL(t *testing.T) {
 	}
 	for in, want := range bad {
 		_, err := amqp.ParseURL(in)
-		require.ErrorIs(t, err, amqp.ErrInvalidURL, in)
+		require.ErrorIs(t, err, amqp.ErrInvalidConfig, in)
 		require.ErrorContains(t, err, want, in)
 		require.NotContains(t, err.Error(), "secret", "errors must not show the password")
 	}

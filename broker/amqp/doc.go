@@ -23,7 +23,9 @@
 //
 // # Message mapping
 //
-// [Marshaler] never fails. Headers become metadata as text, tables such as
+// Conversion never fails. The Watermill UUID travels in the
+// _watermill_message_uuid header, as with watermill-amqp; RabbitMQ's
+// redelivered flag is the metadata field _watermill_amqp_redelivered ("true" when set). Headers become metadata as text, tables such as
 // the x-death header of a dead-letter exchange as JSON; the message-id
 // property is in [MessageIDKey], extracted by [MessageID]. CloudEvents'
 // cloudEvents:id and cloudEvents_id headers are extracted by

@@ -30,7 +30,7 @@ func Example() {
 	defer pub.Close()
 
 	msg := message.NewMessage("6f1c2a8e-0000-4000-8000-000000000001", []byte(`{"total":42}`))
-	msg.Metadata.Set(dedup.CloudEventsIDAMQP, "order-created-1")
+	msg.Metadata.Set("cloudEvents:id", "order-created-1")
 	// The queue is declared before the first publish, so nothing is lost
 	// although no subscriber exists yet.
 	if err := pub.Publish(queue, msg); err != nil {

@@ -18,13 +18,19 @@ import (
 // returns; the message names the field at fault.
 var ErrInvalidConfig = errors.New("kafka: invalid config")
 
-// ErrInvalidURL is matched by every error [ParseURL] returns.
-var ErrInvalidURL = errors.New("kafka: invalid URL")
+// errInvalidURL is wrapped by every error [ParseURL] returns; it reads
+// "kafka: invalid URL" and matches [ErrInvalidConfig].
+var errInvalidURL error = invalidURL{}
 
-// ErrMissingConsumerGroup is returned by [NewSubscriber] for a [Config]
+type invalidURL struct{}
+
+func (invalidURL) Error() string        { return "kafka: invalid URL" }
+func (invalidURL) Is(target error) bool { return target == ErrInvalidConfig }
+
+// errMissingConsumerGroup is returned by [NewSubscriber] for a [Config]
 // without a ConsumerGroup. Without a group no offset is ever committed, so
 // every restart would re-read each partition from InitialOffset.
-var ErrMissingConsumerGroup = fmt.Errorf("%w: ConsumerGroup is empty (name the group, e.g. after the handler)", ErrInvalidConfig)
+var errMissingConsumerGroup = fmt.Errorf("%w: ConsumerGroup is empty (name the group, e.g. after the handler)", ErrInvalidConfig)
 
 // Defaults applied by [NewPublisher] and [NewSubscriber] to zero fields.
 const (
@@ -128,7 +134,7 @@ func (c Config) withDefaults() Config {
 // publisher needs none); [NewSubscriber] checks it.
 func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
-		return fmt.Errorf("%w: Brokers is empty (try kafka://localhost:9092 or StartEmbedded)", ErrInvalidConfig)
+		return fmt.Errorf("%w: Brokers is empty (try kafka://localhost:9092, or the embedded package for development)", ErrInvalidConfig)
 	}
 	for _, b := range c.Brokers {
 		if err := checkHostPort(b); err != nil {
@@ -180,7 +186,7 @@ func checkHostPort(addr string) error {
 // the user info; the mechanism from sasl=, PLAIN by default; user and
 // password percent-decoded) and TLS (tls=true: the system's roots) set, and
 // every other field at its default. Paths other than "/", other query
-// parameters and fragments are rejected. Errors match [ErrInvalidURL] and
+// parameters and fragments are rejected. Errors match [ErrInvalidConfig] and
 // never contain the password.
 func ParseURL(s string) (Config, error) {
 	shown := redactURL(s)
@@ -188,12 +194,12 @@ func ParseURL(s string) (Config, error) {
 	if !ok {
 		scheme, _, found := strings.Cut(s, "://")
 		if !found {
-			return Config{}, fmt.Errorf("%w %q: want kafka://host:port[,host:port]", ErrInvalidURL, shown)
+			return Config{}, fmt.Errorf("%w %q: want kafka://host:port[,host:port]", errInvalidURL, shown)
 		}
-		return Config{}, fmt.Errorf("%w %q: scheme %q is not kafka", ErrInvalidURL, shown, scheme)
+		return Config{}, fmt.Errorf("%w %q: scheme %q is not kafka", errInvalidURL, shown, scheme)
 	}
 	if strings.Contains(rest, "#") {
-		return Config{}, fmt.Errorf("%w %q: fragments are not supported", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: fragments are not supported", errInvalidURL, shown)
 	}
 	rest, query, _ := strings.Cut(rest, "?")
 	var cfg Config
@@ -204,56 +210,56 @@ func ParseURL(s string) (Config, error) {
 			pass, err = url.PathUnescape(pass)
 		}
 		if err != nil || user == "" {
-			return Config{}, fmt.Errorf("%w %q: user info is not user[:password] (percent-encode special characters)", ErrInvalidURL, shown)
+			return Config{}, fmt.Errorf("%w %q: user info is not user[:password] (percent-encode special characters)", errInvalidURL, shown)
 		}
 		cfg.SASL = &SASL{User: user, Password: pass}
 		rest = rest[at+1:]
 	}
 	params, err := url.ParseQuery(query)
 	if err != nil {
-		return Config{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, shown, err)
+		return Config{}, fmt.Errorf("%w %q: query: %w", errInvalidURL, shown, err)
 	}
 	for k, v := range params {
 		switch k {
 		case "sasl":
 			if cfg.SASL == nil {
-				return Config{}, fmt.Errorf("%w %q: sasl= needs user info (kafka://user:password@host)", ErrInvalidURL, shown)
+				return Config{}, fmt.Errorf("%w %q: sasl= needs user info (kafka://user:password@host)", errInvalidURL, shown)
 			}
 			cfg.SASL.Mechanism = v[len(v)-1]
 		case "tls":
 			on, err := strconv.ParseBool(v[len(v)-1])
 			if err != nil {
-				return Config{}, fmt.Errorf("%w %q: tls=%q is not true or false", ErrInvalidURL, shown, v[len(v)-1])
+				return Config{}, fmt.Errorf("%w %q: tls=%q is not true or false", errInvalidURL, shown, v[len(v)-1])
 			}
 			if on {
 				cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 			}
 		default:
-			return Config{}, fmt.Errorf("%w %q: query parameter %q is not supported (sasl, tls)", ErrInvalidURL, shown, k)
+			return Config{}, fmt.Errorf("%w %q: query parameter %q is not supported (sasl, tls)", errInvalidURL, shown, k)
 		}
 	}
 	if cfg.SASL != nil {
 		if err := cfg.SASL.validate(); err != nil {
-			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, shown, err)
+			return Config{}, fmt.Errorf("%w %q: %w", errInvalidURL, shown, err)
 		}
 	}
 	rest = strings.TrimSuffix(rest, "/")
 	if strings.Contains(rest, "/") {
-		return Config{}, fmt.Errorf("%w %q: a path is not supported", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: a path is not supported", errInvalidURL, shown)
 	}
 	if rest == "" {
-		return Config{}, fmt.Errorf("%w %q: no broker address", ErrInvalidURL, shown)
+		return Config{}, fmt.Errorf("%w %q: no broker address", errInvalidURL, shown)
 	}
 	for addr := range strings.SplitSeq(rest, ",") {
 		if addr == "" {
-			return Config{}, fmt.Errorf("%w %q: empty broker address", ErrInvalidURL, shown)
+			return Config{}, fmt.Errorf("%w %q: empty broker address", errInvalidURL, shown)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			// No port (or a bare IPv6 address): add the default one.
 			addr = net.JoinHostPort(strings.Trim(addr, "[]"), defaultPort)
 		}
 		if err := checkHostPort(addr); err != nil {
-			return Config{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, shown, err)
+			return Config{}, fmt.Errorf("%w %q: %w", errInvalidURL, shown, err)
 		}
 		cfg.Brokers = append(cfg.Brokers, addr)
 	}

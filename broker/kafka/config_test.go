@@ -49,7 +49,7 @@ func TestParseURL(t *testing.T) {
 	}
 	for in, want := range bad {
 		_, err := kafka.ParseURL(in)
-		require.ErrorIs(t, err, kafka.ErrInvalidURL, in)
+		require.ErrorIs(t, err, kafka.ErrInvalidConfig, in)
 		require.ErrorContains(t, err, want, in)
 	}
 }
@@ -94,7 +94,7 @@ func FuzzParseURL(f *testing.F) {
 		}
 		cfg, err := kafka.ParseURL("kafka://u:" + password + "@" + rest)
 		if err != nil {
-			require.ErrorIs(t, err, kafka.ErrInvalidURL)
+			require.ErrorIs(t, err, kafka.ErrInvalidConfig)
 			require.NotContains(t, err.Error(), password)
 			return
 		}
@@ -131,7 +131,7 @@ func TestValidate(t *testing.T) {
 func TestConstructorsValidate(t *testing.T) {
 	t.Parallel()
 	_, err := kafka.NewSubscriber(kafka.Config{Brokers: []string{"localhost:9092"}}, nil)
-	require.ErrorIs(t, err, kafka.ErrMissingConsumerGroup)
+	require.ErrorIs(t, err, kafka.ErrInvalidConfig)
 	require.ErrorIs(t, err, kafka.ErrInvalidConfig)
 
 	_, err = kafka.NewPublisher(kafka.Config{}, nil)

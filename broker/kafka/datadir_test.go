@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 )
 
 // childDirEnv names the data directory of the cluster a re-executed test
@@ -25,7 +26,7 @@ func getenvChildDir() string { return os.Getenv(childDirEnv) }
 // runDataDirChild runs a cluster on dir, publishes a few records to it,
 // says "ready" on stdout and waits to be killed.
 func runDataDirChild(dir string) {
-	e, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
+	e, err := embedded.Start(embedded.Config{DataDir: dir})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
@@ -85,9 +86,9 @@ func TestDataDirKilledHolder(t *testing.T) {
 	dir := t.TempDir()
 	child := startDataDirChild(t, dir)
 
-	_, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
-	require.ErrorIs(t, err, kafka.ErrDataDirInUse, "a live holder")
-	require.NotErrorIs(t, err, kafka.ErrDataDirUnclean)
+	_, err := embedded.Start(embedded.Config{DataDir: dir})
+	require.ErrorIs(t, err, embedded.ErrDataDirInUse, "a live holder")
+	require.NotErrorIs(t, err, embedded.ErrDataDirUnclean)
 	require.ErrorContains(t, err, dir)
 	require.ErrorContains(t, err, fmt.Sprintf("pid %d", child.Process.Pid))
 
@@ -95,13 +96,13 @@ func TestDataDirKilledHolder(t *testing.T) {
 	_ = child.Wait() // "signal: killed"
 
 	for range 2 { // refusing does not clear the lock
-		_, err = kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
-		require.ErrorIs(t, err, kafka.ErrDataDirUnclean, "after kill -9")
-		require.NotErrorIs(t, err, kafka.ErrDataDirInUse)
+		_, err = embedded.Start(embedded.Config{DataDir: dir})
+		require.ErrorIs(t, err, embedded.ErrDataDirUnclean, "after kill -9")
+		require.NotErrorIs(t, err, embedded.ErrDataDirInUse)
 		require.ErrorContains(t, err, dir)
 		require.ErrorContains(t, err, "delete the directory")
 	}
-	require.FileExists(t, filepath.Join(dir, kafka.LockFileName))
+	require.FileExists(t, filepath.Join(dir, embedded.LockFileName))
 }
 
 // A clean Close removes the lock file, and a cluster started on the same
@@ -112,12 +113,12 @@ func TestDataDirCleanClose(t *testing.T) {
 	dir := t.TempDir()
 	topic := uniqueName("datadir")
 
-	e, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
+	e, err := embedded.Start(embedded.Config{DataDir: dir})
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
-	require.FileExists(t, filepath.Join(dir, kafka.LockFileName))
-	_, err = kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: dir})
-	require.ErrorIs(t, err, kafka.ErrDataDirInUse, "a second cluster in the same process")
+	require.FileExists(t, filepath.Join(dir, embedded.LockFileName))
+	_, err = embedded.Start(embedded.Config{DataDir: dir})
+	require.ErrorIs(t, err, embedded.ErrDataDirInUse, "a second cluster in the same process")
 	require.ErrorContains(t, err, dir)
 
 	pub, err := kafka.NewPublisher(e.Config(""), nil)
@@ -126,13 +127,13 @@ func TestDataDirCleanClose(t *testing.T) {
 	require.NoError(t, pub.Publish(topic, sent))
 	require.NoError(t, pub.Close())
 	e.Close()
-	require.NoFileExists(t, filepath.Join(dir, kafka.LockFileName))
+	require.NoFileExists(t, filepath.Join(dir, embedded.LockFileName))
 
-	e2 := startEmbedded(t, kafka.EmbeddedConfig{DataDir: dir})
+	e2 := startEmbedded(t, embedded.Config{DataDir: dir})
 	got := receive(t, subscribe(t, newSubscriber(t, e2.Config(uniqueName("g"))), topic), 1, time.Minute)
 	require.Equal(t, sent.UUID, got[0].UUID)
 	e2.Close()
-	require.NoFileExists(t, filepath.Join(dir, kafka.LockFileName))
+	require.NoFileExists(t, filepath.Join(dir, embedded.LockFileName))
 }
 
 // A directory that cannot be created is reported with its path.
@@ -140,7 +141,7 @@ func TestDataDirNotADirectory(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	_, err := kafka.StartEmbedded(kafka.EmbeddedConfig{DataDir: file})
+	_, err := embedded.Start(embedded.Config{DataDir: file})
 	require.Error(t, err)
 	require.ErrorContains(t, err, file)
 }

@@ -21,7 +21,8 @@
 //
 // # Message mapping
 //
-// [Marshaler] never fails in either direction. A record's headers become
+// Conversion never fails in either direction. The Watermill UUID travels in
+// the _watermill_message_uuid header, as with watermill-kafka. A record's headers become
 // metadata; its partition, offset and key are recorded under
 // [github.com/idempo/idempo/dlq.KeyPartition],
 // [github.com/idempo/idempo/dlq.KeyOffset] and
@@ -40,8 +41,9 @@
 //
 // # Embedded cluster
 //
-// [StartEmbedded] runs franz-go's kfake in-process on loopback ports, with
-// topics created on first use. It speaks enough of the protocol for
-// producers, consumer groups and tools such as kcat, but it is not Kafka: no
-// replication, and no durability unless [EmbeddedConfig.DataDir] is set.
+// Package [github.com/idempo/idempo/broker/kafka/embedded] runs franz-go's
+// kfake in-process on loopback ports, with topics created on first use. It
+// speaks enough of the protocol for producers, consumer groups and tools
+// such as kcat, but it is not Kafka: no replication, and no durability
+// unless its Config.DataDir is set.
 package kafka

@@ -8,6 +8,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
 )
@@ -15,7 +16,7 @@ import (
 // Publish a keyed CloudEvents-style message to the embedded cluster and
 // consume it in a consumer group.
 func Example() {
-	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	cluster, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func Example() {
 	defer pub.Close()
 
 	msg := message.NewMessage("6f1c2a8e-0000-4000-8000-000000000001", []byte(`{"total":42}`))
-	msg.Metadata.Set(dedup.CloudEventsIDKafka, "order-created-1")
+	msg.Metadata.Set("ce_id", "order-created-1")
 	msg.Metadata.Set(kafka.PartitionKeyMetadata, "customer-7")
 	if err := pub.Publish("orders", msg); err != nil {
 		log.Fatal(err)

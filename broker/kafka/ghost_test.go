@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 )
 
 // A consumer killed while its JoinGroup waits for a rebalance to complete
@@ -26,7 +27,7 @@ import (
 // ends up with every partition.
 func TestMemberKilledDuringJoinIsDropped(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t, kafka.EmbeddedConfig{Partitions: 2})
+	e := startEmbedded(t, embedded.Config{Partitions: 2})
 	topic, group := uniqueName("ghost"), uniqueName("group")
 	pub := newPublisher(t, e.Config(""))
 	publish := func(from, n int) {

@@ -10,16 +10,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 )
 
 // startEmbedded starts a private cluster for one test.
-func startEmbedded(t *testing.T, cfg ...kafka.EmbeddedConfig) *kafka.Embedded {
+func startEmbedded(t *testing.T, cfg ...embedded.Config) *embedded.Cluster {
 	t.Helper()
-	var c kafka.EmbeddedConfig
+	var c embedded.Config
 	if len(cfg) > 0 {
 		c = cfg[0]
 	}
-	e, err := kafka.StartEmbedded(c)
+	e, err := embedded.Start(c)
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	return e

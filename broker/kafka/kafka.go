@@ -9,6 +9,8 @@ import (
 
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // ErrClosed is returned by Publish after Close.
@@ -18,7 +20,7 @@ var ErrClosed = errors.New("kafka: closed")
 // each Publish sends its messages one by one and returns once every one is
 // acknowledged by all in-sync replicas (RequiredAcks=WaitForAll) through an
 // idempotent producer, so sarama's own retries do not duplicate records.
-// Messages are converted by [Marshaler]; set [PartitionKeyMetadata] to choose
+// Messages are converted as the package documentation says; set [PartitionKeyMetadata] to choose
 // the record key. Topics are created on first use if the cluster allows it.
 //
 // The publisher is safe for concurrent use. Close waits for in-flight
@@ -34,7 +36,7 @@ func NewPublisher(cfg Config, logger *slog.Logger) (*Publisher, error) {
 	}
 	p, err := wkafka.NewPublisher(wkafka.PublisherConfig{
 		Brokers:               cfg.Brokers,
-		Marshaler:             Marshaler{},
+		Marshaler:             wire.KafkaMarshaler{},
 		OverwriteSaramaConfig: sc,
 	}, watermillLogger(logger))
 	if err != nil {
@@ -77,7 +79,7 @@ func (p *Publisher) Close() error {
 
 // NewSubscriber returns a Watermill subscriber for cfg (with defaults
 // applied) in consumer group cfg.ConsumerGroup, which is required
-// ([ErrMissingConsumerGroup]).
+// ([errMissingConsumerGroup]).
 //
 // Each Subscribe call joins the group as one member with its own connection.
 // Within a member, every assigned partition delivers one message at a time:
@@ -89,7 +91,7 @@ func (p *Publisher) Close() error {
 // with the idempo middleware's delivery cap. A group with no committed offset
 // starts at the oldest message (see Config.StartFromNewest).
 //
-// Messages are converted by [Marshaler], which never fails; the partition,
+// Messages are converted as the package documentation says, never failing; the partition,
 // offset and key of each record are in its metadata ([dlq.KeyPartition],
 // [dlq.KeyOffset], [dlq.KeyPartitionKey]).
 //
@@ -101,7 +103,7 @@ func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 		return nil, err
 	}
 	if cfg.ConsumerGroup == "" {
-		return nil, ErrMissingConsumerGroup
+		return nil, errMissingConsumerGroup
 	}
 	cfg = cfg.withDefaults()
 	sc, err := cfg.saramaConfig(false)
@@ -110,7 +112,7 @@ func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 	}
 	s, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers:               cfg.Brokers,
-		Unmarshaler:           Marshaler{},
+		Unmarshaler:           wire.KafkaMarshaler{},
 		OverwriteSaramaConfig: sc,
 		ConsumerGroup:         cfg.ConsumerGroup,
 		NackResendSleep:       cfg.NackDelay,

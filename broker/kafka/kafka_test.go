@@ -11,12 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq"
 )
 
 func TestPublishSubscribeWithKey(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t, kafka.EmbeddedConfig{Partitions: 3})
+	e := startEmbedded(t, embedded.Config{Partitions: 3})
 	topic := uniqueName("keyed")
 	pub := newPublisher(t, e.Config(""))
 

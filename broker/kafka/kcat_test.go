@@ -13,6 +13,7 @@ import (
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // kcat runs Debian's kcat (librdkafka) with args and stdin, failing the test
@@ -43,7 +44,7 @@ func TestKcatProducesIdempoConsumes(t *testing.T) {
 	// Two records with the same event ID: a publisher-side duplicate.
 	kcat(t, "second\nsecond\n", "-P", "-b", broker, "-t", topic, "-k", "order-2", "-H", "ce_id=evt-2")
 	kcat(t, "bad\n", "-P", "-b", broker, "-t", topic,
-		"-H", kafka.UUIDHeader+"=a", "-H", kafka.UUIDHeader+"=b", "-H", "ce_id=evt-3")
+		"-H", wire.KafkaUUIDHeader+"=a", "-H", wire.KafkaUUIDHeader+"=b", "-H", "ce_id=evt-3")
 
 	sub := newSubscriber(t, e.Config(uniqueName("group")))
 	got := receive(t, subscribe(t, sub, topic), 4, time.Minute)
@@ -63,7 +64,7 @@ func TestKcatProducesIdempoConsumes(t *testing.T) {
 	require.Equal(t, "order.created", got[0].Metadata.Get("ce_type"))
 	require.Empty(t, got[0].UUID, "kcat sets no Watermill UUID")
 	require.Empty(t, got[0].Metadata.Get(dlq.KeyMalformed))
-	require.Contains(t, got[3].Metadata.Get(dlq.KeyMalformed), kafka.UUIDHeader)
+	require.Contains(t, got[3].Metadata.Get(dlq.KeyMalformed), wire.KafkaUUIDHeader)
 	require.Equal(t, []string{"0", "1", "2", "3"}, []string{
 		got[0].Metadata.Get(dlq.KeyOffset), got[1].Metadata.Get(dlq.KeyOffset),
 		got[2].Metadata.Get(dlq.KeyOffset), got[3].Metadata.Get(dlq.KeyOffset),
@@ -86,7 +87,7 @@ func TestIdempoProducesKcatConsumes(t *testing.T) {
 	out := kcat(t, "", "-C", "-b", e.Addrs()[0], "-t", topic, "-o", "beginning", "-c", "1", "-e",
 		"-f", "key=%k|headers=%h|payload=%s\n")
 	require.Contains(t, out, "key=customer-9|")
-	require.Contains(t, out, kafka.UUIDHeader+"=0b9c7f3e-uuid")
+	require.Contains(t, out, wire.KafkaUUIDHeader+"=0b9c7f3e-uuid")
 	require.Contains(t, out, "ce_id=evt-9")
 	require.Contains(t, out, "|payload=hello")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 )
 
 // TestPubSub runs Watermill's universal Pub/Sub suite against the preset on
@@ -44,7 +45,7 @@ func TestPubSub(t *testing.T) {
 // suiteConstructor builds the publisher and subscriber the universal suite
 // runs on: the preset's, with a short NackDelay, and each topic
 // subscribed in a consumer group of its own (see groupPerTopic).
-func suiteConstructor(e *kafka.Embedded) func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+func suiteConstructor(e *embedded.Cluster) func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 		pub, err := kafka.NewPublisher(e.Config(""), nil)
 		require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/internal/brokertest"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestDelayedRedeliveryEndToEnd(t *testing.T) {
 	t.Parallel()
 	topic := uniqueName("orders")
-	e := startEmbedded(t, kafka.EmbeddedConfig{Topics: brokertest.RedeliveryTopics(topic)})
+	e := startEmbedded(t, embedded.Config{Topics: brokertest.RedeliveryTopics(topic)})
 	pub := newPublisher(t, e.Config(""))
 	brokertest.DelayedRedelivery(t, topic, pub, func() message.Subscriber {
 		s, err := kafka.NewSubscriber(e.Config(uniqueName("group")), nil)

@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
@@ -143,7 +143,7 @@ func TestDemoRedisRemovesItsKeys(t *testing.T) {
 // A demo on an external Kafka cluster deletes its two topics at the end;
 // --keep keeps them. (The embedded cluster here plays the external one.)
 func TestDemoKafkaDeletesItsTopics(t *testing.T) {
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	emb, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	defer emb.Close()
 	admin, err := sarama.NewClusterAdmin(emb.Config("").Brokers, sarama.NewConfig())

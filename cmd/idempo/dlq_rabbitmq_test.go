@@ -14,6 +14,7 @@ import (
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 func TestDLQOnRabbitMQ(t *testing.T) {
@@ -100,7 +101,7 @@ func TestDLQOnRabbitMQ(t *testing.T) {
 	require.True(t, ok, "the replay is in the original queue")
 	require.Equal(t, `{"amount":-1}`, string(d.Body))
 	require.Equal(t, idA, d.Headers[dlq.KeyReplayID])
-	require.Equal(t, "ev-a", d.Headers[amqp.UUIDHeader])
+	require.Equal(t, "ev-a", d.Headers[wire.AMQPUUIDHeader])
 	require.Equal(t, "acme", d.Headers["tenant"])
 	_ = ch.Close()
 

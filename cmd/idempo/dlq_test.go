@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq"
 )
 
@@ -93,7 +94,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 }
 
 func TestDLQOnKafka(t *testing.T) {
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	emb, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)
@@ -140,7 +141,7 @@ func TestDLQOnKafka(t *testing.T) {
 // tool) is reported by ID, the others are replayed all the same, and the
 // exit status says some failed; a dry run reports it too.
 func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	emb, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)
@@ -195,7 +196,7 @@ func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
 // producers without IDs left in a DLQ before entry IDs told them apart)
 // list as separate entries and replay as separate events.
 func TestDLQCollidingEntryIDs(t *testing.T) {
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{})
+	emb, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	defer emb.Close()
 	pub, err := kafka.NewPublisher(emb.Config(""), nil)

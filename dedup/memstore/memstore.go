@@ -3,6 +3,7 @@ package memstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -13,11 +14,15 @@ import (
 // DefaultMaxKeys is the default bound on the number of records.
 const DefaultMaxKeys = 1_000_000
 
+// ErrFull is returned by Claim of a new key when the store holds MaxKeys
+// live records: none has expired, and a live one is never evicted.
+var ErrFull = errors.New("memstore: store is full (no expired record to evict)")
+
 // Options configures a [Store]. A nil *Options means all defaults.
 type Options struct {
 	// MaxKeys bounds the number of records kept. When it is reached, expired
 	// records are evicted first; if none has expired, Claim of a new key
-	// fails with [dedup.ErrStoreFull] (a live record is never evicted, since
+	// fails with [ErrFull] (a live record is never evicted, since
 	// that would let a duplicate through). Defaults to [DefaultMaxKeys].
 	MaxKeys int
 	// Now is the store's clock. Defaults to time.Now (whose monotonic reading
@@ -115,7 +120,7 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 	}
 	if r == nil {
 		if len(s.records) >= s.maxKeys {
-			return dedup.ClaimResult{}, fmt.Errorf("memstore: %w (%d records)", dedup.ErrStoreFull, len(s.records))
+			return dedup.ClaimResult{}, fmt.Errorf("%w (%d records)", ErrFull, len(s.records))
 		}
 		r = &record{}
 		s.records[key] = r
@@ -196,7 +201,7 @@ func (s *Store) Extend(ctx context.Context, key dedup.Key, token dedup.Token, le
 		return err
 	}
 	if lease <= 0 {
-		return &dedup.RequestError{Field: "lease", Problem: fmt.Sprintf("must be > 0, got %v", lease)}
+		return fmt.Errorf("%w: lease must be > 0, got %v", dedup.ErrInvalidRequest, lease)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -226,7 +231,7 @@ func (s *Store) finish(ctx context.Context, key dedup.Key, token dedup.Token, re
 		return err
 	}
 	if retention <= 0 {
-		return &dedup.RequestError{Field: "retention", Problem: fmt.Sprintf("must be > 0, got %v", retention)}
+		return fmt.Errorf("%w: retention must be > 0, got %v", dedup.ErrInvalidRequest, retention)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,7 +271,7 @@ func (s *Store) MarkDueForDLQ(ctx context.Context, key dedup.Key, token dedup.To
 		return err
 	}
 	if len(failure) > dedup.MaxFailureLen {
-		return &dedup.RequestError{Field: "failure", Problem: fmt.Sprintf("is %d bytes, more than %d", len(failure), dedup.MaxFailureLen)}
+		return fmt.Errorf("%w: failure is %d bytes, more than %d", dedup.ErrInvalidRequest, len(failure), dedup.MaxFailureLen)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

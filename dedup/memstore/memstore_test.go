@@ -2,7 +2,6 @@ package memstore_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -44,7 +43,7 @@ func TestBoundedEvictsOnlyExpired(t *testing.T) {
 		require.NoError(t, err)
 	}
 	_, err := claim("d", time.Minute)
-	require.ErrorIs(t, err, dedup.ErrStoreFull, "a live record is never evicted to make room")
+	require.ErrorIs(t, err, memstore.ErrFull, "a live record is never evicted to make room")
 	require.Equal(t, 3, st.Len())
 
 	clock.t = clock.t.Add(2 * time.Minute)
@@ -82,7 +81,6 @@ func TestErrorsNameTheProblem(t *testing.T) {
 	t.Parallel()
 	st := memstore.New(nil)
 	_, err := st.Claim(context.Background(), dedup.Key{Scope: "orders", ID: ""}, dedup.ClaimRequest{Token: "t", Lease: time.Second, Retention: time.Second})
-	var ke *dedup.KeyError
-	require.True(t, errors.As(err, &ke))
+	require.ErrorIs(t, err, dedup.ErrInvalidKey)
 	require.Contains(t, err.Error(), "empty event ID")
 }

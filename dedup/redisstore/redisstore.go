@@ -247,7 +247,7 @@ func millis(d time.Duration) int64 {
 
 func positive(field string, d time.Duration) error {
 	if d <= 0 {
-		return &dedup.RequestError{Field: field, Problem: fmt.Sprintf("must be > 0, got %v", d)}
+		return fmt.Errorf("%w: %s must be > 0, got %v", dedup.ErrInvalidRequest, field, d)
 	}
 	return nil
 }
@@ -422,7 +422,7 @@ func (s *Store) MarkDueForDLQ(ctx context.Context, key dedup.Key, token dedup.To
 		return err
 	}
 	if len(failure) > dedup.MaxFailureLen {
-		return &dedup.RequestError{Field: "failure", Problem: fmt.Sprintf("is %d bytes, more than %d", len(failure), dedup.MaxFailureLen)}
+		return fmt.Errorf("%w: failure is %d bytes, more than %d", dedup.ErrInvalidRequest, len(failure), dedup.MaxFailureLen)
 	}
 	return s.fenced(ctx, op, key, dueScript, string(token), failure)
 }

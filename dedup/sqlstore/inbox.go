@@ -98,10 +98,10 @@ func (s *Store) CompleteInTx(ctx context.Context, key dedup.Key, token dedup.Tok
 		return err
 	}
 	if retention <= 0 {
-		return &dedup.RequestError{Field: "retention", Problem: fmt.Sprintf("must be > 0, got %v", retention)}
+		return fmt.Errorf("%w: retention must be > 0, got %v", dedup.ErrInvalidRequest, retention)
 	}
 	if fn == nil {
-		return &dedup.RequestError{Field: "fn", Problem: "is nil"}
+		return fmt.Errorf("%w: fn is nil", dedup.ErrInvalidRequest)
 	}
 	// Prepare before the transaction holds a connection.
 	holdSt, err := s.stmt(ctx, s.q.inboxHold)

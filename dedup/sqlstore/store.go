@@ -333,7 +333,7 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 		return dedup.ClaimResult{}, err
 	}
 	if len(req.Token) > MaxTokenLen {
-		return dedup.ClaimResult{}, &dedup.RequestError{Field: "Token", Problem: fmt.Sprintf("is %d bytes, more than %d", len(req.Token), MaxTokenLen)}
+		return dedup.ClaimResult{}, fmt.Errorf("%w: Token is %d bytes, more than %d", dedup.ErrInvalidRequest, len(req.Token), MaxTokenLen)
 	}
 	h := key.Hash()
 	var res dedup.ClaimResult
@@ -502,7 +502,7 @@ func (s *Store) Extend(ctx context.Context, key dedup.Key, token dedup.Token, le
 		return err
 	}
 	if lease <= 0 {
-		return &dedup.RequestError{Field: "lease", Problem: fmt.Sprintf("must be > 0, got %v", lease)}
+		return fmt.Errorf("%w: lease must be > 0, got %v", dedup.ErrInvalidRequest, lease)
 	}
 	h := key.Hash()
 	if s.gate.beginExtend(h, token, lease) {
@@ -534,7 +534,7 @@ func (s *Store) finish(ctx context.Context, op string, key dedup.Key, token dedu
 		return err
 	}
 	if retention <= 0 {
-		return &dedup.RequestError{Field: "retention", Problem: fmt.Sprintf("must be > 0, got %v", retention)}
+		return fmt.Errorf("%w: retention must be > 0, got %v", dedup.ErrInvalidRequest, retention)
 	}
 	return s.fenced(ctx, op, key, token, to, s.q.finish,
 		to, durArg(s.dialect, retention), hashArg(key), []byte(token), to)
@@ -559,7 +559,7 @@ func (s *Store) MarkDueForDLQ(ctx context.Context, key dedup.Key, token dedup.To
 		return err
 	}
 	if len(failure) > dedup.MaxFailureLen {
-		return &dedup.RequestError{Field: "failure", Problem: fmt.Sprintf("is %d bytes, more than %d", len(failure), dedup.MaxFailureLen)}
+		return fmt.Errorf("%w: failure is %d bytes, more than %d", dedup.ErrInvalidRequest, len(failure), dedup.MaxFailureLen)
 	}
 	if failure == nil {
 		failure = []byte{}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // StreamArguments are the queue arguments of a DLQ queue: a durable stream.
@@ -161,7 +162,7 @@ func (s *Source) Close() error {
 // Read calls fn for every message of the stream queue named topic, oldest
 // first, until the end as of the call (see [Options] for how the end is
 // found). Each delivery becomes a message exactly as the idempo RabbitMQ
-// subscriber converts it ([amqp.Marshaler]), without the x-stream-offset
+// subscriber converts it ((internal/wire)), without the x-stream-offset
 // header, which becomes the entry's Position. A missing queue yields an
 // error matching [ErrNoQueue], a classic queue one matching [ErrNotStream].
 func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) error) error {
@@ -236,7 +237,7 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) erro
 			continue // never hand out an offset twice
 		}
 		last = pos
-		msg, _ := amqp.Marshaler{}.Unmarshal(d) // never fails
+		msg, _ := wire.AMQPMarshaler{}.Unmarshal(d) // never fails
 		delete(msg.Metadata, StreamOffsetHeader)
 		if err := fn(dlq.ParseEntry(topic, strconv.FormatInt(pos, 10), msg)); err != nil {
 			return err

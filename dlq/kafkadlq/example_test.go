@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/kafkadlq"
@@ -17,7 +18,7 @@ import (
 // List the dead letters of a Kafka DLQ topic, then replay them to their
 // original topic once the bug is fixed.
 func Example() {
-	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{}) // your brokers in production
+	cluster, err := embedded.Start(embedded.Config{}) // your brokers in production
 	if err != nil {
 		panic(err)
 	}

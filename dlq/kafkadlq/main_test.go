@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/redisstore"
@@ -32,19 +33,19 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func startEmbedded(t *testing.T, cfg ...kafka.EmbeddedConfig) *kafka.Embedded {
+func startEmbedded(t *testing.T, cfg ...embedded.Config) *embedded.Cluster {
 	t.Helper()
-	var c kafka.EmbeddedConfig
+	var c embedded.Config
 	if len(cfg) > 0 {
 		c = cfg[0]
 	}
-	e, err := kafka.StartEmbedded(c)
+	e, err := embedded.Start(c)
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	return e
 }
 
-func newSource(t *testing.T, e *kafka.Embedded) *kafkadlq.Source {
+func newSource(t *testing.T, e *embedded.Cluster) *kafkadlq.Source {
 	t.Helper()
 	s, err := kafkadlq.NewSource(e.Config(""), nil)
 	require.NoError(t, err)
@@ -56,16 +57,16 @@ func newSource(t *testing.T, e *kafka.Embedded) *kafkadlq.Source {
 // cluster, its dedup store in memory.
 type world struct {
 	*dlqtest.World
-	emb *kafka.Embedded
+	emb *embedded.Cluster
 }
 
-func newWorld(t *testing.T, cfg ...kafka.EmbeddedConfig) *world {
+func newWorld(t *testing.T, cfg ...embedded.Config) *world {
 	t.Helper()
 	return newWorldWithStore(t, memstore.New(nil), cfg...)
 }
 
 // newWorldWithStore is newWorld with the given dedup store.
-func newWorldWithStore(t *testing.T, store dedup.Store, cfg ...kafka.EmbeddedConfig) *world {
+func newWorldWithStore(t *testing.T, store dedup.Store, cfg ...embedded.Config) *world {
 	t.Helper()
 	w := &world{emb: startEmbedded(t, cfg...)}
 	pub, err := kafka.NewPublisher(w.emb.Config(""), nil)

@@ -14,9 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // TestReplayOnKafkaProcessesOnce runs the whole flow on the embedded
@@ -37,7 +39,7 @@ func TestReplayOnKafkaProcessesOnce(t *testing.T) {
 func TestForeignAndMalformedEntries(t *testing.T) {
 	t.Parallel()
 	empty := "empty_topic"
-	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 2, Topics: []string{empty}})
+	w := newWorld(t, embedded.Config{Partitions: 2, Topics: []string{empty}})
 	ops := w.Ops(nil)
 	ctx := context.Background()
 
@@ -115,7 +117,7 @@ func TestReplayCrashLosesNothing(t *testing.T) {
 // over partitions, and a replay processes each once.
 func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 3})
+	w := newWorld(t, embedded.Config{Partitions: 3})
 	w.IDLessReplayProcessesOnce(20, w.Publisher, func(payloads []string) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation())
 		require.NoError(t, err)
@@ -135,7 +137,7 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 // marker (count and replay ID).
 func TestReplayKeepsKeyAndPartition(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, kafka.EmbeddedConfig{Partitions: 4})
+	w := newWorld(t, embedded.Config{Partitions: 4})
 	w.Run()
 	keys := []string{"acct-1", "acct-2", "acct-3", "acct-4", "acct-5", "acct-6"}
 	// Keyed records of a producer that partitions by key as sarama does,
@@ -153,7 +155,7 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 	for i, k := range keys {
 		require.NoError(t, cl0.ProduceSync(pctx, &kgo.Record{
 			Topic: w.Topic, Key: []byte(k), Value: []byte("poison"),
-			Headers: []kgo.RecordHeader{{Key: kafka.UUIDHeader, Value: []byte("k-" + strconv.Itoa(i))}},
+			Headers: []kgo.RecordHeader{{Key: wire.KafkaUUIDHeader, Value: []byte("k-" + strconv.Itoa(i))}},
 		}).FirstErr())
 	}
 	ops := w.Ops(w.Publisher)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
 // ErrNoTopic is matched by the error [Source.Read] returns for a topic the
@@ -129,7 +130,7 @@ type span struct {
 // partition order, each from its oldest retained offset), up to each
 // partition's high watermark as of the call. Records appended meanwhile are
 // not read. Each record becomes a message exactly as the idempo Kafka
-// subscriber converts it ([kafka.Marshaler]); the entry's Position is
+// subscriber converts it ((internal/wire)); the entry's Position is
 // "partition/offset". A missing topic yields an error matching [ErrNoTopic];
 // an empty topic calls fn never.
 func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) error) error {
@@ -282,6 +283,6 @@ func entry(topic string, r *kgo.Record) dlq.Entry {
 	for _, h := range r.Headers {
 		cm.Headers = append(cm.Headers, &sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
 	}
-	msg, _ := kafka.Marshaler{}.Unmarshal(cm) // never fails
+	msg, _ := wire.KafkaMarshaler{}.Unmarshal(cm) // never fails
 	return dlq.ParseEntry(topic, strconv.FormatInt(int64(r.Partition), 10)+"/"+strconv.FormatInt(r.Offset, 10), msg)
 }

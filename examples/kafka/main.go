@@ -5,7 +5,7 @@
 // message has been settled.
 //
 // To use an existing cluster instead, build the config with
-// kafka.ParseURL("kafka://host:9092") and skip StartEmbedded.
+// kafka.ParseURL("kafka://host:9092") and skip embedded.Start.
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
@@ -39,7 +40,7 @@ func main() {
 }
 
 func run(out io.Writer) error {
-	cluster, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Partitions: 2})
+	cluster, err := embedded.Start(embedded.Config{Partitions: 2})
 	if err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ func run(out io.Writer) error {
 	}
 	defer stack.Close()
 	router.AddConsumerHandler("charge-card", topic, sub, func(msg *message.Message) error {
-		fmt.Fprintf(out, "charged for event %s (key %s, partition %s, offset %s)\n", msg.Metadata.Get(dedup.CloudEventsIDKafka),
+		fmt.Fprintf(out, "charged for event %s (key %s, partition %s, offset %s)\n", msg.Metadata.Get("ce_id"),
 			msg.Metadata.Get(dlq.KeyPartitionKey), msg.Metadata.Get(dlq.KeyPartition), msg.Metadata.Get(dlq.KeyOffset))
 		return nil
 	}).AddMiddleware(stack.Middleware)
@@ -100,7 +101,7 @@ func run(out io.Writer) error {
 			n = 0 // a duplicate of the first event, as at-least-once publishers produce
 		}
 		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"order":%d}`, n))
-		msg.Metadata.Set(dedup.CloudEventsIDKafka, fmt.Sprintf("order-%d", n))
+		msg.Metadata.Set("ce_id", fmt.Sprintf("order-%d", n))
 		msg.Metadata.Set(kafka.PartitionKeyMetadata, fmt.Sprintf("customer-%d", n%2))
 		if err := pub.Publish(topic, msg); err != nil {
 			return err

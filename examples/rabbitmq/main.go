@@ -66,7 +66,7 @@ func run(out io.Writer) error {
 			n = 0 // a duplicate of the first event, as at-least-once publishers produce
 		}
 		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"order":%d}`, n))
-		msg.Metadata.Set(dedup.CloudEventsIDAMQP, fmt.Sprintf("order-%d", n))
+		msg.Metadata.Set("cloudEvents:id", fmt.Sprintf("order-%d", n))
 		if err := pub.Publish(queue, msg); err != nil {
 			return err
 		}
@@ -98,7 +98,7 @@ func run(out io.Writer) error {
 	}
 	defer stack.Close()
 	router.AddConsumerHandler("charge-card", queue, sub, func(msg *message.Message) error {
-		fmt.Fprintf(out, "charged for event %s (message-id %s)\n", msg.Metadata.Get(dedup.CloudEventsIDAMQP), msg.Metadata.Get(amqp.MessageIDKey))
+		fmt.Fprintf(out, "charged for event %s (message-id %s)\n", msg.Metadata.Get("cloudEvents:id"), msg.Metadata.Get(amqp.MessageIDKey))
 		return nil
 	}).AddMiddleware(stack.Middleware)
 

@@ -2,7 +2,8 @@
 // exported top-level names (functions, types, variables, constants) plus the
 // exported methods of exported types, in non-test files.
 //
-//	go run ./scripts/exportcount            # the core packages, one line each and a total
+//	go run ./scripts/exportcount            # the core packages, one line each and a total,
+//	                                        # then every other public package and the module's total
 //	go run ./scripts/exportcount -v DIR...  # the names too
 package main
 
@@ -25,25 +26,76 @@ func main() {
 	verbose := flag.Bool("v", false, "list the names")
 	flag.Parse()
 	dirs := flag.Args()
-	if len(dirs) == 0 {
-		dirs = core
+	if len(dirs) > 0 {
+		fmt.Printf("%5d  total\n", count(dirs, *verbose))
+		return
 	}
+	fmt.Printf("%5d  total of the core packages\n\n", count(core, *verbose))
+	others, err := otherPublic(".")
+	if err != nil {
+		fail(err)
+	}
+	n := count(others, *verbose)
+	fmt.Printf("%5d  total of the other public packages\n", n)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "exportcount:", err)
+	os.Exit(1)
+}
+
+// count prints each package's count (and names if verbose) and returns the sum.
+func count(dirs []string, verbose bool) int {
 	total := 0
 	for _, dir := range dirs {
 		names, err := exported(dir)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "exportcount:", err)
-			os.Exit(1)
+			fail(err)
 		}
 		total += len(names)
 		fmt.Printf("%5d  %s\n", len(names), dir)
-		if *verbose {
+		if verbose {
 			for _, n := range names {
 				fmt.Printf("         %s\n", n)
 			}
 		}
 	}
-	fmt.Printf("%5d  total\n", total)
+	return total
+}
+
+// otherPublic lists the directories under root holding an importable
+// package that is not core: no internal, cmd, examples, scripts or testdata
+// path element.
+func otherPublic(root string) ([]string, error) {
+	isCore := map[string]bool{}
+	for _, c := range core {
+		isCore[c] = true
+	}
+	var dirs []string
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		switch d.Name() {
+		case "internal", "cmd", "examples", "scripts", "testdata", ".git", "node_modules":
+			return filepath.SkipDir
+		}
+		if path == root || isCore[filepath.ToSlash(path)] {
+			return nil
+		}
+		files, _ := filepath.Glob(filepath.Join(path, "*.go"))
+		for _, f := range files {
+			if !strings.HasSuffix(f, "_test.go") {
+				dirs = append(dirs, filepath.ToSlash(path))
+				break
+			}
+		}
+		return nil
+	})
+	return dirs, err
 }
 
 // exported returns the exported names of the package in dir, sorted.

@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
+	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq/kafkadlq"
 )
 
@@ -24,7 +25,7 @@ func openKafka(_ context.Context, spec Spec, logger *slog.Logger, o options) (*B
 		return nil, fmt.Errorf("broker %s would be an empty in-process cluster, which holds no dead letters", spec)
 	}
 	if spec.Embedded {
-		emb, err := kafka.StartEmbedded(kafka.EmbeddedConfig{Partitions: o.partitions})
+		emb, err := embedded.Start(embedded.Config{Partitions: o.partitions})
 		if err != nil {
 			return nil, err
 		}

@@ -1,4 +1,4 @@
-package amqp
+package wire
 
 import (
 	"encoding/json"
@@ -14,37 +14,31 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
 )
 
-// UUIDHeader is the message header that carries the Watermill message UUID
+// AMQPUUIDHeader is the message header that carries the Watermill message UUID
 // (the same header watermill-amqp uses, so both interoperate).
-const UUIDHeader = wamqp.DefaultMessageUUIDHeaderKey
+const AMQPUUIDHeader = wamqp.DefaultMessageUUIDHeaderKey
 
-// MessageIDKey is the metadata field that holds the AMQP message-id property.
-// [Marshaler] fills it on consume (when the property is set) and sends it as
+// AMQPMessageIDKey is the metadata field that holds the AMQP message-id property.
+// [AMQPMarshaler] fills it on consume (when the property is set) and sends it as
 // the message-id property on publish (the message UUID when it is absent), so
 // producers that are not Watermill can be deduplicated by message-id with
-// [MessageID].
-const MessageIDKey = "amqp_message_id"
+// amqp.MessageID.
+const AMQPMessageIDKey = "amqp_message_id"
 
-// RedeliveredKey is the metadata field watermill-amqp sets to "true" on a
+// AMQPRedeliveredKey is the metadata field watermill-amqp sets to "true" on a
 // delivery RabbitMQ has delivered before (its redelivered flag).
-const RedeliveredKey = wamqp.MetadataRedeliveredKey
+const AMQPRedeliveredKey = wamqp.MetadataRedeliveredKey
 
-// MessageID extracts the AMQP message-id property (see [MessageIDKey]).
-func MessageID() dedup.Extractor {
-	return dedup.Metadata(MessageIDKey)
-}
-
-// Marshaler converts between Watermill messages and AMQP messages. It never
+// AMQPMarshaler converts between Watermill messages and AMQP messages. It never
 // fails, because watermill-amqp requeues a delivery it cannot unmarshal at
 // once and forever, before any middleware sees it.
 //
 // Marshal writes every metadata field as a string header (except
-// [MessageIDKey], which becomes the message-id property, and
-// [RedeliveredKey]), the UUID to [UUIDHeader], and marks the message
+// [AMQPMessageIDKey], which becomes the message-id property, and
+// [AMQPRedeliveredKey]), the UUID to [AMQPUUIDHeader], and marks the message
 // persistent unless NonDurable.
 //
 // Unmarshal turns every header into a metadata string: strings as they are,
@@ -55,30 +49,30 @@ func MessageID() dedup.Extractor {
 // the idempo middleware dead-letter the message instead of running it.
 //
 // Marshaler is safe for concurrent use.
-type Marshaler struct {
+type AMQPMarshaler struct {
 	// NonDurable publishes transient messages. Defaults to false (persistent).
 	NonDurable bool
 }
 
-var _ wamqp.Marshaler = Marshaler{}
+var _ wamqp.Marshaler = AMQPMarshaler{}
 
 // Marshal converts msg into an AMQP publishing. It never returns an error.
-func (m Marshaler) Marshal(msg *message.Message) (amqp091.Publishing, error) {
+func (m AMQPMarshaler) Marshal(msg *message.Message) (amqp091.Publishing, error) {
 	headers := make(amqp091.Table, len(msg.Metadata)+1)
 	for k, v := range msg.Metadata {
 		switch k {
-		case MessageIDKey, RedeliveredKey, UUIDHeader:
+		case AMQPMessageIDKey, AMQPRedeliveredKey, AMQPUUIDHeader:
 			continue
 		}
 		headers[k] = v
 	}
-	headers[UUIDHeader] = msg.UUID
+	headers[AMQPUUIDHeader] = msg.UUID
 	p := amqp091.Publishing{
 		Headers:   headers,
 		Body:      msg.Payload,
 		MessageId: msg.UUID,
 	}
-	if id := msg.Metadata.Get(MessageIDKey); id != "" {
+	if id := msg.Metadata.Get(AMQPMessageIDKey); id != "" {
 		p.MessageId = id
 	}
 	if !m.NonDurable {
@@ -89,7 +83,7 @@ func (m Marshaler) Marshal(msg *message.Message) (amqp091.Publishing, error) {
 
 // Unmarshal converts a delivery into a message. It never returns an error;
 // a problem is reported in the message's [dlq.KeyMalformed] metadata.
-func (Marshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
+func (AMQPMarshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
 	md := make(message.Metadata, len(d.Headers)+1)
 	var problems []string
 	uuid := ""
@@ -98,14 +92,14 @@ func (Marshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("header %q: %v", k, err))
 		}
-		if k == UUIDHeader {
+		if k == AMQPUUIDHeader {
 			uuid = s
 			continue
 		}
 		md[k] = s
 	}
 	if d.MessageId != "" {
-		md[MessageIDKey] = d.MessageId
+		md[AMQPMessageIDKey] = d.MessageId
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)

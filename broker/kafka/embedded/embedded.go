@@ -1,4 +1,4 @@
-package kafka
+package embedded
 
 import (
 	"errors"
@@ -7,12 +7,14 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/idempo/idempo/broker/kafka"
 )
 
-// Embedded is an in-process cluster that speaks the Kafka protocol (franz-go's
+// Cluster is an in-process cluster that speaks the Kafka protocol (franz-go's
 // kfake), listening on loopback ports. It is meant for development, demos and
 // tests: no Apache Kafka installation is needed. Topics are created on first
-// use. Without [EmbeddedConfig.DataDir] it keeps everything in memory and loses it on
+// use. Without [Config.DataDir] it keeps everything in memory and loses it on
 // Close. Its methods are safe for concurrent use.
 //
 // Like Kafka, it drops a consumer-group member whose session times out. One
@@ -20,7 +22,7 @@ import (
 // stopped talking without leaving (the in-process cluster alone could keep a
 // member killed during a rebalance, with its partitions, for good) and makes
 // them leave.
-type Embedded struct {
+type Cluster struct {
 	cluster *kfake.Cluster
 	addrs   []string
 	reaper  *reaper
@@ -28,9 +30,9 @@ type Embedded struct {
 	close   sync.Once
 }
 
-// EmbeddedConfig configures [StartEmbedded]. The zero value is one broker
+// Config configures [Start]. The zero value is one broker
 // on a free port, one partition per topic, everything in memory.
-type EmbeddedConfig struct {
+type Config struct {
 	// Ports makes the cluster listen on these loopback ports, one broker per
 	// port. Defaults to Brokers brokers on free ports chosen by the system.
 	Ports []int
@@ -49,7 +51,7 @@ type EmbeddedConfig struct {
 	// memory only.
 	//
 	// While the cluster runs, the directory holds a lock file
-	// ([LockFileName]) that [Embedded.Close] removes. A start on a directory
+	// ([LockFileName]) that [Cluster.Close] removes. A start on a directory
 	// that another running cluster holds fails with [ErrDataDirInUse]; a
 	// start on a directory whose last cluster stopped without Close (a crash,
 	// a kill -9) fails with [ErrDataDirUnclean], since the cluster cannot load
@@ -59,28 +61,27 @@ type EmbeddedConfig struct {
 }
 
 // Validate reports the first problem with c, naming the field; zero fields
-// stand for their defaults. Errors match [ErrInvalidConfig].
-func (c EmbeddedConfig) Validate() error {
+// stand for their defaults. Errors match [kafka.ErrInvalidConfig].
+func (c Config) Validate() error {
 	switch {
 	case c.Brokers < 0:
-		return fmt.Errorf("%w: EmbeddedConfig.Brokers cannot be negative", ErrInvalidConfig)
+		return fmt.Errorf("%w: Config.Brokers cannot be negative", kafka.ErrInvalidConfig)
 	case c.Partitions < 0:
-		return fmt.Errorf("%w: EmbeddedConfig.Partitions cannot be negative", ErrInvalidConfig)
+		return fmt.Errorf("%w: Config.Partitions cannot be negative", kafka.ErrInvalidConfig)
 	case c.Partitions > math.MaxInt32:
-		return fmt.Errorf("%w: EmbeddedConfig.Partitions is more than %d", ErrInvalidConfig, math.MaxInt32)
+		return fmt.Errorf("%w: Config.Partitions is more than %d", kafka.ErrInvalidConfig, math.MaxInt32)
 	}
 	for _, p := range c.Ports {
 		if p < 1 || p > 65535 {
-			return fmt.Errorf("%w: EmbeddedConfig.Ports: %d is not a port", ErrInvalidConfig, p)
+			return fmt.Errorf("%w: Config.Ports: %d is not a port", kafka.ErrInvalidConfig, p)
 		}
 	}
 	return nil
 }
 
-// StartEmbedded starts an in-process Kafka-protocol cluster on 127.0.0.1.
-// Call Close when done. Point a [Config] at it with [Embedded.Config] or
-// [Embedded.Addrs].
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+// Start starts an in-process Kafka-protocol cluster on 127.0.0.1. Call
+// Close when done. Point the preset at it with [Cluster.Config].
+func Start(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -108,23 +109,23 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("kafka: start embedded cluster: %w", err), lock.release())
+		return nil, errors.Join(fmt.Errorf("embedded: start cluster: %w", err), lock.release())
 	}
-	e := &Embedded{cluster: c, addrs: c.ListenAddrs(), lock: lock}
+	e := &Cluster{cluster: c, addrs: c.ListenAddrs(), lock: lock}
 	if e.reaper, err = startReaper(c, e.addrs); err != nil {
 		c.Close()
-		return nil, errors.Join(fmt.Errorf("kafka: start embedded cluster: %w", err), lock.release())
+		return nil, errors.Join(fmt.Errorf("embedded: start cluster: %w", err), lock.release())
 	}
 	return e, nil
 }
 
 // Addrs returns the brokers' host:port addresses.
-func (e *Embedded) Addrs() []string {
+func (e *Cluster) Addrs() []string {
 	return append([]string(nil), e.addrs...)
 }
 
-// URL returns the cluster's address as a kafka:// URL for [ParseURL].
-func (e *Embedded) URL() string {
+// URL returns the cluster's address as a kafka:// URL for [kafka.ParseURL].
+func (e *Cluster) URL() string {
 	u := "kafka://"
 	for i, a := range e.addrs {
 		if i > 0 {
@@ -135,17 +136,17 @@ func (e *Embedded) URL() string {
 	return u
 }
 
-// Config returns a [Config] for the cluster with the given consumer group
-// ("" for a publisher) and every other field at its default.
-func (e *Embedded) Config(group string) Config {
-	return Config{Brokers: e.Addrs(), ConsumerGroup: group}
+// Config returns a [kafka.Config] for the cluster with the given consumer
+// group ("" for a publisher) and every other field at its default.
+func (e *Cluster) Config(group string) kafka.Config {
+	return kafka.Config{Brokers: e.Addrs(), ConsumerGroup: group}
 }
 
 // Close stops the cluster; clients still connected see their connections
 // closed. With a DataDir it writes the cluster's files out, then removes
 // the directory's lock file, so that the next start may load them. Close is
 // idempotent.
-func (e *Embedded) Close() {
+func (e *Cluster) Close() {
 	e.close.Do(func() {
 		e.reaper.close()
 		e.cluster.Close()

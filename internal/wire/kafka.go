@@ -1,4 +1,4 @@
-package kafka
+package wire
 
 import (
 	"strconv"
@@ -10,27 +10,27 @@ import (
 	"github.com/idempo/idempo/dlq"
 )
 
-// UUIDHeader is the Kafka record header that carries the Watermill message
+// KafkaUUIDHeader is the Kafka record header that carries the Watermill message
 // UUID (the same header watermill-kafka uses, so both interoperate).
-const UUIDHeader = wkafka.UUIDHeaderKey
+const KafkaUUIDHeader = wkafka.UUIDHeaderKey
 
-// PartitionKeyMetadata is the metadata field whose value [Marshaler] sends as
+// KafkaPartitionKey is the metadata field whose value [KafkaMarshaler] sends as
 // the Kafka record key, so that messages with one key land on one partition
 // (and keep their order). Without it, a message consumed from Kafka keeps its
 // original key through [dlq.KeyPartitionKey]; with neither, the record has no
 // key and sarama spreads records over partitions at random.
-const PartitionKeyMetadata = "partition_key"
+const KafkaPartitionKey = "partition_key"
 
-// Marshaler converts between Watermill messages and Kafka records. Neither
+// KafkaMarshaler converts between Watermill messages and Kafka records. Neither
 // direction ever fails, because watermill-kafka re-reads a record whose
 // unmarshalling failed from the same offset forever, before any middleware
 // sees it.
 //
-// Marshal writes the UUID to [UUIDHeader], every metadata field as a header,
-// and the key from [PartitionKeyMetadata] (or [dlq.KeyPartitionKey]). A
-// metadata field named [UUIDHeader] is not written (the UUID takes its place).
+// Marshal writes the UUID to [KafkaUUIDHeader], every metadata field as a header,
+// and the key from [KafkaPartitionKey] (or [dlq.KeyPartitionKey]). A
+// metadata field named [KafkaUUIDHeader] is not written (the UUID takes its place).
 //
-// Unmarshal reads the UUID from [UUIDHeader] ("" when absent, as for records
+// Unmarshal reads the UUID from [KafkaUUIDHeader] ("" when absent, as for records
 // of producers that are not Watermill: extract their event ID from a header
 // with dedup.Metadata or dedup.CloudEventsID), every other header into
 // metadata (the last one wins when a key repeats), and records where the
@@ -40,19 +40,19 @@ const PartitionKeyMetadata = "partition_key"
 // twice with different values gets [dlq.KeyMalformed] instead of an error.
 //
 // Marshaler is stateless and safe for concurrent use.
-type Marshaler struct{}
+type KafkaMarshaler struct{}
 
 var (
-	_ wkafka.Marshaler   = Marshaler{}
-	_ wkafka.Unmarshaler = Marshaler{}
+	_ wkafka.Marshaler   = KafkaMarshaler{}
+	_ wkafka.Unmarshaler = KafkaMarshaler{}
 )
 
 // Marshal converts msg into a record for topic. It never returns an error.
-func (Marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+func (KafkaMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
 	headers := make([]sarama.RecordHeader, 0, len(msg.Metadata)+1)
-	headers = append(headers, sarama.RecordHeader{Key: []byte(UUIDHeader), Value: []byte(msg.UUID)})
+	headers = append(headers, sarama.RecordHeader{Key: []byte(KafkaUUIDHeader), Value: []byte(msg.UUID)})
 	for k, v := range msg.Metadata {
-		if k == UUIDHeader {
+		if k == KafkaUUIDHeader {
 			continue
 		}
 		headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
@@ -69,7 +69,7 @@ func (Marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMe
 }
 
 func partitionKey(msg *message.Message) (string, bool) {
-	if k, ok := msg.Metadata[PartitionKeyMetadata]; ok {
+	if k, ok := msg.Metadata[KafkaPartitionKey]; ok {
 		return k, true
 	}
 	k, ok := msg.Metadata[dlq.KeyPartitionKey]
@@ -78,7 +78,7 @@ func partitionKey(msg *message.Message) (string, bool) {
 
 // Unmarshal converts a consumed record into a message. It never returns an
 // error; a problem is reported in the message's [dlq.KeyMalformed] metadata.
-func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+func (KafkaMarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
 	md := make(message.Metadata, len(rec.Headers)+3)
 	var (
 		uuid      string
@@ -90,10 +90,10 @@ func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error
 			continue
 		}
 		k := string(h.Key)
-		if k == UUIDHeader {
+		if k == KafkaUUIDHeader {
 			v := string(h.Value)
 			if seenUUID && v != uuid {
-				malformed = "header " + UUIDHeader + " appears twice with different values"
+				malformed = "header " + KafkaUUIDHeader + " appears twice with different values"
 			}
 			uuid, seenUUID = v, true
 			continue

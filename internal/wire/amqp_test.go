@@ -1,4 +1,4 @@
-package amqp_test
+package wire_test
 
 import (
 	"math"
@@ -9,62 +9,63 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
-func TestMarshalerRoundTrip(t *testing.T) {
+func TestAMQPMarshalerRoundTrip(t *testing.T) {
 	t.Parallel()
 	msg := message.NewMessage("uuid-1", []byte("body"))
 	msg.Metadata.Set("cloudEvents:id", "evt-1")
-	msg.Metadata.Set(amqp.RedeliveredKey, "true")
+	msg.Metadata.Set(wire.AMQPRedeliveredKey, "true")
 
-	p, err := amqp.Marshaler{}.Marshal(msg)
+	p, err := wire.AMQPMarshaler{}.Marshal(msg)
 	require.NoError(t, err)
 	require.Equal(t, amqp091.Persistent, p.DeliveryMode)
 	require.Equal(t, "uuid-1", p.MessageId)
-	require.NotContains(t, p.Headers, amqp.RedeliveredKey)
+	require.NotContains(t, p.Headers, wire.AMQPRedeliveredKey)
 
-	got, err := amqp.Marshaler{}.Unmarshal(amqp091.Delivery{Headers: p.Headers, Body: p.Body, MessageId: p.MessageId})
+	got, err := wire.AMQPMarshaler{}.Unmarshal(amqp091.Delivery{Headers: p.Headers, Body: p.Body, MessageId: p.MessageId})
 	require.NoError(t, err)
 	require.Equal(t, "uuid-1", got.UUID)
 	require.Equal(t, "evt-1", got.Metadata.Get("cloudEvents:id"))
-	require.Equal(t, "uuid-1", got.Metadata.Get(amqp.MessageIDKey))
+	require.Equal(t, "uuid-1", got.Metadata.Get(wire.AMQPMessageIDKey))
 	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
 
-	id, err := amqp.MessageID()(got)
+	id, err := dedup.Metadata(wire.AMQPMessageIDKey)(got)
 	require.NoError(t, err)
 	require.Equal(t, "uuid-1", id)
 
 	// A message-id from metadata (e.g. a dead-letter copy) is kept.
 	got.UUID = "dlq-copy"
-	p, err = amqp.Marshaler{NonDurable: true}.Marshal(got)
+	p, err = wire.AMQPMarshaler{NonDurable: true}.Marshal(got)
 	require.NoError(t, err)
 	require.Equal(t, "uuid-1", p.MessageId)
 	require.Equal(t, uint8(0), p.DeliveryMode)
 }
 
-func TestUnmarshalNeverFails(t *testing.T) {
+func TestAMQPUnmarshalNeverFails(t *testing.T) {
 	t.Parallel()
 	when := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	d := amqp091.Delivery{
 		MessageId: "mid-1",
 		Headers: amqp091.Table{
-			amqp.UUIDHeader: []byte("uuid-bytes"),
-			"count":         int32(3),
-			"big":           int64(1) << 40,
-			"flag":          true,
-			"ratio":         1.5,
-			"when":          when,
-			"price":         amqp091.Decimal{Scale: 2, Value: 1234},
-			"nothing":       nil,
+			wire.AMQPUUIDHeader: []byte("uuid-bytes"),
+			"count":             int32(3),
+			"big":               int64(1) << 40,
+			"flag":              true,
+			"ratio":             1.5,
+			"when":              when,
+			"price":             amqp091.Decimal{Scale: 2, Value: 1234},
+			"nothing":           nil,
 			"x-death": []any{amqp091.Table{
 				"count": int64(1), "reason": "rejected", "queue": "orders",
 				"time": when, "routing-keys": []any{"orders"},
 			}},
 		},
 	}
-	msg, err := amqp.Marshaler{}.Unmarshal(d)
+	msg, err := wire.AMQPMarshaler{}.Unmarshal(d)
 	require.NoError(t, err)
 	require.Equal(t, "uuid-bytes", msg.UUID)
 	require.Equal(t, "3", msg.Metadata.Get("count"))
@@ -77,18 +78,18 @@ func TestUnmarshalNeverFails(t *testing.T) {
 	require.JSONEq(t,
 		`[{"count":1,"reason":"rejected","queue":"orders","time":"2024-05-06T07:08:09Z","routing-keys":["orders"]}]`,
 		msg.Metadata.Get("x-death"))
-	require.Equal(t, "mid-1", msg.Metadata.Get(amqp.MessageIDKey))
+	require.Equal(t, "mid-1", msg.Metadata.Get(wire.AMQPMessageIDKey))
 	require.Empty(t, msg.Metadata.Get(dlq.KeyMalformed))
 
 	// A value JSON cannot carry is rendered anyway and flagged.
-	msg, err = amqp.Marshaler{}.Unmarshal(amqp091.Delivery{Headers: amqp091.Table{
+	msg, err = wire.AMQPMarshaler{}.Unmarshal(amqp091.Delivery{Headers: amqp091.Table{
 		"weird": []any{math.NaN()},
 	}})
 	require.NoError(t, err)
 	require.Contains(t, msg.Metadata.Get(dlq.KeyMalformed), `header "weird"`)
 	require.NotEmpty(t, msg.Metadata.Get("weird"))
 
-	msg, err = amqp.Marshaler{}.Unmarshal(amqp091.Delivery{})
+	msg, err = wire.AMQPMarshaler{}.Unmarshal(amqp091.Delivery{})
 	require.NoError(t, err)
 	require.Empty(t, msg.UUID)
 	require.Empty(t, msg.Metadata)

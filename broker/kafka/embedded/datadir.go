@@ -1,4 +1,4 @@
-package kafka
+package embedded
 
 import (
 	"errors"
@@ -9,23 +9,23 @@ import (
 	"time"
 )
 
-// LockFileName is the lock file [StartEmbedded] keeps in an [EmbeddedConfig.DataDir]
-// directory while a cluster runs on it. [Embedded.Close] removes it.
+// LockFileName is the lock file [Start] keeps in an [Config.DataDir]
+// directory while a cluster runs on it. [Cluster.Close] removes it.
 const LockFileName = "idempo-embedded.lock"
 
-// ErrDataDirInUse is matched (with [errors.Is]) by the error [StartEmbedded]
+// ErrDataDirInUse is matched (with [errors.Is]) by the error [Start]
 // returns when another running cluster, in this process or another one,
-// holds the [EmbeddedConfig.DataDir] directory. The message names the directory.
-var ErrDataDirInUse = errors.New("kafka: embedded cluster data directory is in use")
+// holds the [Config.DataDir] directory. The message names the directory.
+var ErrDataDirInUse = errors.New("embedded: cluster data directory is in use")
 
 // ErrDataDirUnclean is matched (with [errors.Is]) by the error
-// [StartEmbedded] returns when the [EmbeddedConfig.DataDir] directory still holds the
-// lock file of a cluster that stopped without [Embedded.Close] (a crash, a
+// [Start] returns when the [Config.DataDir] directory still holds the
+// lock file of a cluster that stopped without [Cluster.Close] (a crash, a
 // kill -9). The embedded cluster writes its files through the page cache and
 // does not repair them on load: after such a stop it comes back with part of
 // its records, and records produced afterwards cannot be read. The message
 // names the directory; delete it (or move it away) to start afresh.
-var ErrDataDirUnclean = errors.New("kafka: embedded cluster data directory was not closed cleanly")
+var ErrDataDirUnclean = errors.New("embedded: cluster data directory was not closed cleanly")
 
 // dirLock is the lock on a data directory: the lock file, open and locked.
 type dirLock struct {
@@ -38,18 +38,18 @@ type dirLock struct {
 // the file was left behind by a holder that never released it.
 func lockDataDir(dir string) (*dirLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("kafka: embedded cluster data directory %s: %w", dir, err)
+		return nil, fmt.Errorf("embedded: cluster data directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, LockFileName)
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: embedded cluster data directory %s: lock file: %w", dir, err)
+			return nil, fmt.Errorf("embedded: cluster data directory %s: lock file: %w", dir, err)
 		}
 		held, err := tryLockFile(f)
 		if err != nil {
 			_ = f.Close()
-			return nil, fmt.Errorf("kafka: embedded cluster data directory %s: lock file: %w", dir, err)
+			return nil, fmt.Errorf("embedded: cluster data directory %s: lock file: %w", dir, err)
 		}
 		if !held {
 			owner := readOwner(f)
@@ -63,7 +63,7 @@ func lockDataDir(dir string) (*dirLock, error) {
 		if same, err := samePath(f, path); err != nil || !same {
 			_ = f.Close()
 			if err != nil {
-				return nil, fmt.Errorf("kafka: embedded cluster data directory %s: lock file: %w", dir, err)
+				return nil, fmt.Errorf("embedded: cluster data directory %s: lock file: %w", dir, err)
 			}
 			continue
 		}
@@ -82,7 +82,7 @@ func lockDataDir(dir string) (*dirLock, error) {
 		if err != nil {
 			_ = f.Close()
 			_ = os.Remove(path)
-			return nil, fmt.Errorf("kafka: embedded cluster data directory %s: lock file: %w", dir, err)
+			return nil, fmt.Errorf("embedded: cluster data directory %s: lock file: %w", dir, err)
 		}
 		return &dirLock{path: path, f: f}, nil
 	}

@@ -1,4 +1,4 @@
-package kafka_test
+package wire_test
 
 import (
 	"testing"
@@ -7,25 +7,25 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/wire"
 )
 
-func TestMarshalerRoundTrip(t *testing.T) {
+func TestKafkaMarshalerRoundTrip(t *testing.T) {
 	t.Parallel()
 	msg := message.NewMessage("uuid-1", []byte("payload"))
 	msg.Metadata.Set("ce_id", "event-1")
-	msg.Metadata.Set(kafka.PartitionKeyMetadata, "customer-7")
-	msg.Metadata.Set(kafka.UUIDHeader, "ignored: the UUID wins")
+	msg.Metadata.Set(wire.KafkaPartitionKey, "customer-7")
+	msg.Metadata.Set(wire.KafkaUUIDHeader, "ignored: the UUID wins")
 
-	pm, err := kafka.Marshaler{}.Marshal("orders", msg)
+	pm, err := wire.KafkaMarshaler{}.Marshal("orders", msg)
 	require.NoError(t, err)
 	key, err := pm.Key.Encode()
 	require.NoError(t, err)
 	require.Equal(t, "customer-7", string(key))
 
 	rec := toConsumerMessage(t, pm, 3, 42)
-	got, err := kafka.Marshaler{}.Unmarshal(rec)
+	got, err := wire.KafkaMarshaler{}.Unmarshal(rec)
 	require.NoError(t, err)
 	require.Equal(t, "uuid-1", got.UUID)
 	require.Equal(t, "payload", string(got.Payload))
@@ -34,14 +34,14 @@ func TestMarshalerRoundTrip(t *testing.T) {
 	require.Equal(t, "42", got.Metadata.Get(dlq.KeyOffset))
 	require.Equal(t, "customer-7", got.Metadata.Get(dlq.KeyPartitionKey))
 	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
-	require.NotContains(t, got.Metadata, kafka.UUIDHeader)
+	require.NotContains(t, got.Metadata, wire.KafkaUUIDHeader)
 }
 
 // A dead-letter copy keeps the original's partition, offset and key, both
 // when it is published (the key) and when it is read back (the metadata).
-func TestMarshalerKeepsOriginalPosition(t *testing.T) {
+func TestKafkaMarshalerKeepsOriginalPosition(t *testing.T) {
 	t.Parallel()
-	original, err := kafka.Marshaler{}.Unmarshal(&sarama.ConsumerMessage{
+	original, err := wire.KafkaMarshaler{}.Unmarshal(&sarama.ConsumerMessage{
 		Key: []byte("k1"), Value: []byte("v"), Partition: 2, Offset: 9,
 	})
 	require.NoError(t, err)
@@ -49,32 +49,32 @@ func TestMarshalerKeepsOriginalPosition(t *testing.T) {
 
 	copyMsg := original.Copy()
 	copyMsg.UUID = "dlq-entry"
-	pm, err := kafka.Marshaler{}.Marshal("orders.dlq", copyMsg)
+	pm, err := wire.KafkaMarshaler{}.Marshal("orders.dlq", copyMsg)
 	require.NoError(t, err)
 	key, err := pm.Key.Encode()
 	require.NoError(t, err)
 	require.Equal(t, "k1", string(key), "the copy is keyed like the original")
 
-	readBack, err := kafka.Marshaler{}.Unmarshal(toConsumerMessage(t, pm, 0, 100))
+	readBack, err := wire.KafkaMarshaler{}.Unmarshal(toConsumerMessage(t, pm, 0, 100))
 	require.NoError(t, err)
 	require.Equal(t, "2", readBack.Metadata.Get(dlq.KeyPartition))
 	require.Equal(t, "9", readBack.Metadata.Get(dlq.KeyOffset))
 	require.Equal(t, "k1", readBack.Metadata.Get(dlq.KeyPartitionKey))
 }
 
-func TestMarshalerNeverFails(t *testing.T) {
+func TestKafkaMarshalerNeverFails(t *testing.T) {
 	t.Parallel()
 	cases := map[string]*sarama.ConsumerMessage{
 		"empty":      {},
 		"nil header": {Headers: []*sarama.RecordHeader{nil}},
 		"binary":     {Key: []byte{0xff, 0x00}, Value: []byte{0xfe}, Headers: []*sarama.RecordHeader{{Key: []byte("h"), Value: []byte{0xff}}}},
 		"conflicting UUIDs": {Headers: []*sarama.RecordHeader{
-			{Key: []byte(kafka.UUIDHeader), Value: []byte("a")},
-			{Key: []byte(kafka.UUIDHeader), Value: []byte("b")},
+			{Key: []byte(wire.KafkaUUIDHeader), Value: []byte("a")},
+			{Key: []byte(wire.KafkaUUIDHeader), Value: []byte("b")},
 		}},
 	}
 	for name, rec := range cases {
-		msg, err := kafka.Marshaler{}.Unmarshal(rec)
+		msg, err := wire.KafkaMarshaler{}.Unmarshal(rec)
 		require.NoError(t, err, name)
 		require.NotNil(t, msg, name)
 		if name == "conflicting UUIDs" {
@@ -84,7 +84,7 @@ func TestMarshalerNeverFails(t *testing.T) {
 		}
 	}
 
-	_, err := kafka.Marshaler{}.Marshal("t", message.NewMessage("", nil))
+	_, err := wire.KafkaMarshaler{}.Marshal("t", message.NewMessage("", nil))
 	require.NoError(t, err)
 }
 
