@@ -8,3 +8,6 @@ const (
 	KeyNotBefore      = keyNotBefore
 	KeyReturnTopic    = keyReturnTopic
 )
+
+// OutputUUID is outputUUID, for the external tests.
+var OutputUUID = outputUUID

@@ -14,10 +14,10 @@ import (
 
 var outputNamespace = uuid.MustParse("0d9c0b8e-9a0b-4c51-8f0e-6a3b7f2d1c44")
 
-// OutputUUID is the UUID the stack gives the index-th message a handler
+// outputUUID is the UUID the stack gives the index-th message a handler
 // returns for an event: derived from scope, event ID and index, so outputs
 // of a repeated run are themselves deduplicable downstream.
-func OutputUUID(scope, eventID string, index int) string {
+func outputUUID(scope, eventID string, index int) string {
 	return uuid.NewSHA1(outputNamespace, []byte(scope+"\x00"+eventID+"\x00"+strconv.Itoa(index))).String()
 }
 
@@ -37,7 +37,7 @@ func (s *Stack) publishOutputs(ctx context.Context, d *delivery, outs []*message
 	}
 	for i, o := range outs {
 		if d.eventID != "" {
-			o.UUID = OutputUUID(d.scope, d.eventID, i)
+			o.UUID = outputUUID(d.scope, d.eventID, i)
 		}
 		if s.tracer != nil {
 			tracing.Inject(ctx, o)
