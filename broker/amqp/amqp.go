@@ -205,6 +205,9 @@ func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if err := cfg.checkHold(); err != nil {
+		return nil, err
+	}
 	inner, err := wamqp.NewSubscriber(cfg.wamqpConfig(), watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("amqp: new subscriber for %s: %w", redact(cfg.URL), err)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -38,6 +39,12 @@ const (
 	// defaultNackDelay is how long a nacked delivery is held before it is
 	// returned to the queue.
 	defaultNackDelay = time.Second
+	// defaultConsumerTimeout is RabbitMQ's own default consumer_timeout.
+	defaultConsumerTimeout = 30 * time.Minute
+	// defaultMaxHandling is a generous bound on one delivery's handling by
+	// a stack with the default retry policy (about 2.3 s of waits between
+	// five attempts) and handlers that take seconds.
+	defaultMaxHandling = time.Minute
 )
 
 // Config configures a RabbitMQ publisher or subscriber with idempo's safe
@@ -103,6 +110,21 @@ type Config struct {
 	// the consumer that holds it. Defaults to 1s; the special
 	// value -1 requeues at once (as for the stack's and the Kafka preset's NackDelay).
 	NackDelay time.Duration
+
+	// ConsumerTimeout is the broker's consumer_timeout for these queues:
+	// RabbitMQ closes the channel of a consumer that holds a delivery unacked
+	// for longer, and every delivery on that channel is requeued. Prefetched
+	// deliveries count from the moment they are sent, while they wait behind
+	// the ones being handled, so [NewSubscriber] checks that Prefetch ×
+	// (MaxHandling + NackDelay) fits in it. Defaults to 30m, RabbitMQ's default; -1 when
+	// the broker has no consumer timeout (nothing is checked).
+	ConsumerTimeout time.Duration
+
+	// MaxHandling is the longest one delivery can take from receipt to ack
+	// or nack: for an idempo stack, the retry window
+	// (retry.Policy.MaxTotalWait) plus MaxAttempts times the handler's
+	// longest run. Used only for the ConsumerTimeout check. Defaults to 1m.
+	MaxHandling time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -111,6 +133,8 @@ func (c Config) withDefaults() Config {
 	c.ChannelPoolSize = cmp.Or(c.ChannelPoolSize, defaultChannelPoolSize)
 	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, defaultConfirmTimeout)
 	c.NackDelay = cmp.Or(c.NackDelay, defaultNackDelay)
+	c.ConsumerTimeout = cmp.Or(c.ConsumerTimeout, defaultConsumerTimeout)
+	c.MaxHandling = cmp.Or(c.MaxHandling, defaultMaxHandling)
 	return c
 }
 
@@ -126,6 +150,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Prefetch < 0:
 		return fmt.Errorf("%w: Prefetch cannot be negative", ErrInvalidConfig)
+	case c.Prefetch > math.MaxUint16:
+		return fmt.Errorf("%w: Prefetch %d is more than %d, AMQP's largest prefetch count", ErrInvalidConfig, c.Prefetch, math.MaxUint16)
 	case c.Consumers < 0:
 		return fmt.Errorf("%w: Consumers cannot be negative", ErrInvalidConfig)
 	case c.ChannelPoolSize < 0:
@@ -134,8 +160,32 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: ConfirmTimeout cannot be negative", ErrInvalidConfig)
 	case c.NackDelay < -1:
 		return fmt.Errorf("%w: NackDelay cannot be negative (-1 requeues at once)", ErrInvalidConfig)
+	case c.ConsumerTimeout < -1:
+		return fmt.Errorf("%w: ConsumerTimeout cannot be negative (-1 when the broker has none)", ErrInvalidConfig)
+	case c.MaxHandling < 0:
+		return fmt.Errorf("%w: MaxHandling cannot be negative", ErrInvalidConfig)
 	}
 	return nil
+}
+
+// checkHold refuses a prefetch whose last delivery could wait past the
+// broker's consumer timeout: RabbitMQ would then close the channel and
+// requeue everything on it, again and again.
+func (c Config) checkHold() error {
+	if c.ConsumerTimeout == -1 {
+		return nil
+	}
+	hold := time.Duration(math.MaxInt64)
+	if h := float64(c.Prefetch) * (float64(c.MaxHandling) + float64(max(c.NackDelay, 0))); h < math.MaxInt64 {
+		hold = time.Duration(h)
+	}
+	if hold <= c.ConsumerTimeout {
+		return nil
+	}
+	return fmt.Errorf("%w: Prefetch (%d) × (MaxHandling %v + NackDelay %v) = %v is longer than ConsumerTimeout (%v): "+
+		"a prefetched delivery could wait that long unacked, and RabbitMQ would close the channel and requeue "+
+		"everything on it; lower Prefetch or MaxHandling, or raise the broker's consumer_timeout and ConsumerTimeout",
+		ErrInvalidConfig, c.Prefetch, c.MaxHandling, max(c.NackDelay, 0), hold, c.ConsumerTimeout)
 }
 
 // ParseURL checks an AMQP 0-9-1 URL, amqp://user:pass@host:port/vhost (or

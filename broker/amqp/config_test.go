@@ -1,6 +1,7 @@
 package amqp_test
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -47,10 +48,13 @@ func TestValidate(t *testing.T) {
 		"URL is empty":              func(c *amqp.Config) { c.URL = "" },
 		"URL: amqp: invalid URL":    func(c *amqp.Config) { c.URL = "http://x" },
 		"Prefetch cannot be":        func(c *amqp.Config) { c.Prefetch = -1 },
+		"largest prefetch count":    func(c *amqp.Config) { c.Prefetch = 65536 },
 		"Consumers cannot be":       func(c *amqp.Config) { c.Consumers = -1 },
 		"ChannelPoolSize cannot be": func(c *amqp.Config) { c.ChannelPoolSize = -1 },
 		"ConfirmTimeout cannot be":  func(c *amqp.Config) { c.ConfirmTimeout = -time.Second },
 		"NackDelay cannot be":       func(c *amqp.Config) { c.NackDelay = -2 },
+		"ConsumerTimeout cannot be": func(c *amqp.Config) { c.ConsumerTimeout = -2 },
+		"MaxHandling cannot be":     func(c *amqp.Config) { c.MaxHandling = -time.Second },
 	}
 	for want, mutate := range cases {
 		c := ok
@@ -67,4 +71,39 @@ func TestValidate(t *testing.T) {
 	require.ErrorIs(t, err, amqp.ErrInvalidConfig)
 	_, err = amqp.NewSubscriber(amqp.Config{}, nil)
 	require.ErrorIs(t, err, amqp.ErrInvalidConfig)
+}
+
+// A subscriber whose last prefetched delivery could wait past RabbitMQ's
+// consumer_timeout is refused at start, the error naming both figures; the
+// defaults fit, and -1 (no broker timeout) disables the check.
+func TestSubscriberRefusesPrefetchBeyondConsumerTimeout(t *testing.T) {
+	t.Parallel()
+	base := amqp.Config{URL: brokerURL()}
+	for _, c := range []amqp.Config{
+		{Prefetch: 1000}, // 1000 × (1m + 1s)
+		{Prefetch: 16, MaxHandling: 2 * time.Minute}, // 16 × 2m1s
+		{Prefetch: 2, MaxHandling: time.Minute, NackDelay: time.Minute, ConsumerTimeout: 3 * time.Minute},
+		{Prefetch: math.MaxUint16, MaxHandling: math.MaxInt64}, // saturates, no overflow
+	} {
+		c.URL = base.URL
+		sub, err := amqp.NewSubscriber(c, nil)
+		if err == nil {
+			_ = sub.Close()
+		}
+		require.ErrorIs(t, err, amqp.ErrInvalidConfig, "%+v", c)
+		require.ErrorContains(t, err, "ConsumerTimeout")
+		require.ErrorContains(t, err, "Prefetch")
+		require.NoError(t, c.Validate(), "publishers share the Config and do not prefetch")
+	}
+	for _, c := range []amqp.Config{
+		{},                                    // 16 × (1m + 1s) < 30m
+		{Prefetch: 1000, ConsumerTimeout: -1}, // the broker has none
+		{Prefetch: 29, NackDelay: -1},         // 29 × 1m < 30m
+		{Prefetch: 4, MaxHandling: time.Minute, ConsumerTimeout: 5 * time.Minute},
+	} {
+		c.URL = base.URL
+		sub, err := amqp.NewSubscriber(c, nil)
+		require.NoError(t, err, "%+v", c)
+		require.NoError(t, sub.Close())
+	}
 }
