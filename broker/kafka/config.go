@@ -40,6 +40,9 @@ const (
 	// defaultRebalanceTimeout is how long a rebalance waits for members to
 	// finish their in-flight messages.
 	defaultRebalanceTimeout = 60 * time.Second
+	// defaultMaxInFlight is how many messages of one partition KeyOrder and
+	// Unordered hand out at once.
+	defaultMaxInFlight = 64
 	// defaultPort is used for a broker address without a port in [ParseURL].
 	defaultPort = "9092"
 )
@@ -98,6 +101,18 @@ type Config struct {
 	// Defaults to 60s.
 	RebalanceTimeout time.Duration
 
+	// Ordering chooses how a subscriber hands out the messages of one
+	// partition: [PartitionOrder] (one at a time), [KeyOrder] (concurrently,
+	// one at a time per record key) or [Unordered]. Defaults to
+	// PartitionOrder. Ignored by [NewPublisher].
+	Ordering Ordering
+
+	// MaxInFlight is how many messages of one partition a KeyOrder or
+	// Unordered subscriber hands out before any is acked; while that many are
+	// unsettled it reads no more of the partition, so memory stays bounded.
+	// Defaults to 64. Ignored with PartitionOrder (always 1).
+	MaxInFlight int
+
 	// TLS, when non-nil, connects to the brokers over TLS with this config.
 	// Defaults to plaintext. Like SASL, it applies to every connection
 	// idempo makes to the cluster (the DLQ tools too).
@@ -120,6 +135,7 @@ func (c Config) withDefaults() Config {
 	c.NackDelay = cmp.Or(c.NackDelay, defaultNackDelay)
 	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, defaultAutoCommitInterval)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, defaultRebalanceTimeout)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, defaultMaxInFlight)
 	return c
 }
 
@@ -153,6 +169,12 @@ func (c Config) Validate() error {
 	}
 	if c.RebalanceTimeout < 0 {
 		return fmt.Errorf("%w: RebalanceTimeout cannot be negative", ErrInvalidConfig)
+	}
+	if err := c.Ordering.valid(); err != nil {
+		return err
+	}
+	if c.MaxInFlight < 0 {
+		return fmt.Errorf("%w: MaxInFlight cannot be negative", ErrInvalidConfig)
 	}
 	return nil
 }
