@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/idempo/idempo/broker/kafka"
 )
 
