@@ -82,8 +82,9 @@ type Config struct {
 
 	// NackDelay is how long the subscriber waits before handing a
 	// nacked message to the handler again. The wait blocks the message's
-	// partition (order is kept) and cannot be interrupted, so Close may wait
-	// for it. Defaults to 500ms (watermill-kafka's own
+	// partition (order is kept); with PartitionOrder it cannot be
+	// interrupted, so Close may wait for it. With KeyOrder it blocks only
+	// the message's key, and Close interrupts it. Defaults to 500ms (watermill-kafka's own
 	// default, 100 ms, spins hot on a message that keeps failing).
 	// The special value -1 resends at once (as for the stack's and the RabbitMQ preset's NackDelay).
 	NackDelay time.Duration

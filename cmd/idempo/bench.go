@@ -34,7 +34,13 @@ alternation, each round on fresh topics:
   watermill  Watermill's PoisonQueue + Retry + Deduplicator (keyed by UUID)
   idempo     idempo's stack on --store, dead letters on --broker
 
-and prints per variant events/s (first delivery to last ack), p50/p99
+With --ordering key or unordered on Kafka a fourth variant, sequential (idempo
+with the consumers in partition order), runs in every round, and the report
+adds ratio_vs_sequential: how many times faster the chosen ordering is. Use
+--partitions, --keys and --work (time the handler spends per message, as for
+an I/O call) to shape the workload.
+
+It prints per variant events/s (first delivery to last ack), p50/p99
 handler-to-ack latency, allocations per message (the whole process, broker
 client included) and idempo's cost (time per message) relative to the other
 two. Every message must be acked with its effect exactly once: otherwise the
