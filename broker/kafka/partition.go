@@ -50,6 +50,7 @@ type partitionRun struct {
 	keys     map[string]*keyQueue
 	noKey    *keyQueue // records without a key
 	marked   int64     // last offset marked, -1 for none
+	draining bool      // the claim ended: hand out nothing more
 	next     int64     // the offset after the last record read
 }
 
@@ -91,6 +92,7 @@ loop:
 			break loop
 		}
 	}
+	p.draining = true
 	p.cancel()
 	timer := time.AfterFunc(drainGrace, func() { close(p.abandon) })
 	defer timer.Stop()
@@ -160,7 +162,7 @@ func (p *partitionRun) settle(e *entry) {
 		}
 		p.mark(p.pending[p.head].rec.Offset)
 	}
-	if q := e.q; q != nil {
+	if q := e.q; q != nil && !p.draining {
 		q.head = e.next
 		switch {
 		case q.head != nil:
