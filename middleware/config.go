@@ -83,6 +83,16 @@ type Config struct {
 	// spin. Defaults to 500ms. The special value -1 nacks at once.
 	NackDelay time.Duration
 
+	// MaxClaims bounds how many claims the stack holds at once (from claim
+	// to settle); a delivery past it waits for a slot before claiming, or
+	// is nacked if its context ends first. A subscriber that hands out many
+	// messages at once (Kafka's KeyOrder) then cannot queue more claims on
+	// the store than it serves before their leases run out. Defaults to the
+	// store's ClaimCapacity() when it has one that is > 0 (sqlstore: its
+	// connection pool, 1 for SQLite), else no bound. The special value -1
+	// disables the bound.
+	MaxClaims int
+
 	// Redelivery, if set, adds a delayed-redelivery tier between the
 	// in-process retries and the DLQ. Optional; see [Redelivery].
 	Redelivery *Redelivery
@@ -139,6 +149,11 @@ func (c *Config) setDefaults() {
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
+	if c.MaxClaims == 0 {
+		if cc, ok := c.Store.(claimCapacity); ok {
+			c.MaxClaims = max(cc.ClaimCapacity(), 0)
+		}
+	}
 	if c.Redelivery != nil {
 		r := *c.Redelivery // the caller's value stays as given
 		if r.Topic == nil {
@@ -150,6 +165,10 @@ func (c *Config) setDefaults() {
 		c.Redelivery = &r
 	}
 }
+
+// claimCapacity is implemented by stores that know how many claims they can
+// serve at once (sqlstore: its connection pool); see Config.MaxClaims.
+type claimCapacity interface{ ClaimCapacity() int }
 
 // ErrInvalidConfig is matched by every error [New] returns for an invalid Config.
 var ErrInvalidConfig = errors.New("middleware: invalid config")
@@ -178,6 +197,8 @@ func (c Config) Validate() error {
 		return configError("MaxDeliveries must be >= 1, or -1 to disable the cap, got %d", c.MaxDeliveries)
 	case c.NackDelay < -1:
 		return configError("NackDelay must be >= 0, or -1 to nack at once, got %v", c.NackDelay)
+	case c.MaxClaims < -1:
+		return configError("MaxClaims must be >= 1, or -1 to disable the bound, got %d", c.MaxClaims)
 	}
 	if c.Scope != "" {
 		if err := (dedup.Key{Scope: c.Scope, ID: "x"}).Validate(); err != nil {

@@ -51,6 +51,8 @@ type Stack struct {
 	// observed is false when Config.Observer is the default no-op, so the
 	// hot path skips building events and reading the clock for them.
 	observed bool
+	// claims holds a token per claim held (nil without Config.MaxClaims).
+	claims chan struct{}
 }
 
 // New validates cfg, applies its defaults and returns a Stack. Errors match
@@ -76,6 +78,9 @@ func New(cfg Config) (*Stack, error) {
 	warnVolatileDLQ(cfg)
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer(tracing.InstrumentationName)
+	}
+	if cfg.MaxClaims > 0 {
+		s.claims = make(chan struct{}, cfg.MaxClaims)
 	}
 	s.keeper = newKeeper(s, realClock{})
 	return s, nil
@@ -115,6 +120,14 @@ func (s *Stack) handle(h message.HandlerFunc, msg *message.Message) error {
 	}
 	if d.key.ID == "" { // no event ID, processed without dedup by opt-in
 		return s.attempts(h, d, d.ctx)
+	}
+	if s.claims != nil { // Config.MaxClaims
+		select {
+		case s.claims <- struct{}{}:
+			defer func() { <-s.claims }()
+		case <-d.ctx.Done():
+			return s.nack(d, fmt.Errorf("%w: waiting for a claim slot: %w", ErrCancelled, d.ctx.Err()))
+		}
 	}
 	l, start, err := s.claim(d) // rows "claim", "done", "dead-lettered earlier", "in progress elsewhere"
 	if l == nil {

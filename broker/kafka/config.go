@@ -46,6 +46,9 @@ const (
 	// defaultRebalanceTimeout is how long a rebalance waits for members to
 	// finish their in-flight messages.
 	defaultRebalanceTimeout = 60 * time.Second
+	// defaultMaxInFlight is how many messages of one partition KeyOrder and
+	// Unordered hand out at once.
+	defaultMaxInFlight = 64
 	// defaultPort is used for a broker address without a port in [ParseURL].
 	defaultPort = "9092"
 )
@@ -85,8 +88,9 @@ type Config struct {
 
 	// NackDelay is how long the subscriber waits before handing a
 	// nacked message to the handler again. The wait blocks the message's
-	// partition (order is kept) and cannot be interrupted, so Close may wait
-	// for it. Defaults to 500ms (watermill-kafka's own
+	// partition (order is kept); with PartitionOrder it cannot be
+	// interrupted, so Close may wait for it. With KeyOrder it blocks only
+	// the message's key, and Close interrupts it. Defaults to 500ms (watermill-kafka's own
 	// default, 100 ms, spins hot on a message that keeps failing).
 	// The special value -1 resends at once (as for the stack's and the RabbitMQ preset's NackDelay).
 	NackDelay time.Duration
@@ -103,6 +107,18 @@ type Config struct {
 	// its partition and the message is redelivered elsewhere.
 	// Defaults to 60s.
 	RebalanceTimeout time.Duration
+
+	// Ordering chooses how a subscriber hands out the messages of one
+	// partition: [PartitionOrder] (one at a time), [KeyOrder] (concurrently,
+	// one at a time per record key) or [Unordered]. Defaults to
+	// PartitionOrder. Ignored by [NewPublisher].
+	Ordering Ordering
+
+	// MaxInFlight is how many messages of one partition a KeyOrder or
+	// Unordered subscriber hands out before any is acked; while that many are
+	// unsettled it reads no more of the partition, so memory stays bounded.
+	// Defaults to 64. Ignored with PartitionOrder (always 1).
+	MaxInFlight int
 
 	// TLS, when non-nil, connects to the brokers over TLS with this config.
 	// Defaults to plaintext. Like SASL, it applies to every connection
@@ -126,6 +142,7 @@ func (c Config) withDefaults() Config {
 	c.NackDelay = cmp.Or(c.NackDelay, defaultNackDelay)
 	c.AutoCommitInterval = cmp.Or(c.AutoCommitInterval, defaultAutoCommitInterval)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, defaultRebalanceTimeout)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, defaultMaxInFlight)
 	return c
 }
 
@@ -159,6 +176,12 @@ func (c Config) Validate() error {
 	}
 	if c.RebalanceTimeout < 0 {
 		return fmt.Errorf("%w: RebalanceTimeout cannot be negative", ErrInvalidConfig)
+	}
+	if err := c.Ordering.valid(); err != nil {
+		return err
+	}
+	if c.MaxInFlight < 0 {
+		return fmt.Errorf("%w: MaxInFlight cannot be negative", ErrInvalidConfig)
 	}
 	return nil
 }

@@ -114,6 +114,8 @@ func TestValidate(t *testing.T) {
 		"NackDelay cannot be":          func(c *kafka.Config) { c.NackDelay = -2 },
 		"AutoCommitInterval cannot be": func(c *kafka.Config) { c.AutoCommitInterval = -time.Second },
 		"RebalanceTimeout cannot be":   func(c *kafka.Config) { c.RebalanceTimeout = -time.Second },
+		"Ordering 7 is not":            func(c *kafka.Config) { c.Ordering = 7 },
+		"MaxInFlight cannot be":        func(c *kafka.Config) { c.MaxInFlight = -1 },
 	}
 	for want, mutate := range cases {
 		c := ok

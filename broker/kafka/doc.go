@@ -34,10 +34,19 @@
 //
 // # Ordering and concurrency
 //
-// Each partition hands out one message at a time and the next only after the
-// previous is acked, so blocking in-process retries keep per-partition (and
-// so per-key) order; dead-lettering a message lets the ones behind it pass.
-// One subscriber processes as many messages at once as it has partitions.
+// [Config.Ordering] chooses how a partition's messages are handed out.
+// With [PartitionOrder] (the default) each partition hands out one message
+// at a time and the next only after the previous is acked, so blocking
+// in-process retries keep per-partition (and so per-key) order;
+// dead-lettering a message lets the ones behind it pass. One subscriber
+// processes as many messages at once as it has partitions.
+//
+// With [KeyOrder] a partition hands out up to [Config.MaxInFlight] messages
+// at once, the messages of one record key one at a time in offset order, so
+// a slow handler (an I/O call) no longer holds the whole partition. With
+// [Unordered] there is no order at all. Both commit the partition's
+// watermark, its lowest offset not yet acked: a crash redelivers from there,
+// and the idempo middleware absorbs the messages already done.
 //
 // # Embedded cluster
 //

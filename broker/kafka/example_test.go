@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"slices"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/kafka"
@@ -73,4 +75,61 @@ func ExampleParseURL() {
 	// Output:
 	// [broker-1:9092 broker-2:9092]
 	// kafka: invalid URL "kafka://broker-1:ninety": "broker-1:ninety": port "ninety" is not a number from 1 to 65535
+}
+
+// Consume with KeyOrder: the messages of different keys are handed out at
+// once (here all three before any is acked), those of one key one at a time.
+func ExampleOrdering() {
+	cluster, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	pub, err := kafka.NewPublisher(cluster.Config(""), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	for _, key := range []string{"customer-1", "customer-2", "customer-1", "customer-3"} {
+		msg := message.NewMessage(watermill.NewUUID(), []byte(key))
+		msg.Metadata.Set(kafka.PartitionKeyMetadata, key)
+		if err := pub.Publish("orders", msg); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	cfg := cluster.Config("billing")
+	cfg.Ordering = kafka.KeyOrder
+	cfg.MaxInFlight = 16
+	sub, err := kafka.NewSubscriber(cfg, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	messages, err := sub.Subscribe(ctx, "orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	var held []*message.Message
+	for range 3 { // the first message of each key, none acked yet
+		held = append(held, <-messages)
+	}
+	keys := []string{}
+	for _, m := range held {
+		keys = append(keys, string(m.Payload))
+	}
+	slices.Sort(keys)
+	fmt.Println("in flight:", keys)
+	for _, m := range held {
+		m.Ack()
+	}
+	second := <-messages // customer-1's second message, after its first was acked
+	fmt.Println("then:", string(second.Payload))
+	second.Ack()
+	// Output:
+	// in flight: [customer-1 customer-2 customer-3]
+	// then: customer-1
 }

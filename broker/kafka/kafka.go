@@ -82,14 +82,22 @@ func (p *Publisher) Close() error {
 // ([errMissingConsumerGroup]).
 //
 // Each Subscribe call joins the group as one member with its own connection.
-// Within a member, every assigned partition delivers one message at a time:
-// the next one only after the previous is acked, so order per partition is
-// kept and concurrency equals the number of assigned partitions. An acked
-// message's offset is marked and committed in the background every
-// AutoCommitInterval, and when the subscriber closes cleanly. A nacked
-// message is handed out again after NackDelay, forever: bound the loop
-// with the idempo middleware's delivery cap. A group with no committed offset
-// starts at the oldest message (see Config.StartFromNewest).
+// With [PartitionOrder] (the default), every assigned partition delivers one
+// message at a time: the next one only after the previous is acked, so order
+// per partition is kept and concurrency equals the number of assigned
+// partitions. With [KeyOrder], a partition hands out up to
+// Config.MaxInFlight messages at once, one at a time per record key; with
+// [Unordered], up to MaxInFlight in any order. The offset committed is then
+// the partition's watermark, its lowest offset not yet acked, so a crash
+// redelivers only from there; on a rebalance or Close, a revoked partition
+// hands out nothing new, cancels the contexts of the messages it handed
+// out, gives them 2 s to settle and commits its watermark.
+//
+// Offsets are committed in the background every AutoCommitInterval, and
+// when the subscriber closes cleanly. A nacked message is handed out again
+// after NackDelay (the later messages of its key wait behind it), forever:
+// bound the loop with the idempo middleware's delivery cap. A group with no
+// committed offset starts at the oldest message (see Config.StartFromNewest).
 //
 // Messages are converted as the package documentation says, never failing; the partition,
 // offset and key of each record are in its metadata ([dlq.KeyPartition],
@@ -110,6 +118,9 @@ func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Ordering != PartitionOrder {
+		return &Subscriber{keyed: newKeyedSubscriber(cfg, sc, logger)}, nil
+	}
 	s, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
 		Brokers:               cfg.Brokers,
 		Unmarshaler:           wire.KafkaMarshaler{},
@@ -128,13 +139,18 @@ func NewSubscriber(cfg Config, logger *slog.Logger) (*Subscriber, error) {
 // fails unless topic details are configured; topics are created on first use
 // instead. Safe for concurrent use.
 type Subscriber struct {
-	inner *wkafka.Subscriber
+	inner *wkafka.Subscriber // PartitionOrder
+	keyed *keyedSubscriber   // KeyOrder and Unordered
 }
 
 // Subscribe joins the consumer group for topic as one member and returns its
 // messages; the channel closes when ctx ends or the subscriber closes.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	ch, err := s.inner.Subscribe(ctx, topic)
+	subscribe := s.inner.Subscribe
+	if s.keyed != nil {
+		subscribe = s.keyed.Subscribe
+	}
+	ch, err := subscribe(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscribe to %q: %w", topic, err)
 	}
@@ -142,4 +158,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 // Close stops every subscription and commits marked offsets.
-func (s *Subscriber) Close() error { return s.inner.Close() }
+func (s *Subscriber) Close() error {
+	if s.keyed != nil {
+		return s.keyed.Close()
+	}
+	return s.inner.Close()
+}

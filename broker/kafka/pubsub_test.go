@@ -17,15 +17,31 @@ import (
 )
 
 // TestPubSub runs Watermill's universal Pub/Sub suite against the preset on
-// the embedded cluster (one partition per topic, so order is total).
+// the embedded cluster (one partition per topic, so order is total), in each
+// ordering; records without a key are one key, so KeyOrder keeps the
+// partition's order too.
 func TestPubSub(t *testing.T) {
 	t.Parallel()
+	runPubSubSuite(t, kafka.PartitionOrder, true)
+}
+
+func TestPubSubKeyOrder(t *testing.T) {
+	t.Parallel()
+	runPubSubSuite(t, kafka.KeyOrder, true)
+}
+
+func TestPubSubUnordered(t *testing.T) {
+	t.Parallel()
+	runPubSubSuite(t, kafka.Unordered, false)
+}
+
+func runPubSubSuite(t *testing.T, ordering kafka.Ordering, ordered bool) {
 	e := startEmbedded(t)
-	constructor := suiteConstructor(e)
+	constructor := suiteConstructor(e, ordering)
 	tests.TestPubSub(t,
 		tests.Features{
 			ConsumerGroups:  true,
-			GuaranteedOrder: true,
+			GuaranteedOrder: ordered,
 			Persistent:      true,
 			// Kafka redelivers after a crash, never exactly once.
 			ExactlyOnceDelivery: false,
@@ -45,11 +61,12 @@ func TestPubSub(t *testing.T) {
 // suiteConstructor builds the publisher and subscriber the universal suite
 // runs on: the preset's, with a short NackDelay, and each topic
 // subscribed in a consumer group of its own (see groupPerTopic).
-func suiteConstructor(e *embedded.Cluster) func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+func suiteConstructor(e *embedded.Cluster, ordering kafka.Ordering) func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 		pub, err := kafka.NewPublisher(e.Config(""), nil)
 		require.NoError(t, err)
 		subCfg := e.Config(group)
+		subCfg.Ordering = ordering
 		// TestContinueAfterErrors nacks 300 times in a row; at the default
 		// NackDelay (500 ms) that alone takes 150 s. Nack pacing is
 		// covered by TestLateGroupAndNack.
@@ -124,7 +141,7 @@ func (g *groupPerTopic) Close() error {
 func TestTopicsReadInTurn(t *testing.T) {
 	t.Parallel()
 	e := startEmbedded(t)
-	pub, sub := suiteConstructor(e)(t, uniqueName("test"))
+	pub, sub := suiteConstructor(e, kafka.PartitionOrder)(t, uniqueName("test"))
 	topic1, topic2 := uniqueName("topic1"), uniqueName("topic2")
 	msg1 := message.NewMessage(watermill.NewUUID(), []byte("x"))
 	msg2 := message.NewMessage(watermill.NewUUID(), []byte("x"))

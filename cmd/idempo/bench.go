@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/cmd/idempo/internal/bench"
@@ -33,7 +34,13 @@ alternation, each round on fresh topics:
   watermill  Watermill's PoisonQueue + Retry + Deduplicator (keyed by UUID)
   idempo     idempo's stack on --store, dead letters on --broker
 
-and prints per variant events/s (first delivery to last ack), p50/p99
+With --ordering key or unordered on Kafka a fourth variant, sequential (idempo
+with the consumers in partition order), runs in every round, and the report
+adds ratio_vs_sequential: how many times faster the chosen ordering is. Use
+--partitions, --keys and --work (time the handler spends per message, as for
+an I/O call) to shape the workload.
+
+It prints per variant events/s (first delivery to last ack), p50/p99
 handler-to-ack latency, allocations per message (the whole process, broker
 client included) and idempo's cost (time per message) relative to the other
 two. Every message must be acked with its effect exactly once: otherwise the
@@ -58,6 +65,10 @@ func (c *benchCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.warmup, "warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
 	fs.IntVar(&o.Consumers, "consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
 	fs.IntVar(&o.InFlight, "in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
+	fs.StringVar(&o.Ordering, "ordering", "partition", "how Kafka consumers hand out a partition: partition (one at a time), key (concurrently, one at a time per key) or unordered; other than partition adds a sequential variant (idempo in partition order) and ratio_vs_sequential")
+	fs.IntVar(&o.Partitions, "partitions", 1, "partitions per topic of the embedded Kafka cluster")
+	fs.IntVar(&o.Keys, "keys", bench.DefaultKeys, "record keys the messages are spread over")
+	fs.DurationVar(&o.Work, "work", 0, "time the handler spends on each message, as for an I/O call (e.g. 1ms)")
 	c.registerJSON(fs, "print exactly one JSON object on stdout")
 	fs.BoolVar(&o.Memory, "memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
 	fs.IntVar(&o.MemoryKeys, "memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
@@ -75,10 +86,16 @@ func (c *benchCommand) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"events", o.Events}, {"consumers", o.Consumers}, {"in-flight", o.InFlight}, {"memory-keys", o.MemoryKeys}} {
+	}{{"events", o.Events}, {"consumers", o.Consumers}, {"in-flight", o.InFlight}, {"memory-keys", o.MemoryKeys}, {"partitions", o.Partitions}, {"keys", o.Keys}} {
 		if f.v <= 0 {
 			return fmt.Errorf("--%s must be > 0, got %d", f.name, f.v)
 		}
+	}
+	if _, err := backend.ParseOrdering(o.Ordering); err != nil {
+		return err
+	}
+	if o.Work < 0 {
+		return fmt.Errorf("--work must be >= 0, got %v", o.Work)
 	}
 	if c.rounds < 0 {
 		return fmt.Errorf("--rounds must be >= 0, got %d", c.rounds)
@@ -199,15 +216,26 @@ func (rep report) text(w io.Writer) {
 		fmt.Fprintf(w, "%d events per round, %d rounds per variant (+ %d-message warm-up), %d consumer(s)\n\n",
 			r.Events, r.Rounds, r.Warmup, r.Consumers)
 		fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11s %10s\n", "variant", "events/s", "ns/msg", "p50", "p99", "allocs/msg", "bytes/msg")
-		for _, v := range []struct {
+		rows := []struct {
 			name string
 			res  bench.VariantResult
-		}{{"bare", r.Variants.Bare}, {"watermill", r.Variants.Watermill}, {"idempo", r.Variants.Idempo}} {
+		}{{"bare", r.Variants.Bare}, {"watermill", r.Variants.Watermill}, {"idempo", r.Variants.Idempo}}
+		if r.Variants.Sequential != nil {
+			rows = append(rows, struct {
+				name string
+				res  bench.VariantResult
+			}{"sequential", *r.Variants.Sequential})
+		}
+		for _, v := range rows {
 			fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11.1f %10s\n", v.name,
 				bench.FormatCount(v.res.EventsPerSec), bench.FormatCount(v.res.NsPerMsg),
 				bench.FormatUS(v.res.P50US), bench.FormatUS(v.res.P99US), v.res.AllocsPerMsg, bench.FormatCount(v.res.BytesPerMsg))
 		}
 		fmt.Fprintf(w, "\nidempo costs %.2f× bare and %.2f× watermill per message (cost = time per message).\n", r.RatioVsBare, r.RatioVsWatermill)
+		if r.Variants.Sequential != nil {
+			fmt.Fprintf(w, "ordering %s (%d partitions, %d keys, %v of work per message) is %.2f× as fast as partition order.\n",
+				r.Ordering, r.Partitions, r.Keys, time.Duration(r.WorkMS*float64(time.Millisecond)), r.RatioVsSequential)
+		}
 		fmt.Fprintln(w, "events/s: first delivery to last ack; p50/p99: handler start to ack; allocations: the whole process (broker client, router and, on gochannel, the publisher included).")
 	}
 	if m := r.Memory; m != nil {

@@ -51,6 +51,23 @@ func TestBenchJSON(t *testing.T) {
 	require.NotContains(t, rep, "memory", "no memory figures without --memory")
 }
 
+// With --ordering key on Kafka the report has a sequential variant (idempo
+// in partition order) and ratio_vs_sequential.
+func TestBenchKeyOrderOnKafka(t *testing.T) {
+	rep := benchJSON(t, "--broker", "kafka", "--ordering", "key", "--partitions", "2", "--keys", "50",
+		"--work", "1ms", "--events", "400", "--rounds", "1", "--warmup", "0")
+	require.Equal(t, "key", rep["ordering"])
+	require.EqualValues(t, 2, rep["partitions"])
+	require.EqualValues(t, 50, rep["keys"])
+	require.EqualValues(t, 1, rep["work_ms"])
+	variants, ok := rep["variants"].(map[string]any)
+	require.True(t, ok, "variants is an object")
+	seq, ok := variants["sequential"].(map[string]any)
+	require.True(t, ok, "a sequential variant")
+	require.EqualValues(t, 400, seq["messages"])
+	require.Positive(t, rep["ratio_vs_sequential"])
+}
+
 func TestBenchTableOutput(t *testing.T) {
 	code, out, errOut := runCLI(t, "bench", "--events", "300", "--rounds", "1", "--warmup", "0")
 	require.Equal(t, 0, code, errOut)
@@ -83,6 +100,10 @@ func TestBenchBadInputIsAClearError(t *testing.T) {
 		{[]string{"bench", "--consumers", "0"}, "--consumers must be > 0"},
 		{[]string{"bench", "--matrix", "--store", "memory"}, "--matrix takes --brokers and --stores"},
 		{[]string{"bench", "extra"}, "unexpected arguments"},
+		{[]string{"bench", "--ordering", "total"}, `--ordering "total" is not partition, key or unordered`},
+		{[]string{"bench", "--partitions", "0"}, "--partitions must be > 0"},
+		{[]string{"bench", "--keys", "0"}, "--keys must be > 0"},
+		{[]string{"bench", "--work", "-1ms"}, "--work must be >= 0"},
 		{[]string{"bench", "--store", "redis://127.0.0.1:1/0", "--events", "10"}, "unreachable"},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)

@@ -20,6 +20,7 @@ type demoCommand struct {
 	faults                      demo.Faults
 	events, consumers, inFlight int
 	broker, store, metricsAddr  string
+	ordering                    string
 	timeout                     time.Duration
 	verbose, keep               bool
 }
@@ -40,6 +41,7 @@ func (o *demoCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.consumers, "consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
 	fs.IntVar(&o.inFlight, "in-flight", 32, "messages each consumer handles at once")
 	fs.StringVar(&o.broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	orderingFlag(fs, &o.ordering)
 	fs.StringVar(&o.store, "store", "sqlite", "dedup store URL: sqlite (a file in the user cache dir, the embedded default), sqlite://PATH, memory, redis://host:6379/0, postgres://…, mysql://…")
 	o.registerJSON(fs, "print exactly one JSON object with the ledger on stdout")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
@@ -57,7 +59,8 @@ func (o *demoCommand) Validate() error {
 	case o.consumers <= 0:
 		return fmt.Errorf("--consumers must be >= 1, got %d", o.consumers)
 	}
-	return nil
+	_, err := backend.ParseOrdering(o.ordering)
+	return err
 }
 
 func (o *demoCommand) Run(ctx context.Context, e *env) (result, error) {
@@ -72,6 +75,7 @@ func (o *demoCommand) Run(ctx context.Context, e *env) (result, error) {
 		InFlight:    o.inFlight,
 		Broker:      o.broker,
 		Store:       o.store,
+		Ordering:    o.ordering,
 		Timeout:     o.timeout,
 		Stderr:      e.stderr,
 		Progress:    isTerminal(e.stderr),
@@ -113,6 +117,11 @@ func faultFlags(fs *flag.FlagSet, d *demo.Faults) {
 	fs.Float64Var(&d.PoisonRate, "poison-rate", d.PoisonRate, "share of events failing on every attempt (they must end in the DLQ)")
 	fs.Float64Var(&d.PanicRate, "panic-rate", d.PanicRate, "share of events whose handler panics on the first attempt")
 	fs.Uint64Var(&d.Seed, "seed", d.Seed, "seed of the fault pattern (the run ID stays fresh)")
+}
+
+// orderingFlag registers --ordering, shared by demo and verify.
+func orderingFlag(fs *flag.FlagSet, v *string) {
+	fs.StringVar(v, "ordering", "partition", "how Kafka consumers hand out a partition: partition (one at a time), key (concurrently, one at a time per record key) or unordered; events are keyed and order_violations is checked where the broker keeps order")
 }
 
 // ledgerText is the result of demo and verify: the ledger (and, for
@@ -172,6 +181,7 @@ func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
 		{"expected_dead_lettered", l.ExpectedDeadLettered, "poison events injected"},
 		{"lost", l.Lost, "neither effected nor dead-lettered"},
 		{"double_effects", l.DoubleEffects, "events whose effect happened more than once"},
+		orderRow(l.OrderViolations),
 		{"ack_loss_redeliveries", l.AckLossRedeliveries, "messages delivered again after an injected lost ack"},
 		{"in_progress_nacked", l.InProgressNacked, "deliveries nacked while another consumer held the event"},
 		{"panics", l.Panics, "handler panics recovered"},
@@ -183,6 +193,14 @@ func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
 		{"interrupted", l.Interrupted, "the run was stopped (Ctrl-C): no verdict"},
 		{"elapsed_ms", l.ElapsedMS, ""},
 	}
+}
+
+// orderRow is the order_violations row: null where the broker keeps no order.
+func orderRow(v *int) ledgerRow {
+	if v == nil {
+		return ledgerRow{"order_violations", "null", "the broker keeps no order per key"}
+	}
+	return ledgerRow{"order_violations", *v, "events whose first effect came after a later event's of their key"}
 }
 
 func printRows(w io.Writer, rows []ledgerRow) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
@@ -28,7 +29,9 @@ transactional inbox by default (--no-inbox for the plain mode).
 
 Verdict (exit status 0 only when it holds, 1 otherwise): lost = 0; every
 poison event in the DLQ; double_effects = 0 with the inbox, and otherwise at
-most max_allowed_double_effects, the handlers in flight in killed processes.
+most max_allowed_double_effects, the handlers in flight in killed processes;
+order_violations = 0 where the broker keeps order per key (Kafka with
+--ordering partition or key).
 Exit status 2 for usage and setup errors, 130 when interrupted (no verdict).`
 }
 
@@ -40,6 +43,7 @@ func (c *verifyCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.kills, "kills", 3, "times a random consumer is killed with SIGKILL and restarted (0 for none)")
 	fs.StringVar(&o.Broker, "broker", "kafka", "broker URL: kafka (embedded, on a loopback port), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
 	fs.StringVar(&o.Store, "store", "sqlite", "dedup store URL: sqlite (a file), sqlite://PATH, redis://host:6379/0, postgres://…, mysql://…")
+	orderingFlag(fs, &o.Ordering)
 	fs.BoolVar(&c.noInbox, "no-inbox", false, "with a SQL store, use the plain mode instead of the transactional inbox")
 	fs.StringVar(&o.BrokerRestartCmd, "broker-restart-cmd", "", "shell command that restarts the broker, run at a random moment")
 	fs.StringVar(&o.StoreRestartCmd, "store-restart-cmd", "", "shell command that restarts the store, run at a random moment")
@@ -61,6 +65,9 @@ func (c *verifyCommand) Validate() error {
 		return fmt.Errorf("--consumers must be > 0, got %d", c.consumers)
 	case c.kills < 0:
 		return fmt.Errorf("--kills must be >= 0, got %d", c.kills)
+	}
+	if _, err := backend.ParseOrdering(c.o.Ordering); err != nil {
+		return err
 	}
 	o := &c.o
 	o.Events, o.Consumers, o.Kills, o.Restarts, o.StoreRestarts = c.events, c.consumers, c.kills, c.rest, c.rest
@@ -122,6 +129,7 @@ func (c *verifyConsumer) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Lease, "lease", 2*time.Second, "lease")
 	fs.StringVar(&o.Break, "break", "", "deliberately broken mode (tests)")
 	fs.BoolVar(&o.Debug, "debug", false, "log the broker client's connection and rebalance events")
+	fs.StringVar(&o.Ordering, "ordering", "partition", "Kafka ordering: partition, key or unordered")
 }
 
 func (c *verifyConsumer) Validate() error { return nil }

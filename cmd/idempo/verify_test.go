@@ -40,7 +40,7 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 // The CI matrix: each backend × store with consumer kills; a store restart
-// in the Redis run. The verdict must hold at every guarantee level.
+// in the Redis run; Kafka in key order once, with order_violations = 0. The verdict must hold at every guarantee level.
 func TestVerifyMatrix(t *testing.T) {
 	cases := []struct {
 		name string
@@ -49,6 +49,7 @@ func TestVerifyMatrix(t *testing.T) {
 		{"kafka-redis-restart", verify.Options{Broker: "kafka", OwnRedis: true, StoreRestarts: 1, Kills: 2}},
 		{"kafka-postgres-inbox", verify.Options{Broker: "kafka", Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 		{"kafka-mariadb-inbox", verify.Options{Broker: "kafka", Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
+		{"kafka-key-postgres-inbox", verify.Options{Broker: "kafka", Ordering: "key", Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 		{"rabbitmq-redis", verify.Options{Broker: rabbitURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
 		{"rabbitmq-postgres-inbox", verify.Options{Broker: rabbitURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 		{"rabbitmq-mariadb-inbox", verify.Options{Broker: rabbitURL, Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
@@ -62,6 +63,12 @@ func TestVerifyMatrix(t *testing.T) {
 			require.Positive(t, res.Kills, "the run killed consumers")
 			if res.Inbox {
 				require.Zero(t, res.DoubleEffects, "the inbox allows no double effect")
+			}
+			if tc.o.Broker == "kafka" {
+				require.NotNil(t, res.OrderViolations, "Kafka keeps order per key")
+				require.Zero(t, *res.OrderViolations)
+			} else {
+				require.Nil(t, res.OrderViolations, "RabbitMQ keeps no order to check")
 			}
 			if tc.o.StoreRestarts > 0 {
 				require.Positive(t, res.Restarts, "the store was restarted")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -476,4 +477,18 @@ func TestConformanceAtIsolationLevels(t *testing.T) {
 			})
 		})
 	}
+}
+
+// ClaimCapacity reports the connection limit the middleware bounds its
+// claims by: 1 for SQLite, what SetMaxOpenConns set otherwise.
+func TestClaimCapacity(t *testing.T) {
+	t.Parallel()
+	db, err := sqlstore.OpenSQLite(filepath.Join(t.TempDir(), "cap.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	s, err := sqlstore.New(db, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, s.ClaimCapacity())
+	db.SetMaxOpenConns(7)
+	require.Equal(t, 7, s.ClaimCapacity())
 }

@@ -79,6 +79,12 @@ func (s *Store) Table() string { return s.table }
 // DB returns the database the store was created with.
 func (s *Store) DB() *sql.DB { return s.db }
 
+// ClaimCapacity is the database's connection limit (1 for SQLite; 0 when
+// unlimited): the idempo middleware holds at most that many claims at once
+// by default (middleware.Config.MaxClaims), since each may need a
+// connection for the whole handler (the transactional inbox).
+func (s *Store) ClaimCapacity() int { return s.db.Stats().MaxOpenConnections }
+
 // Migrate creates the table and its expiry index if they do not exist (the
 // statements of [Schema]). It is idempotent and safe to run from many
 // processes at once (on PostgreSQL it holds an advisory lock while it runs).

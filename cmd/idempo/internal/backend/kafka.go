@@ -65,6 +65,7 @@ func openKafka(_ context.Context, spec Spec, logger *slog.Logger, o options) (*B
 	b.NewSubscriber = func(group string, _ int) (message.Subscriber, error) {
 		c := cfg
 		c.ConsumerGroup = group
+		c.Ordering = b.Ordering
 		sub, err := kafka.NewSubscriber(c, logger)
 		if err != nil {
 			return nil, err // not a typed nil in the interface

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
+	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
@@ -34,6 +35,10 @@ type Broker struct {
 	NewSubscriber func(group string, i int) (message.Subscriber, error)
 	// FanOut is true when every subscriber sees every message (GoChannel).
 	FanOut bool
+	// Ordering is how Kafka subscribers made after it is set hand out a
+	// partition's messages (kafka.PartitionOrder by default). Other brokers
+	// ignore it.
+	Ordering kafka.Ordering
 	// DLQPublisher and NewDLQSubscriber publish and read dead-letter
 	// topics when the broker keeps them differently (RabbitMQ: stream
 	// queues, so `idempo dlq` can list them without consuming). Nil means
@@ -56,6 +61,10 @@ type Broker struct {
 	Replay  message.Publisher
 	closers []func() error
 }
+
+// KeepsOrder reports whether the broker hands out the messages of one key
+// in the order they were published: Kafka, unless Ordering is Unordered.
+func (b *Broker) KeepsOrder() bool { return b.Spec.Kind == Kafka && b.Ordering != kafka.Unordered }
 
 // DLQ returns the publisher for dead letters.
 func (b *Broker) DLQ() message.Publisher {
@@ -112,6 +121,22 @@ type options struct {
 	fastFailover bool
 	partitions   int
 	dlq, replay  bool
+}
+
+// Orderings maps the --ordering values to the Kafka subscriber's orderings.
+var Orderings = map[string]kafka.Ordering{
+	"partition": kafka.PartitionOrder,
+	"key":       kafka.KeyOrder,
+	"unordered": kafka.Unordered,
+}
+
+// ParseOrdering parses an --ordering value.
+func ParseOrdering(s string) (kafka.Ordering, error) {
+	o, ok := Orderings[s]
+	if !ok {
+		return 0, fmt.Errorf("--ordering %q is not partition, key or unordered", s)
+	}
+	return o, nil
 }
 
 // WithPartitions gives topics of an embedded Kafka cluster n partitions, so

@@ -20,6 +20,7 @@ const (
 	DefaultConsumers  = 1
 	DefaultInFlight   = 1
 	DefaultMemoryKeys = 100000
+	DefaultKeys       = 1000
 	DefaultTimeout    = 10 * time.Minute
 	// DefaultStall is how long a round may go without a single ack before
 	// it fails.
@@ -63,6 +64,20 @@ type Options struct {
 	// Consumers is the way to concurrency and InFlight is ignored.
 	// Defaults to 1.
 	InFlight int
+	// Ordering is the --ordering of Kafka subscribers: "partition" (the
+	// default), "key" or "unordered". With another than "partition" on
+	// Kafka, a fourth variant, sequential (idempo in PartitionOrder), runs
+	// in every round for [Report.RatioVsSequential].
+	Ordering string
+	// Partitions is the number of partitions of the embedded Kafka
+	// cluster's topics. Defaults to 1.
+	Partitions int
+	// Keys is how many record keys the messages are spread over (message i
+	// has key i mod Keys). Defaults to 1000.
+	Keys int
+	// Work is how long the handler spends on each message (a sleep, as for
+	// an I/O call). Defaults to 0.
+	Work time.Duration
 	// Memory adds the store's memory figures ([Report.Memory]).
 	Memory bool
 	// MemoryKeys is how many in-flight keys the in-memory store is filled
@@ -99,6 +114,15 @@ func (o *Options) setDefaults() {
 	if o.InFlight == 0 {
 		o.InFlight = DefaultInFlight
 	}
+	if o.Ordering == "" {
+		o.Ordering = "partition"
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 1
+	}
+	if o.Keys == 0 {
+		o.Keys = DefaultKeys
+	}
 	if o.MemoryKeys == 0 {
 		o.MemoryKeys = DefaultMemoryKeys
 	}
@@ -125,12 +149,20 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--rounds must be > 0, got %d", o.Rounds)
 	case o.Rounds == -1 && !o.Memory:
 		return errors.New("--rounds 0 measures nothing without --memory")
+	case backend.Orderings[o.Ordering] == 0 && o.Ordering != "partition":
+		return fmt.Errorf("--ordering %q is not partition, key or unordered", o.Ordering)
 	case o.Warmup < -1:
 		return fmt.Errorf("--warmup must be >= 0, got %d", o.Warmup)
 	case o.Consumers < 1:
 		return fmt.Errorf("--consumers must be > 0, got %d", o.Consumers)
 	case o.InFlight < 1:
 		return fmt.Errorf("--in-flight must be > 0, got %d", o.InFlight)
+	case o.Partitions < 1:
+		return fmt.Errorf("--partitions must be > 0, got %d", o.Partitions)
+	case o.Keys < 1:
+		return fmt.Errorf("--keys must be > 0, got %d", o.Keys)
+	case o.Work < 0:
+		return fmt.Errorf("--work must be >= 0, got %v", o.Work)
 	case o.MemoryKeys < 1:
 		return fmt.Errorf("--memory-keys must be > 0, got %d", o.MemoryKeys)
 	}
@@ -155,6 +187,11 @@ type Report struct {
 	Consumers int    `json:"consumers"`
 	// InFlight is Options.InFlight on GoChannel, 0 elsewhere.
 	InFlight int `json:"in_flight"`
+	// Ordering, Partitions, Keys and WorkMS are the options of the run.
+	Ordering   string  `json:"ordering"`
+	Partitions int     `json:"partitions"`
+	Keys       int     `json:"keys"`
+	WorkMS     float64 `json:"work_ms"`
 	// Variants holds the figures of each variant (empty with Rounds -1).
 	Variants Variants `json:"variants"`
 	// RatioVsBare is idempo's time per message divided by bare's.
@@ -162,6 +199,10 @@ type Report struct {
 	// RatioVsWatermill is idempo's time per message divided by Watermill's
 	// Retry+PoisonQueue+Deduplicator's.
 	RatioVsWatermill float64 `json:"ratio_vs_watermill"`
+	// RatioVsSequential is the sequential variant's time per message (idempo
+	// in PartitionOrder) divided by idempo's in the chosen ordering: how
+	// many times faster the ordering is. 1 with ordering "partition".
+	RatioVsSequential float64 `json:"ratio_vs_sequential"`
 	// Memory holds the store's memory figures (with Options.Memory).
 	Memory  *MemoryResult `json:"memory,omitempty"`
 	Machine Machine       `json:"machine"`
@@ -172,6 +213,9 @@ type Variants struct {
 	Bare      VariantResult `json:"bare"`
 	Watermill VariantResult `json:"watermill"`
 	Idempo    VariantResult `json:"idempo"`
+	// Sequential is idempo in PartitionOrder, run only when the chosen
+	// ordering is another on Kafka.
+	Sequential *VariantResult `json:"sequential,omitempty"`
 }
 
 func (v *Variants) of(k Variant) *VariantResult {
@@ -180,6 +224,11 @@ func (v *Variants) of(k Variant) *VariantResult {
 		return &v.Bare
 	case Watermill:
 		return &v.Watermill
+	case Sequential:
+		if v.Sequential == nil {
+			v.Sequential = &VariantResult{}
+		}
+		return v.Sequential
 	default:
 		return &v.Idempo
 	}
@@ -240,7 +289,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	broker, err := backend.OpenBroker(ctx, bspec, nil)
+	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(opts.Partitions))
 	if err != nil {
 		return nil, fmt.Errorf("open broker %s: %w", bspec, err)
 	}

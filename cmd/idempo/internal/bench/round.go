@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
@@ -24,10 +25,12 @@ const publishWorkers = 8
 
 // runner runs the rounds of one broker × store combination.
 type runner struct {
-	opts   Options
-	broker *backend.Broker
-	store  *backend.Store
-	clean  *cleaner
+	opts     Options
+	broker   *backend.Broker
+	store    *backend.Store
+	clean    *cleaner
+	ordering kafka.Ordering
+	variants []Variant
 }
 
 func newRunner(ctx context.Context, opts Options, broker *backend.Broker, store *backend.Store) (*runner, error) {
@@ -35,7 +38,12 @@ func newRunner(ctx context.Context, opts Options, broker *backend.Broker, store 
 	if err != nil {
 		return nil, err
 	}
-	return &runner{opts: opts, broker: broker, store: store, clean: c}, nil
+	r := &runner{opts: opts, broker: broker, store: store, clean: c, ordering: backend.Orderings[opts.Ordering]}
+	r.variants = variants[:]
+	if broker.Spec.Kind == backend.Kafka && r.ordering != kafka.PartitionOrder {
+		r.variants = append(r.variants, Sequential)
+	}
+	return r, nil
 }
 
 func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
@@ -55,6 +63,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	rep := &Report{
 		RunID: o.RunID, Broker: r.broker.Display, Store: r.store.Display,
 		Events: o.Events, Rounds: max(o.Rounds, 0), Warmup: max(o.Warmup, 0), Consumers: o.Consumers,
+		Ordering: o.Ordering, Partitions: o.Partitions, Keys: o.Keys, WorkMS: ms(o.Work),
 		Machine: CurrentMachine(),
 	}
 	if r.broker.FanOut {
@@ -65,7 +74,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	defer r.clearProgress()
 	if o.Rounds > 0 {
 		if o.Warmup > 0 {
-			for _, v := range variants {
+			for _, v := range r.variants {
 				if _, err := r.round(ctx, v, "w", o.Warmup); err != nil {
 					return nil, err
 				}
@@ -73,8 +82,8 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		}
 		lat := map[Variant][]time.Duration{}
 		for round := 1; round <= o.Rounds; round++ {
-			for j := range variants {
-				v := variants[(round-1+j)%len(variants)]
+			for j := range r.variants {
+				v := r.variants[(round-1+j)%len(r.variants)]
 				f, err := r.round(ctx, v, "r"+strconv.Itoa(round), o.Events)
 				if err != nil {
 					return nil, err
@@ -84,12 +93,16 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 				lat[v] = append(lat[v], f.lat...)
 			}
 		}
-		for _, v := range variants {
+		for _, v := range r.variants {
 			rep.Variants.of(v).finish(lat[v])
 		}
 		idem := rep.Variants.Idempo.NsPerMsg
 		rep.RatioVsBare = math.Round(idem/rep.Variants.Bare.NsPerMsg*1e4) / 1e4
 		rep.RatioVsWatermill = math.Round(idem/rep.Variants.Watermill.NsPerMsg*1e4) / 1e4
+		rep.RatioVsSequential = 1
+		if seq := rep.Variants.Sequential; seq != nil {
+			rep.RatioVsSequential = math.Round(seq.NsPerMsg/idem*1e4) / 1e4
+		}
 	}
 	if o.Memory {
 		r.progress("measuring the store's memory")
@@ -163,9 +176,15 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	defer release()
 
 	st := newRoundState(name+"-", n)
+	st.work = r.opts.Work
 	msgs := make([]*message.Message, n)
 	for i := range msgs {
 		msgs[i] = message.NewMessage(st.prefix+strconv.Itoa(i), []byte(`{"n":`+strconv.Itoa(i)+`}`))
+		msgs[i].Metadata.Set(kafka.PartitionKeyMetadata, "k"+strconv.Itoa(i%r.opts.Keys))
+	}
+	r.broker.Ordering = r.ordering
+	if v == Sequential {
+		r.broker.Ordering = kafka.PartitionOrder
 	}
 	if !r.broker.FanOut {
 		// Durable brokers: publish first, so that consumption is timed alone.
@@ -334,6 +353,8 @@ type roundState struct {
 	failed  atomic.Int64
 	errMu   sync.Mutex
 	err     error // the first delivery error
+	// work is how long handle sleeps, as for an I/O call.
+	work time.Duration
 	// credits bounds the messages in flight on GoChannel (nil elsewhere).
 	credits chan struct{}
 
@@ -402,6 +423,9 @@ func (s *roundState) handle(msg *message.Message) ([]*message.Message, error) {
 	i, err := strconv.Atoi(rest)
 	if !ok || err != nil || i < 0 || i >= s.n {
 		return nil, fmt.Errorf("bench: unexpected message %q", msg.UUID)
+	}
+	if s.work > 0 {
+		time.Sleep(s.work)
 	}
 	s.effects[i].Add(1)
 	return nil, nil

@@ -27,6 +27,9 @@ const (
 	Watermill Variant = "watermill"
 	// Idempo is idempo's stack on the opened store.
 	Idempo Variant = "idempo"
+	// Sequential is idempo's stack with the Kafka subscriber in
+	// PartitionOrder, the baseline of another --ordering.
+	Sequential Variant = "sequential"
 )
 
 // variants is the order of the first round; later rounds rotate it.
@@ -61,7 +64,7 @@ func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddlewar
 			Timeout:    time.Second,
 		}
 		return []message.HandlerMiddleware{poison, rt.Middleware, dd.Middleware}, func() {}, nil
-	case Idempo:
+	case Idempo, Sequential:
 		stack, err := middleware.New(middleware.Config{
 			Store:     r.store.Store,
 			DLQ:       dlq.Config{Publisher: r.broker.Publisher},

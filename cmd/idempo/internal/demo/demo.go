@@ -40,6 +40,9 @@ type Options struct {
 	InFlight int
 	// Broker and Store are the --broker and --store URLs.
 	Broker, Store string
+	// Ordering is the --ordering of Kafka consumers: "partition" (the
+	// default), "key" or "unordered". Other brokers ignore it.
+	Ordering string
 	// Timeout bounds the whole run. Default 5 minutes.
 	Timeout time.Duration
 	// Stderr receives the start line and progress. Default io.Discard.
@@ -79,9 +82,14 @@ type Ledger struct {
 	// Lost counts events neither effected nor dead-lettered when the run
 	// finished or timed out. An interrupted run claims no loss: Lost is 0
 	// and Unsettled counts what it did not see settled.
-	Lost          int   `json:"lost"`
-	DoubleEffects int   `json:"double_effects"`
-	ElapsedMS     int64 `json:"elapsed_ms"`
+	Lost          int `json:"lost"`
+	DoubleEffects int `json:"double_effects"`
+	// OrderViolations counts events whose first effect came after the
+	// first effect of a later event of the same key (dead letters
+	// excluded); nil where the broker keeps no order (RabbitMQ, GoChannel,
+	// Kafka with --ordering unordered).
+	OrderViolations *int  `json:"order_violations"`
+	ElapsedMS       int64 `json:"elapsed_ms"`
 
 	AckLossRedeliveries int64 `json:"ack_loss_redeliveries"`
 	InProgressNacked    int64 `json:"in_progress_nacked"`
@@ -125,6 +133,9 @@ func (l Ledger) Verdict() error {
 	}
 	if l.DoubleEffects != 0 {
 		problems = append(problems, fmt.Sprintf("double_effects = %d", l.DoubleEffects))
+	}
+	if l.OrderViolations != nil && *l.OrderViolations != 0 {
+		problems = append(problems, fmt.Sprintf("order_violations = %d", *l.OrderViolations))
 	}
 	if l.DeadLettered != l.ExpectedDeadLettered {
 		problems = append(problems, fmt.Sprintf("dead_lettered = %d, expected %d", l.DeadLettered, l.ExpectedDeadLettered))
@@ -175,6 +186,9 @@ func (o *Options) setDefaults() {
 	if o.RunID == "" {
 		o.RunID = NewRunID()
 	}
+	if o.Ordering == "" {
+		o.Ordering = "partition"
+	}
 }
 
 // errTransient and errPoison are the injected failures.
@@ -191,6 +205,9 @@ type run struct {
 	attempts []atomic.Int32
 	dead     []atomic.Bool
 	lostAck  []atomic.Bool
+	// first stamps each event's first effect from clock.
+	first []atomic.Int64
+	clock atomic.Int64
 
 	deliveries  atomic.Int64
 	acked       atomic.Int64
@@ -219,6 +236,10 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	if err != nil {
 		return Ledger{}, err
 	}
+	ordering, err := backend.ParseOrdering(opts.Ordering)
+	if err != nil {
+		return Ledger{}, err
+	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -228,6 +249,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
 	defer func() { _ = broker.Close() }()
+	broker.Ordering = ordering
 	store, err := backend.OpenStore(ctx, sspec, opts.RunID)
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open store %s: %w", sspec, err)
@@ -251,6 +273,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 		attempts: make([]atomic.Int32, len(plan.IDs)),
 		dead:     make([]atomic.Bool, len(plan.IDs)),
 		lostAck:  make([]atomic.Bool, len(plan.IDs)),
+		first:    make([]atomic.Int64, len(plan.IDs)),
 	}
 	for i, id := range plan.IDs {
 		r.index[id] = i
@@ -423,6 +446,14 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		}
 	}
 	l.Lost = l.Unsettled
+	if broker.KeepsOrder() {
+		first := make([]int64, len(r.first))
+		for i := range r.first {
+			first[i] = r.first[i].Load()
+		}
+		v := OrderViolations(first, func(i int) bool { return r.dead[i].Load() })
+		l.OrderViolations = &v
+	}
 	return l, nil
 }
 
@@ -433,8 +464,9 @@ func (r *run) routerStopped(err error) {
 }
 
 func (r *run) newMessage(id string, i int) *message.Message {
-	m := message.NewMessage(id, fmt.Appendf(nil, `{"event":%q,"n":%d}`, id, i))
+	m := message.NewMessage(id, Payload(id, i))
 	m.Metadata.Set("demo_run", r.opts.RunID)
+	SetKey(m, i)
 	return m
 }
 
@@ -522,7 +554,9 @@ func (r *run) handle(msg *message.Message) ([]*message.Message, error) {
 	case f&FaultFail != 0 && attempt <= 2 && f&FaultPanic == 0:
 		return nil, errTransient
 	}
-	r.effects[i].Add(1)
+	if r.effects[i].Add(1) == 1 {
+		r.first[i].Store(r.clock.Add(1))
+	}
 	return nil, nil
 }
 

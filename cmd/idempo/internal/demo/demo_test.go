@@ -15,7 +15,13 @@ import (
 	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// sarama's metrics library (Kafka runs) starts one process-wide
+		// ticker goroutine the first time a meter is created; it never stops.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
+}
 
 // A scrape of /metrics during a demo run finds every documented series, and
 // its counts agree with the ledger.
@@ -67,4 +73,33 @@ func TestMetricsMatchTheLedger(t *testing.T) {
 	total := families["idempo_messages_total/processed"] + families["idempo_messages_total/duplicate"] +
 		families["idempo_messages_total/dead_lettered"] + families["idempo_messages_total/in_progress_nacked"] + families["idempo_messages_total/failed"]
 	require.EqualValues(t, l.Deliveries, total, "every delivery has exactly one outcome")
+}
+
+// On Kafka in key and partition order, the events of each key take effect in
+// publish order through the fault mix; GoChannel and unordered Kafka keep no
+// order, so order_violations is null there.
+func TestOrderViolationsByOrdering(t *testing.T) {
+	for _, tc := range []struct {
+		broker, ordering string
+		checked          bool
+	}{
+		{"kafka", "key", true},
+		{"kafka", "partition", true},
+		{"kafka", "unordered", false},
+		{"gochannel", "key", false},
+	} {
+		t.Run(tc.broker+"/"+tc.ordering, func(t *testing.T) {
+			l, err := demo.Run(context.Background(), demo.Options{
+				Events: 2000, Faults: demo.DefaultFaults, Broker: tc.broker, Store: "memory", Ordering: tc.ordering,
+			})
+			require.NoError(t, err)
+			require.NoError(t, l.Verdict())
+			if !tc.checked {
+				require.Nil(t, l.OrderViolations)
+				return
+			}
+			require.NotNil(t, l.OrderViolations)
+			require.Zero(t, *l.OrderViolations)
+		})
+	}
 }

@@ -33,9 +33,11 @@ import (
 // ConsumerOptions configures one consumer process.
 type ConsumerOptions struct {
 	Broker, Store string
-	RunID         string
-	Events        int
-	Faults        demo.Faults
+	// Ordering is the Kafka consumer's --ordering ("" for partition).
+	Ordering string
+	RunID    string
+	Events   int
+	Faults   demo.Faults
 	// Ledger is the SQLite file effects are recorded in (plain mode).
 	Ledger string
 	// Inbox records effects in the store's database, in the inbox transaction.
@@ -90,6 +92,11 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		return fmt.Errorf("open broker: %w", err)
 	}
 	defer func() { _ = broker.Close() }()
+	if o.Ordering != "" {
+		if broker.Ordering, err = backend.ParseOrdering(o.Ordering); err != nil {
+			return err
+		}
+	}
 	store, err := backend.OpenStore(ctx, sspec, o.RunID)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -104,7 +111,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		if _, ok := store.Store.(*sqlstore.Store); !ok {
 			return fmt.Errorf("--inbox needs a SQL store, got %s", sspec)
 		}
-		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer) VALUES (%s, %s)", effectsTable(o.RunID), ph(store, 1), ph(store, 2))
+		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer, at) VALUES (%s, %s, %s)", effectsTable(o.RunID), ph(store, 1), ph(store, 2), ph(store, 3))
 	} else {
 		db, err := sqlstore.OpenSQLite(o.Ledger)
 		if err != nil {
@@ -112,7 +119,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		}
 		defer func() { _ = db.Close() }()
 		c.ledger = db
-		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer) VALUES (?, ?)", effectsTable(o.RunID))
+		c.insert = fmt.Sprintf("INSERT INTO %s (event_id, consumer, at) VALUES (?, ?, ?)", effectsTable(o.RunID))
 	}
 	lease := o.Lease
 	if lease == 0 {
@@ -254,11 +261,12 @@ func (c *consumer) handle(m *message.Message) ([]*message.Message, error) {
 	}
 	c.line('B', m.UUID)
 	ctx := m.Context()
+	at := time.Now().UnixNano() // orders first effects (order_violations)
 	if tx, ok := sqlstore.TxFromContext(ctx); ok {
-		_, err := tx.ExecContext(ctx, c.insert, m.UUID, c.o.Index)
+		_, err := tx.ExecContext(ctx, c.insert, m.UUID, c.o.Index, at)
 		return nil, err
 	}
-	_, err := c.ledger.ExecContext(ctx, c.insert, m.UUID, c.o.Index)
+	_, err := c.ledger.ExecContext(ctx, c.insert, m.UUID, c.o.Index, at)
 	return nil, err
 }
 
@@ -292,6 +300,9 @@ func consumerArgs(o ConsumerOptions) []string {
 	}
 	if o.Inbox {
 		args = append(args, "--inbox")
+	}
+	if o.Ordering != "" {
+		args = append(args, "--ordering", o.Ordering)
 	}
 	return args
 }

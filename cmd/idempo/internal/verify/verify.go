@@ -36,6 +36,9 @@ import (
 // Options configures [Run].
 type Options struct {
 	Broker, Store string
+	// Ordering is the --ordering of the Kafka consumers: "partition" (the
+	// default), "key" or "unordered". RabbitMQ ignores it.
+	Ordering string
 	// Events is the number of unique events. Default 2000.
 	Events int
 	Faults demo.Faults
@@ -101,6 +104,9 @@ func (r Result) Verdict() error {
 	if r.Lost != 0 {
 		problems = append(problems, fmt.Sprintf("lost = %d", r.Lost))
 	}
+	if r.OrderViolations != nil && *r.OrderViolations != 0 {
+		problems = append(problems, fmt.Sprintf("order_violations = %d", *r.OrderViolations))
+	}
 	if r.DoubleEffects > r.MaxAllowedDoubleEffects {
 		problems = append(problems, fmt.Sprintf("double_effects = %d > max_allowed_double_effects = %d", r.DoubleEffects, r.MaxAllowedDoubleEffects))
 	}
@@ -147,6 +153,9 @@ func (o *Options) setDefaults() {
 	if o.RunID == "" {
 		o.RunID = demo.NewRunID()
 	}
+	if o.Ordering == "" {
+		o.Ordering = "partition"
+	}
 }
 
 // Run publishes the events, runs the consumer processes with kills and
@@ -186,6 +195,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	ordering, err := backend.ParseOrdering(o.Ordering)
+	if err != nil {
+		return Result{}, err
+	}
 	if len(o.Command) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
@@ -202,6 +215,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
 	defer func() { _ = broker.Close() }()
+	broker.Ordering = ordering
 	store, err := backend.OpenStore(ctx, sspec, o.RunID)
 	if err != nil {
 		return Result{}, fmt.Errorf("open store %s: %w", sspec, err)
@@ -231,7 +245,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		defer func() { _ = db.Close() }()
 		ledger = db
 	}
-	if _, err := ledger.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (event_id VARCHAR(64) NOT NULL, consumer INTEGER NOT NULL)", effectsTable(o.RunID))); err != nil {
+	if _, err := ledger.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (event_id VARCHAR(64) NOT NULL, consumer INTEGER NOT NULL, at BIGINT NOT NULL)", effectsTable(o.RunID))); err != nil {
 		return Result{}, fmt.Errorf("create the effects table: %w", err)
 	}
 	if inbox {
@@ -362,7 +376,8 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 			n = 2
 		}
 		for range n {
-			m := message.NewMessage(id, fmt.Appendf(nil, `{"event":%q}`, id))
+			m := message.NewMessage(id, demo.Payload(id, i))
+			demo.SetKey(m, i)
 			if err := h.broker.Publisher.Publish(topic, m); err != nil {
 				return Result{}, fmt.Errorf("publish %s: %w", id, err)
 			}
@@ -429,10 +444,46 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		}
 	}
 	r.Lost = r.Unsettled
+	if h.broker.KeepsOrder() {
+		v, err := h.orderViolations(context.WithoutCancel(ctx), ledger)
+		if err != nil {
+			return Result{}, err
+		}
+		r.OrderViolations = &v
+	}
 	r.DuplicatesSkipped = h.byOutcome[middleware.OutcomeDuplicate]
 	r.InProgressNacked = h.byOutcome[middleware.OutcomeInProgress]
 	r.Retries = h.retries
 	return r, nil
+}
+
+// orderViolations reads each event's first effect from the ledger and
+// counts those that came after a later event's of their key (dead letters
+// excluded). Effects are stamped with the consumer's clock, which all
+// consumer processes on this machine share.
+func (h *harness) orderViolations(ctx context.Context, ledger *sql.DB) (int, error) {
+	rows, err := ledger.QueryContext(ctx, fmt.Sprintf("SELECT event_id, MIN(at) FROM %s GROUP BY event_id", effectsTable(h.o.RunID)))
+	if err != nil {
+		return 0, fmt.Errorf("read the ledger: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	at := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var t int64
+		if err := rows.Scan(&id, &t); err != nil {
+			return 0, err
+		}
+		at[id] = t
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	first := make([]int64, len(h.plan.IDs))
+	for i, id := range h.plan.IDs {
+		first[i] = at[id]
+	}
+	return demo.OrderViolations(first, func(i int) bool { return h.dead[h.plan.IDs[i]] }), nil
 }
 
 func effectCounts(ctx context.Context, db *sql.DB, run string) (map[string]int, error) {
@@ -645,6 +696,7 @@ func (h *harness) start(i int) (*child, error) {
 	co := ConsumerOptions{
 		Broker: h.broker.URL, Store: h.storeURL, RunID: h.o.RunID, Events: h.o.Events, Faults: h.o.Faults,
 		Ledger: h.ledgerPath, Inbox: h.inbox, Index: i, Lease: h.o.Lease, Break: h.o.Break, Debug: h.o.Debug,
+		Ordering: h.o.Ordering,
 	}
 	args := append(append(append([]string{}, h.o.Command[1:]...), "verify-consumer"), consumerArgs(co)...)
 	cmd := exec.Command(h.o.Command[0], args...)
