@@ -1,10 +1,6 @@
 package dlq
 
-import (
-	"crypto/sha256"
-	"fmt"
-	"unicode/utf8"
-)
+import "github.com/idempo/idempo/internal/dlqmeta"
 
 // Metadata keys idempo sets on a dead-letter copy, next to the original
 // message's own metadata (which is preserved unchanged, as is the payload).
@@ -16,57 +12,57 @@ const (
 	// Kafka position) and the replay count, so that a copy published twice (a
 	// DLQ publish whose confirmation was lost) has one entry ID; a random UUID
 	// for a message with none of those (see [Router.Copy]).
-	KeyEntryID = "idempo_dlq_entry_id"
+	KeyEntryID = dlqmeta.KeyEntryID
 	// KeyOriginalUUID is the Watermill UUID of the original message.
-	KeyOriginalUUID = "idempo_original_uuid"
+	KeyOriginalUUID = dlqmeta.KeyOriginalUUID
 	// KeyOriginalTopic is the topic (or queue) the original was consumed from.
-	KeyOriginalTopic = "idempo_original_topic"
+	KeyOriginalTopic = dlqmeta.KeyOriginalTopic
 	// KeyHandler is the name of the router handler that failed.
-	KeyHandler = "idempo_handler"
+	KeyHandler = dlqmeta.KeyHandler
 	// KeyScope is the dedup scope of the handler (usually its name).
-	KeyScope = "idempo_scope"
+	KeyScope = dlqmeta.KeyScope
 	// KeyEventID is the event ID the dedup layer extracted ("" when missing).
-	KeyEventID = "idempo_event_id"
+	KeyEventID = dlqmeta.KeyEventID
 	// KeyReason is why the message was dead-lettered: one of the Reason values.
-	KeyReason = "idempo_reason"
+	KeyReason = dlqmeta.KeyReason
 	// KeyError is the last error's message, truncated to [MaxErrorLen] bytes.
-	KeyError = "idempo_error"
+	KeyError = dlqmeta.KeyError
 	// KeyErrorClass is the class of the last error: "permanent", "retryable",
 	// "panic" or "" when no handler ran.
-	KeyErrorClass = "idempo_error_class"
+	KeyErrorClass = dlqmeta.KeyErrorClass
 	// KeyAttempts is the number of handler attempts in the final delivery.
-	KeyAttempts = "idempo_attempts"
+	KeyAttempts = dlqmeta.KeyAttempts
 	// KeyDeliveries is the store's delivery counter at dead-lettering time.
-	KeyDeliveries = "idempo_deliveries"
+	KeyDeliveries = dlqmeta.KeyDeliveries
 	// KeyFirstFailure is the time of the first failed attempt, RFC 3339 with
 	// nanoseconds, UTC.
-	KeyFirstFailure = "idempo_first_failure"
+	KeyFirstFailure = dlqmeta.KeyFirstFailure
 	// KeyLastFailure is the time of the last failed attempt, as KeyFirstFailure.
-	KeyLastFailure = "idempo_last_failure"
+	KeyLastFailure = dlqmeta.KeyLastFailure
 	// KeyDeadLetteredAt is when the copy was published, as KeyFirstFailure.
-	KeyDeadLetteredAt = "idempo_dead_lettered_at"
+	KeyDeadLetteredAt = dlqmeta.KeyDeadLetteredAt
 	// KeyPanicStack is the goroutine stack of a handler panic, truncated to
 	// [MaxStackLen] bytes; absent when no attempt panicked.
-	KeyPanicStack = "idempo_panic_stack"
+	KeyPanicStack = dlqmeta.KeyPanicStack
 	// KeyReplays counts how many times this event was replayed from the DLQ.
-	KeyReplays = "idempo_replays"
+	KeyReplays = dlqmeta.KeyReplays
 	// KeyReplayID marks a message republished from the DLQ; its value admits
 	// one new claim of a dead-lettered event (see dedup.ClaimRequest.ReplayID).
-	KeyReplayID = "idempo_replay_id"
+	KeyReplayID = dlqmeta.KeyReplayID
 	// KeyPartition and KeyOffset carry the original Kafka partition and offset
 	// when the backend knows them; KeyPartitionKey the original message key.
-	KeyPartition    = "idempo_original_partition"
-	KeyOffset       = "idempo_original_offset"
-	KeyPartitionKey = "idempo_original_key"
+	KeyPartition    = dlqmeta.KeyPartition
+	KeyOffset       = dlqmeta.KeyOffset
+	KeyPartitionKey = dlqmeta.KeyPartitionKey
 	// KeyTraceParent is the W3C traceparent of the failed processing span.
-	KeyTraceParent = "traceparent"
+	KeyTraceParent = dlqmeta.KeyTraceParent
 
 	// KeyMalformed is set by a backend's unmarshaler on a message it could not
 	// decode (e.g. non-string AMQP headers) instead of failing, which would make
 	// the adapter redeliver it forever. Its value describes the problem. The
 	// middleware dead-letters such a message with ReasonMalformed without
 	// running the handler.
-	KeyMalformed = "idempo_malformed"
+	KeyMalformed = dlqmeta.KeyMalformed
 )
 
 // Reason values for [KeyReason].
@@ -97,27 +93,14 @@ const (
 )
 
 // MaxErrorLen bounds [KeyError] on the copy.
-const MaxErrorLen = 4 << 10
+const MaxErrorLen = dlqmeta.MaxErrorLen
 
 // MaxStackLen bounds [KeyPanicStack] on the copy.
-const MaxStackLen = 16 << 10
+const MaxStackLen = dlqmeta.MaxStackLen
 
 // MaxEventIDMetadata is the longest event ID a dead-letter copy carries in
 // [KeyEventID] whole; a longer one is shortened by [ShortEventID].
-const MaxEventIDMetadata = 256
+const MaxEventIDMetadata = dlqmeta.MaxEventIDMetadata
 
-// ShortEventID returns id unchanged when it is at most [MaxEventIDMetadata]
-// bytes, else its first 192 bytes (cut at a UTF-8 boundary) followed by
-// "…", its length and a SHA-256 prefix of the whole ID, so that two long IDs
-// sharing a prefix stay apart and the copy's metadata stays small.
-func ShortEventID(id string) string {
-	if len(id) <= MaxEventIDMetadata {
-		return id
-	}
-	cut := 192
-	for cut > 0 && !utf8.RuneStart(id[cut]) {
-		cut--
-	}
-	sum := sha256.Sum256([]byte(id))
-	return fmt.Sprintf("%s…(%d bytes, sha256 %x)", id[:cut], len(id), sum[:8])
-}
+// ShortEventID returns id shortened as a copy carries it.
+func ShortEventID(id string) string { return dlqmeta.ShortEventID(id) }
