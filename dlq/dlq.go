@@ -14,7 +14,7 @@ import (
 	"github.com/idempo/idempo/tracing"
 )
 
-// ErrPublish is matched by errors from [Router.Publish] when the DLQ publisher failed.
+// ErrPublish is matched by errors from [Publisher.Publish] when the DLQ publisher failed.
 var ErrPublish = errors.New("dlq: publish to the dead-letter destination failed")
 
 // Failure describes why a message is dead-lettered. It is stored with the
@@ -53,7 +53,7 @@ func DecodeFailure(b []byte) (Failure, error) {
 	return f, nil
 }
 
-// Info is what [Router.Publish] records about a dead-lettered message.
+// Info is what [Publisher.Publish] records about a dead-lettered message.
 type Info struct {
 	OriginalTopic string
 	Handler       string
@@ -63,7 +63,7 @@ type Info struct {
 	Failure       Failure
 }
 
-// Config configures a [Router].
+// Config configures a [Publisher].
 type Config struct {
 	// Publisher publishes dead-letter copies. Required. It should confirm
 	// durably before returning (the presets in package broker do), because
@@ -89,10 +89,16 @@ func DefaultTopic(originalTopic, _ string) string {
 	return originalTopic + ".dlq"
 }
 
-// Router publishes dead-letter copies. It is safe for concurrent use.
-type Router struct {
+// Publisher publishes dead-letter copies: the one the middleware stack
+// dead-letters through. It is safe for concurrent use.
+type Publisher struct {
 	cfg Config
 }
+
+// Router is the former name of [Publisher].
+//
+// Deprecated: use Publisher.
+type Router = Publisher
 
 // ErrInvalidConfig is matched by every error [New] returns for an invalid
 // [Config].
@@ -116,13 +122,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// New validates cfg, applies its defaults and returns a Router.
-func New(cfg Config) (*Router, error) {
+// New validates cfg, applies its defaults and returns a Publisher.
+func New(cfg Config) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Router{cfg: cfg}, nil
+	return &Publisher{cfg: cfg}, nil
 }
 
 var entryNamespace = uuid.MustParse("6f1c7a52-3f3e-4c1b-9a53-5b1d0f1e9e01")
@@ -132,7 +138,7 @@ var entryNamespace = uuid.MustParse("6f1c7a52-3f3e-4c1b-9a53-5b1d0f1e9e01")
 // count, so a copy published twice keeps one ID, and each replay cycle gets a
 // new one. With no event ID it is derived from the message UUID instead. With
 // neither it returns "": such a copy's ID comes from [PositionEntryID] or is
-// random (see [Router.Copy]).
+// random (see [Publisher.Publish]).
 func EntryID(scope, eventID, msgUUID string, replays int) string {
 	id := eventID
 	kind := "e"
@@ -161,7 +167,7 @@ func PositionEntryID(scope, topic, partition, offset string, replays int) string
 	return uuid.NewSHA1(entryNamespace, []byte("p\x00"+scope+"\x00"+pos+"\x00"+strconv.Itoa(replays))).String()
 }
 
-// copyEntryID is the entry-ID rule of [Router.Copy].
+// copyEntryID is the entry-ID rule of [Publisher.Publish].
 func copyEntryID(msg *message.Message, info Info, replays int) string {
 	if id := EntryID(info.Scope, info.EventID, msg.UUID, replays); id != "" {
 		return id
@@ -192,7 +198,7 @@ func Replays(msg *message.Message) int {
 // preset's subscriber sets); else a random UUID. The first three are the same
 // for every copy of one delivery, so a copy published twice (a lost publisher
 // confirm) is one entry; a random one is not, and such a copy lists twice.
-func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
+func (r *Publisher) Copy(msg *message.Message, info Info) *message.Message {
 	replays := Replays(msg)
 	entry := copyEntryID(msg, info, replays)
 	c := message.NewMessage(entry, msg.Payload)
@@ -231,7 +237,7 @@ func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
 // Publish publishes the dead-letter copy of msg and returns only once the
 // publisher has returned. The caller acks the original only when Publish
 // returns nil; an error matches [ErrPublish].
-func (r *Router) Publish(ctx context.Context, msg *message.Message, info Info) error {
+func (r *Publisher) Publish(ctx context.Context, msg *message.Message, info Info) error {
 	c := r.Copy(msg, info)
 	c.SetContext(ctx)
 	tracing.Inject(ctx, c) // the copy links back to the failed delivery's trace
