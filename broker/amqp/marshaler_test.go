@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/amqp"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 func TestMarshalerRoundTrip(t *testing.T) {
@@ -30,7 +30,7 @@ func TestMarshalerRoundTrip(t *testing.T) {
 	require.Equal(t, "uuid-1", got.UUID)
 	require.Equal(t, "evt-1", got.Metadata.Get("cloudEvents:id"))
 	require.Equal(t, "uuid-1", got.Metadata.Get(amqp.MessageIDKey))
-	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
+	require.Empty(t, got.Metadata.Get(dlqmeta.KeyMalformed))
 
 	id, err := amqp.MessageID()(got)
 	require.NoError(t, err)
@@ -78,14 +78,14 @@ func TestUnmarshalNeverFails(t *testing.T) {
 		`[{"count":1,"reason":"rejected","queue":"orders","time":"2024-05-06T07:08:09Z","routing-keys":["orders"]}]`,
 		msg.Metadata.Get("x-death"))
 	require.Equal(t, "mid-1", msg.Metadata.Get(amqp.MessageIDKey))
-	require.Empty(t, msg.Metadata.Get(dlq.KeyMalformed))
+	require.Empty(t, msg.Metadata.Get(dlqmeta.KeyMalformed))
 
 	// A value JSON cannot carry is rendered anyway and flagged.
 	msg, err = amqp.Marshaler{}.Unmarshal(amqp091.Delivery{Headers: amqp091.Table{
 		"weird": []any{math.NaN()},
 	}})
 	require.NoError(t, err)
-	require.Contains(t, msg.Metadata.Get(dlq.KeyMalformed), `header "weird"`)
+	require.Contains(t, msg.Metadata.Get(dlqmeta.KeyMalformed), `header "weird"`)
 	require.NotEmpty(t, msg.Metadata.Get("weird"))
 
 	msg, err = amqp.Marshaler{}.Unmarshal(amqp091.Delivery{})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 const dlqTestAMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -75,7 +76,7 @@ func deadLetter(t *testing.T, pub message.Publisher, origTopic, handler, eventID
 	m.Metadata.Set("tenant", "acme")
 	info := dlq.Info{OriginalTopic: origTopic, Handler: handler, Scope: handler, EventID: eventID, Deliveries: 1, Failure: f}
 	require.NoError(t, r.Publish(context.Background(), m, info))
-	return dlq.EntryID(handler, eventID, eventID, 0)
+	return dlqmeta.EntryID(handler, eventID, eventID, 0)
 }
 
 func jsonLines(t *testing.T, out string) []map[string]any {
@@ -130,7 +131,7 @@ func TestDLQOnKafka(t *testing.T) {
 	case m := <-ch:
 		m.Ack()
 		require.Equal(t, "ev-k", m.UUID)
-		require.Equal(t, id, m.Metadata.Get(dlq.KeyReplayID))
+		require.Equal(t, id, m.Metadata.Get(dlqmeta.KeyReplayID))
 	case <-ctx.Done():
 		t.Fatal("the replay never arrived")
 	}
@@ -150,7 +151,7 @@ func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
 	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
 	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	bad := message.NewMessage("bad-uuid", []byte("from another tool"))
-	bad.Metadata.Set(dlq.KeyEntryID, "bad-entry")
+	bad.Metadata.Set(dlqmeta.KeyEntryID, "bad-entry")
 	require.NoError(t, pub.Publish("orders.dlq", bad))
 	idB := deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
@@ -204,9 +205,9 @@ func TestDLQCollidingEntryIDs(t *testing.T) {
 	const n = 20
 	for i := range n {
 		m := message.NewMessage("shared", []byte(fmt.Sprintf("payload-%d", i)))
-		m.Metadata.Set(dlq.KeyEntryID, "shared")
-		m.Metadata.Set(dlq.KeyOriginalTopic, "orders")
-		m.Metadata.Set(dlq.KeyReason, dlq.ReasonMissingEventID)
+		m.Metadata.Set(dlqmeta.KeyEntryID, "shared")
+		m.Metadata.Set(dlqmeta.KeyOriginalTopic, "orders")
+		m.Metadata.Set(dlqmeta.KeyReason, dlq.ReasonMissingEventID)
 		require.NoError(t, pub.Publish("orders.dlq", m))
 	}
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
