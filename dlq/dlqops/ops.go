@@ -96,11 +96,16 @@ var ErrNotFound = errors.New("dlqops: no such entry")
 // are separate entries (the first keeps the ID, later ones get an ID derived
 // from it and the payload); copies with one ID and one payload are one entry
 // (a DLQ publish repeated after a lost confirm). Each entry gets its
-// resolution from res.
-func (o *Ops) read(ctx context.Context, topic string, res map[string]resolution.Record, fn func(Entry) error) error {
+// resolution from res. Copies that within rejects (a nil within takes all)
+// are skipped before the entry-ID rule sees them, so that a snapshot names
+// its entries as the dry run that took it did.
+func (o *Ops) read(ctx context.Context, topic string, res map[string]resolution.Record, within func(Entry) bool, fn func(Entry) error) error {
 	// Entry ID → the first 8 bytes of its first copy's payload digest.
 	first := map[string]uint64{}
 	return o.cfg.Source.Read(ctx, topic, func(e Entry) error {
+		if within != nil && !within(e) {
+			return nil
+		}
 		var payload []byte
 		if e.Message != nil {
 			payload = e.Message.Payload
@@ -147,7 +152,7 @@ func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) e
 	if err != nil {
 		return err
 	}
-	return o.read(ctx, topic, res, func(e Entry) error {
+	return o.read(ctx, topic, res, nil, func(e Entry) error {
 		if !f.Match(e) || (resolved(e) && !f.All) {
 			return nil
 		}
@@ -164,7 +169,7 @@ func (o *Ops) Show(ctx context.Context, topic, id string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	err = o.read(ctx, topic, res, func(e Entry) error {
+	err = o.read(ctx, topic, res, nil, func(e Entry) error {
 		if e.ID == id {
 			found = &e
 			return errFound

@@ -188,7 +188,7 @@ func (o *Ops) run(ctx context.Context, s *snapshot, build, dry bool, progress fu
 		within = func(e Entry) bool { s.add(e); return true }
 	}
 	n := 0
-	err = o.readWithin(ctx, s.Topic, recs, within, func(e Entry) error {
+	err = o.read(ctx, s.Topic, recs, within, func(e Entry) error {
 		if !s.Filter.Match(e) || resolved(e) {
 			return nil
 		}
@@ -224,31 +224,11 @@ func (o *Ops) run(ctx context.Context, s *snapshot, build, dry bool, progress fu
 	return res, nil
 }
 
-// readWithin is read restricted to the entries within reports: the others
-// are not even seen by the entry-ID rule, so that a snapshot names its
-// entries as the dry run did.
-func (o *Ops) readWithin(ctx context.Context, topic string, recs map[string]resolution.Record, within func(Entry) bool, fn func(Entry) error) error {
-	src := o.cfg.Source
-	o2 := *o
-	o2.cfg.Source = sourceFunc(func(ctx context.Context, topic string, fn func(Entry) error) error {
-		return src.Read(ctx, topic, func(e Entry) error {
-			if !within(e) {
-				return nil
-			}
-			return fn(e)
-		})
-	})
-	return o2.read(ctx, topic, recs, fn)
-}
-
-type sourceFunc func(ctx context.Context, topic string, fn func(Entry) error) error
-
-func (f sourceFunc) Read(ctx context.Context, topic string, fn func(Entry) error) error {
-	return f(ctx, topic, fn)
-}
-
 // settleOne decides what to do with e and, unless dry, does it.
 func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Action, error) {
+	if e.Resolution == InProgress && dry {
+		return ActionSkip, nil // another operator holds it right now
+	}
 	action, outcome, dest := ActionPurge, resolution.Purged, ""
 	if s.Kind == kindReplay {
 		action, outcome, dest = ActionReplay, resolution.Replayed, s.To
@@ -261,9 +241,6 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 		if e.Replays >= o.cfg.MaxReplays {
 			action, outcome, dest = ActionPark, resolution.Parked, ParkingTopic(s.Topic)
 		}
-	}
-	if e.Resolution == InProgress && dry {
-		return ActionSkip, nil // another operator holds it right now
 	}
 	if dry {
 		return action, nil
