@@ -112,3 +112,11 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 		}
 	})
 }
+
+// A listing beside a running replay writes nothing and the replay skips
+// nothing.
+func TestListBesideReplay(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ListBesideReplay(w.replayer)
+}

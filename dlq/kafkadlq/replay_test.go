@@ -203,3 +203,11 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 		require.ElementsMatch(t, []string{dlqmeta.KeyPartitionKey, dlqmeta.KeyReplays, dlqmeta.KeyReplayID}, idempoKeys)
 	}
 }
+
+// A listing beside a running replay writes nothing and the replay skips
+// nothing.
+func TestListBesideReplay(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ListBesideReplay(w.Publisher)
+}
