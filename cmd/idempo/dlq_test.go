@@ -311,6 +311,9 @@ func TestDLQSnapshot(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]any{idA: "replayed", idB: "replayed", idC: nil}, status, "the late dead letter is left alone")
+	code, out, errOut = cli("show", idA)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `resolved by\s+\S*@\S* at 20`, out, "show says who resolved the entry and when")
 
 	code, out, errOut = cli("purge", "--all-unresolved", "--dry-run")
 	require.Equal(t, 0, code, errOut)

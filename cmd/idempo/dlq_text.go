@@ -31,6 +31,9 @@ func (s *shownEntry) text(w io.Writer) {
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("entry", e.ID)
 	row("status", status(e, false))
+	if e.ResolvedBy != "" {
+		row("resolved by", e.ResolvedBy+" at "+fmtTime(e.ResolvedAt))
+	}
 	row("dlq", e.Topic+" @ "+e.Position)
 	row("original topic", dash(e.OriginalTopic))
 	row("original uuid", dash(e.OriginalUUID))

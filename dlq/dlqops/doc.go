@@ -22,8 +22,15 @@
 //
 // A dry run ([ReplayOptions.DryRun], [PurgeOptions.DryRun]) returns what the
 // real run would do, in [Result], and a token, [Result.Snapshot]: the
-// selection, the destination and the end of the DLQ as read. [Ops.Execute]
-// with that token acts on exactly those entries: entries dead-lettered
-// since are left alone, and entries another operator resolved since count
-// as skipped, so the counts add up to the dry run's.
+// selection, the destination and the end of the DLQ as read (the last
+// offset of each partition). A replay or purge given that token
+// ([ReplayOptions.Snapshot], [PurgeOptions.Snapshot]) acts on exactly those
+// entries: entries dead-lettered since are left alone, and entries another
+// operator resolved since count as skipped, so the counts add up to the dry
+// run's.
+//
+// # Concurrency
+//
+// [Ops] is safe for concurrent use; [ReplayOptions.Progress] runs on the
+// calling goroutine.
 package dlqops
