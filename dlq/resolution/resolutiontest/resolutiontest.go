@@ -355,9 +355,11 @@ func (s *suite) invalidInput(t *testing.T) {
 	ctx := ctxT(t)
 	dlq := dlqName(t)
 	bad := []resolution.Key{
-		{DLQ: "", EntryID: "e"}, {DLQ: dlq, EntryID: ""},
+		{DLQ: "", EntryID: "e"},
+		{DLQ: dlq, EntryID: ""},
 		{DLQ: dlq, EntryID: strings.Repeat("x", resolution.MaxLen+1)},
-		{DLQ: dlq, EntryID: "nul\x00"}, {DLQ: dlq, EntryID: "\xff"},
+		{DLQ: dlq, EntryID: "nul\x00"},
+		{DLQ: dlq, EntryID: "\xff"},
 	}
 	for _, k := range bad {
 		_, err := st.Begin(ctx, k, "op", s.lease())

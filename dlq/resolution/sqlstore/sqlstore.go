@@ -235,9 +235,8 @@ func (s *Store) Begin(ctx context.Context, k resolution.Key, by string, lease ti
 		if err != nil {
 			return resolution.Begun{}, s.wrap("begin", err)
 		}
-		if !ok {
-			ok, err = affected(s.db.ExecContext(ctx, s.q.takeover, token, by, us, k.DLQ, k.EntryID))
-			if err != nil {
+		if !ok { // taken: take it over if its hold ran out (read back below)
+			if _, err := s.db.ExecContext(ctx, s.q.takeover, token, by, us, k.DLQ, k.EntryID); err != nil {
 				return resolution.Begun{}, s.wrap("begin", err)
 			}
 		}
@@ -296,7 +295,7 @@ func (s *Store) Resolutions(ctx context.Context, dlq string) (map[string]resolut
 	if err != nil {
 		return nil, s.wrap("resolutions", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	out := map[string]resolution.Record{}
 	for rows.Next() {
 		var (
