@@ -50,15 +50,19 @@ func TestListBesideRunningReplaySkipsNothingWritesNothing(t *testing.T) {
 	st := memstore.New(nil)
 	published := make(chan struct{})
 	proceed := make(chan struct{})
+	stop := make(chan struct{}) // closes when the test ends: a paused replay goes on
 	bus.onPublish = func(string) {
 		select {
 		case published <- struct{}{}:
+		case <-stop:
+			return
 		case <-time.After(30 * time.Second):
 			t.Error("nobody looked at the paused replay within 30s")
 			return
 		}
 		select {
 		case <-proceed:
+		case <-stop:
 		case <-time.After(30 * time.Second):
 			t.Error("the replay was not let go within 30s")
 		}
@@ -70,7 +74,13 @@ func TestListBesideRunningReplaySkipsNothingWritesNothing(t *testing.T) {
 		err error
 	}
 	done := make(chan outcome, 1)
+	finished := make(chan struct{})
+	t.Cleanup(func() {
+		close(stop)
+		<-finished
+	})
 	go func() {
+		defer close(finished)
 		res, err := replayer.Replay(context.Background(), "orders.dlq", dlqops.Filter{}, dlqops.ReplayOptions{})
 		done <- outcome{res, err}
 	}()

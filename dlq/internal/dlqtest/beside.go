@@ -39,7 +39,9 @@ func (r readOnly) Abort(context.Context, resolution.Key, string) error {
 type pausingPublisher struct {
 	inner              message.Publisher
 	published, proceed chan struct{}
-	report             func(string)
+	// stop closes when the test ends: a replay still paused goes on.
+	stop   chan struct{}
+	report func(string)
 }
 
 func (p *pausingPublisher) Publish(topic string, msgs ...*message.Message) error {
@@ -48,12 +50,15 @@ func (p *pausingPublisher) Publish(topic string, msgs ...*message.Message) error
 	}
 	select {
 	case p.published <- struct{}{}:
+	case <-p.stop:
+		return nil
 	case <-time.After(60 * time.Second):
 		p.report("nobody looked at the paused replay within 60s")
 		return nil
 	}
 	select {
 	case <-p.proceed:
+	case <-p.stop:
 	case <-time.After(60 * time.Second):
 		p.report("the paused replay was not let go within 60s")
 	}
@@ -77,7 +82,7 @@ func (w *World) ListBesideReplay(pub message.Publisher) {
 	WaitEntries(t, w.Ops(nil), w.DLQTopic, len(poison))
 	w.Broken.Store(false)
 
-	p := &pausingPublisher{inner: pub, published: make(chan struct{}), proceed: make(chan struct{}), report: func(s string) { t.Error(s) }}
+	p := &pausingPublisher{inner: pub, published: make(chan struct{}), proceed: make(chan struct{}), stop: make(chan struct{}), report: func(s string) { t.Error(s) }}
 	replayer := w.Ops(p)
 	lister, err := dlqops.New(dlqops.Config{Source: w.Source, Resolutions: readOnly{Store: w.Resolutions, report: func(err error) { t.Error(err) }}})
 	require.NoError(t, err)
@@ -86,7 +91,13 @@ func (w *World) ListBesideReplay(pub message.Publisher) {
 		err error
 	}
 	done := make(chan outcome, 1)
+	finished := make(chan struct{})
+	t.Cleanup(func() {
+		close(p.stop) // a failed test lets the replay finish
+		<-finished
+	})
 	go func() {
+		defer close(finished)
 		res, err := replayer.Replay(context.Background(), w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
 		done <- outcome{res, err}
 	}()
