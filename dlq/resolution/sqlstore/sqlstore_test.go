@@ -23,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func dsn(t *testing.T, d dedupsql.Dialect, dir string) string {
+func dsn(t testing.TB, d dedupsql.Dialect, dir string) string {
 	switch d {
 	case dedupsql.Postgres:
 		if v := os.Getenv("IDEMPO_TEST_POSTGRES_DSN"); v != "" {
@@ -39,7 +39,7 @@ func dsn(t *testing.T, d dedupsql.Dialect, dir string) string {
 	return filepath.Join(dir, "resolutions.db")
 }
 
-func openDB(t *testing.T, d dedupsql.Dialect, dsn string) *sql.DB {
+func openDB(t testing.TB, d dedupsql.Dialect, dsn string) *sql.DB {
 	t.Helper()
 	var (
 		db  *sql.DB
