@@ -11,10 +11,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/tracing"
 )
 
-// ErrPublish is matched by errors from [Router.Publish] when the DLQ publisher failed.
+// ErrPublish is matched by errors from [Publisher.Publish] when the DLQ publisher failed.
 var ErrPublish = errors.New("dlq: publish to the dead-letter destination failed")
 
 // Failure describes why a message is dead-lettered. It is stored with the
@@ -33,8 +34,8 @@ type Failure struct {
 // Encode returns the failure as JSON, truncating the error and stack so the
 // result fits the dedup store's failure note limit.
 func (f Failure) Encode() []byte {
-	f.Error = truncate(f.Error, MaxErrorLen)
-	f.PanicStack = truncate(f.PanicStack, MaxStackLen)
+	f.Error = dlqmeta.Truncate(f.Error, dlqmeta.MaxErrorLen)
+	f.PanicStack = dlqmeta.Truncate(f.PanicStack, dlqmeta.MaxStackLen)
 	b, _ := json.Marshal(f) // cannot fail: plain fields
 	return b
 }
@@ -53,7 +54,7 @@ func DecodeFailure(b []byte) (Failure, error) {
 	return f, nil
 }
 
-// Info is what [Router.Publish] records about a dead-lettered message.
+// Info is what [Publisher.Publish] records about a dead-lettered message.
 type Info struct {
 	OriginalTopic string
 	Handler       string
@@ -63,7 +64,7 @@ type Info struct {
 	Failure       Failure
 }
 
-// Config configures a [Router].
+// Config configures a [Publisher].
 type Config struct {
 	// Publisher publishes dead-letter copies. Required. It should confirm
 	// durably before returning (the presets in package broker do), because
@@ -89,8 +90,9 @@ func DefaultTopic(originalTopic, _ string) string {
 	return originalTopic + ".dlq"
 }
 
-// Router publishes dead-letter copies. It is safe for concurrent use.
-type Router struct {
+// Publisher publishes dead-letter copies: the one the middleware stack
+// dead-letters through. It is safe for concurrent use.
+type Publisher struct {
 	cfg Config
 }
 
@@ -116,91 +118,46 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// New validates cfg, applies its defaults and returns a Router.
-func New(cfg Config) (*Router, error) {
+// New validates cfg, applies its defaults and returns a Publisher.
+func New(cfg Config) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Router{cfg: cfg}, nil
+	return &Publisher{cfg: cfg}, nil
 }
 
-var entryNamespace = uuid.MustParse("6f1c7a52-3f3e-4c1b-9a53-5b1d0f1e9e01")
-
-// EntryID returns the DLQ entry ID of a dead letter with an event ID or a
-// message UUID: a UUID derived from the scope, the event ID and the replay
-// count, so a copy published twice keeps one ID, and each replay cycle gets a
-// new one. With no event ID it is derived from the message UUID instead. With
-// neither it returns "": such a copy's ID comes from [PositionEntryID] or is
-// random (see [Router.Copy]).
-func EntryID(scope, eventID, msgUUID string, replays int) string {
-	id := eventID
-	kind := "e"
-	if id == "" {
-		id, kind = msgUUID, "u"
-	}
-	if id == "" {
-		return ""
-	}
-	return uuid.NewSHA1(entryNamespace, []byte(kind+"\x00"+scope+"\x00"+id+"\x00"+strconv.Itoa(replays))).String()
-}
-
-// PositionEntryID returns the DLQ entry ID of a dead letter with neither an
-// event ID nor a message UUID whose position in the original topic is known
-// (Kafka: topic, partition and offset): a UUID derived from the scope, that
-// position and the replay count, so a copy published twice keeps one ID.
-// It returns "" when topic is empty or partition or offset is not a
-// non-negative integer.
-func PositionEntryID(scope, topic, partition, offset string, replays int) string {
-	p, perr := strconv.ParseInt(partition, 10, 32)
-	o, oerr := strconv.ParseInt(offset, 10, 64)
-	if topic == "" || perr != nil || oerr != nil || p < 0 || o < 0 {
-		return ""
-	}
-	pos := topic + "\x00" + strconv.FormatInt(p, 10) + "\x00" + strconv.FormatInt(o, 10)
-	return uuid.NewSHA1(entryNamespace, []byte("p\x00"+scope+"\x00"+pos+"\x00"+strconv.Itoa(replays))).String()
-}
-
-// copyEntryID is the entry-ID rule of [Router.Copy].
+// copyEntryID is the entry-ID rule of [Publisher.Publish]: see docs/dlq.md.
 func copyEntryID(msg *message.Message, info Info, replays int) string {
-	if id := EntryID(info.Scope, info.EventID, msg.UUID, replays); id != "" {
+	if id := dlqmeta.EntryID(info.Scope, info.EventID, msg.UUID, replays); id != "" {
 		return id
 	}
-	if id := PositionEntryID(info.Scope, info.OriginalTopic, msg.Metadata.Get(KeyPartition), msg.Metadata.Get(KeyOffset), replays); id != "" {
+	if id := dlqmeta.PositionEntryID(info.Scope, info.OriginalTopic, msg.Metadata.Get(dlqmeta.KeyPartition), msg.Metadata.Get(dlqmeta.KeyOffset), replays); id != "" {
 		return id
 	}
 	return uuid.NewString()
 }
 
-// Replays returns the replay count a message carries in [KeyReplays] (0 when
-// absent or malformed).
-func Replays(msg *message.Message) int {
-	n, err := strconv.Atoi(msg.Metadata.Get(KeyReplays))
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
-}
-
-// Copy builds the dead-letter copy of msg: the same payload and metadata plus
-// the failure metadata of this package. msg is not modified.
+// copy builds the dead-letter copy of msg: the same payload and metadata plus
+// the failure metadata (the idempo_ headers docs/dlq.md lists). msg is not
+// modified.
 //
-// The copy's entry ID ([KeyEntryID], also its UUID) is, in this order:
-// [EntryID] of the event ID; else [EntryID] of the message UUID; else, for a
-// message with neither, [PositionEntryID] of its original position when its
-// metadata carries one ([KeyPartition] and [KeyOffset], which the Kafka
-// preset's subscriber sets); else a random UUID. The first three are the same
-// for every copy of one delivery, so a copy published twice (a lost publisher
-// confirm) is one entry; a random one is not, and such a copy lists twice.
-func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
-	replays := Replays(msg)
+// The copy's entry ID (idempo_dlq_entry_id, also its UUID) is, in this
+// order: derived from the event ID; else from the message UUID; else, for a
+// message with neither, from its original position when its metadata
+// carries one (the Kafka preset's subscriber sets it); else a random UUID.
+// The first three are the same for every copy of one delivery, so a copy
+// published twice (a lost publisher confirm) is one entry; a random one is
+// not, and such a copy lists twice.
+func (r *Publisher) copy(msg *message.Message, info Info) *message.Message {
+	replays := dlqmeta.Replays(msg)
 	entry := copyEntryID(msg, info, replays)
 	c := message.NewMessage(entry, msg.Payload)
 	for k, v := range msg.Metadata {
 		c.Metadata[k] = v
 	}
 	// A replayed message's own marker must not let the copy's replay through twice.
-	delete(c.Metadata, KeyReplayID)
+	delete(c.Metadata, dlqmeta.KeyReplayID)
 	f := info.Failure
 	set := func(k, v string) {
 		if v != "" {
@@ -209,30 +166,30 @@ func (r *Router) Copy(msg *message.Message, info Info) *message.Message {
 			delete(c.Metadata, k)
 		}
 	}
-	set(KeyEntryID, entry)
-	set(KeyOriginalUUID, msg.UUID)
-	set(KeyOriginalTopic, info.OriginalTopic)
-	set(KeyHandler, info.Handler)
-	set(KeyScope, info.Scope)
-	set(KeyEventID, ShortEventID(info.EventID))
-	set(KeyReason, f.Reason)
-	set(KeyError, truncate(f.Error, MaxErrorLen))
-	set(KeyErrorClass, f.ErrorClass)
-	set(KeyAttempts, strconv.Itoa(f.Attempts))
-	set(KeyDeliveries, strconv.Itoa(info.Deliveries))
-	set(KeyFirstFailure, formatTime(f.FirstFailure))
-	set(KeyLastFailure, formatTime(f.LastFailure))
-	set(KeyDeadLetteredAt, formatTime(r.cfg.Now()))
-	set(KeyPanicStack, truncate(f.PanicStack, MaxStackLen))
-	set(KeyReplays, strconv.Itoa(replays))
+	set(dlqmeta.KeyEntryID, entry)
+	set(dlqmeta.KeyOriginalUUID, msg.UUID)
+	set(dlqmeta.KeyOriginalTopic, info.OriginalTopic)
+	set(dlqmeta.KeyHandler, info.Handler)
+	set(dlqmeta.KeyScope, info.Scope)
+	set(dlqmeta.KeyEventID, dlqmeta.ShortEventID(info.EventID))
+	set(dlqmeta.KeyReason, f.Reason)
+	set(dlqmeta.KeyError, dlqmeta.Truncate(f.Error, dlqmeta.MaxErrorLen))
+	set(dlqmeta.KeyErrorClass, f.ErrorClass)
+	set(dlqmeta.KeyAttempts, strconv.Itoa(f.Attempts))
+	set(dlqmeta.KeyDeliveries, strconv.Itoa(info.Deliveries))
+	set(dlqmeta.KeyFirstFailure, formatTime(f.FirstFailure))
+	set(dlqmeta.KeyLastFailure, formatTime(f.LastFailure))
+	set(dlqmeta.KeyDeadLetteredAt, formatTime(r.cfg.Now()))
+	set(dlqmeta.KeyPanicStack, dlqmeta.Truncate(f.PanicStack, dlqmeta.MaxStackLen))
+	set(dlqmeta.KeyReplays, strconv.Itoa(replays))
 	return c
 }
 
 // Publish publishes the dead-letter copy of msg and returns only once the
 // publisher has returned. The caller acks the original only when Publish
 // returns nil; an error matches [ErrPublish].
-func (r *Router) Publish(ctx context.Context, msg *message.Message, info Info) error {
-	c := r.Copy(msg, info)
+func (r *Publisher) Publish(ctx context.Context, msg *message.Message, info Info) error {
+	c := r.copy(msg, info)
 	c.SetContext(ctx)
 	tracing.Inject(ctx, c) // the copy links back to the failed delivery's trace
 	topic := r.cfg.Topic(info.OriginalTopic, info.Handler)
@@ -250,11 +207,4 @@ func formatTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339Nano)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…(truncated)"
 }

@@ -3,12 +3,8 @@ package dlq_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,13 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 	gc := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
@@ -32,8 +26,8 @@ func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 	require.NoError(t, err)
 	orig := message.NewMessage("u1", []byte("\x00binary\xff"))
 	orig.Metadata.Set("user", "v")
-	orig.Metadata.Set(dlq.KeyReplays, "2")
-	orig.Metadata.Set(dlq.KeyReplayID, "r-old")
+	orig.Metadata.Set(dlqmeta.KeyReplays, "2")
+	orig.Metadata.Set(dlqmeta.KeyReplayID, "r-old")
 	now := time.Now()
 	info := dlq.Info{
 		OriginalTopic: "orders", Handler: "h", Scope: "h", EventID: "e1", Deliveries: 3,
@@ -46,14 +40,14 @@ func TestPublishCopiesPayloadAndMetadata(t *testing.T) {
 	c.Ack()
 	require.Equal(t, orig.Payload, c.Payload)
 	require.Equal(t, "v", c.Metadata.Get("user"))
-	require.Equal(t, "orders", c.Metadata.Get(dlq.KeyOriginalTopic))
-	require.Equal(t, "e1", c.Metadata.Get(dlq.KeyEventID))
-	require.Equal(t, "3", c.Metadata.Get(dlq.KeyDeliveries))
-	require.Equal(t, "2", c.Metadata.Get(dlq.KeyReplays))
-	require.Empty(t, c.Metadata.Get(dlq.KeyReplayID), "a replay marker does not travel into the DLQ")
-	require.Equal(t, dlq.EntryID("h", "e1", "u1", 2), c.UUID)
+	require.Equal(t, "orders", c.Metadata.Get(dlqmeta.KeyOriginalTopic))
+	require.Equal(t, "e1", c.Metadata.Get(dlqmeta.KeyEventID))
+	require.Equal(t, "3", c.Metadata.Get(dlqmeta.KeyDeliveries))
+	require.Equal(t, "2", c.Metadata.Get(dlqmeta.KeyReplays))
+	require.Empty(t, c.Metadata.Get(dlqmeta.KeyReplayID), "a replay marker does not travel into the DLQ")
+	require.Equal(t, dlqmeta.EntryID("h", "e1", "u1", 2), c.UUID)
 	require.Equal(t, c.UUID, hooked.UUID)
-	require.Empty(t, orig.Metadata.Get(dlq.KeyReason), "the original is not modified")
+	require.Empty(t, orig.Metadata.Get(dlqmeta.KeyReason), "the original is not modified")
 }
 
 type failing struct{}
@@ -68,12 +62,6 @@ func TestPublishFailureIsErrPublish(t *testing.T) {
 	require.ErrorIs(t, err, dlq.ErrPublish)
 	_, err = dlq.New(dlq.Config{})
 	require.ErrorContains(t, err, "Publisher is required")
-}
-
-func TestEntryIDStableAndDistinct(t *testing.T) {
-	require.Equal(t, dlq.EntryID("s", "e", "u1", 0), dlq.EntryID("s", "e", "u2", 0), "derived from the event ID, not the UUID")
-	require.NotEqual(t, dlq.EntryID("s", "e", "u", 0), dlq.EntryID("s", "e", "u", 1), "a replay cycle gets a new entry")
-	require.NotEqual(t, dlq.EntryID("s", "", "u1", 0), dlq.EntryID("s", "", "u2", 0))
 }
 
 func FuzzDecodeFailure(f *testing.F) {
@@ -91,50 +79,10 @@ func FuzzDecodeFailure(f *testing.F) {
 	})
 }
 
-func TestEntryIDWithoutIDs(t *testing.T) {
-	require.Empty(t, dlq.EntryID("s", "", "", 0), "neither ID: no derived entry ID")
-	p := dlq.PositionEntryID("s", "orders", "1", "7", 0)
-	require.NotEmpty(t, p)
-	require.Equal(t, p, dlq.PositionEntryID("s", "orders", "1", "7", 0))
-	for _, other := range []string{
-		dlq.PositionEntryID("s", "orders", "1", "8", 0),
-		dlq.PositionEntryID("s", "orders", "2", "7", 0),
-		dlq.PositionEntryID("s", "payments", "1", "7", 0),
-		dlq.PositionEntryID("t", "orders", "1", "7", 0),
-		dlq.PositionEntryID("s", "orders", "1", "7", 1),
-	} {
-		require.NotEqual(t, p, other)
-	}
-	for _, bad := range [][3]string{{"", "1", "7"}, {"orders", "", "7"}, {"orders", "x", "7"}, {"orders", "1", "-1"}} {
-		require.Empty(t, dlq.PositionEntryID("s", bad[0], bad[1], bad[2], 0), "%q", bad)
-	}
-}
-
-func TestShortEventID(t *testing.T) {
-	t.Parallel()
-	short := strings.Repeat("é", dlq.MaxEventIDMetadata/2)
-	require.Equal(t, short, dlq.ShortEventID(short), "IDs up to the limit are kept whole")
-	long := strings.Repeat("é", 5000)
-	got := dlq.ShortEventID(long)
-	require.LessOrEqual(t, len(got), dlq.MaxEventIDMetadata)
-	require.True(t, utf8.ValidString(got), "cut at a rune boundary")
-	require.Contains(t, got, "(10000 bytes, sha256 ")
-	require.NotEqual(t, got, dlq.ShortEventID(long+"x"), "long IDs sharing a prefix stay apart")
-}
-
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	_, err := dlq.New(dlq.Config{})
 	require.ErrorIs(t, err, dlq.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Publisher is required")
 	require.NoError(t, dlq.Config{Publisher: gochannel.NewGoChannel(gochannel.Config{}, nil)}.Validate(), "only the publisher is required")
-}
-
-func TestOpsConfigValidate(t *testing.T) {
-	t.Parallel()
-	_, err := dlq.NewOps(dlq.OpsConfig{})
-	require.ErrorIs(t, err, dlq.ErrInvalidConfig)
-	require.ErrorContains(t, err, "Source is required")
-	require.ErrorContains(t, dlq.OpsConfig{Source: newSliceDLQ(), Store: memstore.New(nil), MaxReplays: -1}.Validate(), "MaxReplays")
-	require.NoError(t, dlq.OpsConfig{Source: newSliceDLQ(), Store: memstore.New(nil)}.Validate())
 }

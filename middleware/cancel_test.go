@@ -14,6 +14,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -48,7 +49,7 @@ func TestHandlersOwnCanceledDoesNotLoop(t *testing.T) {
 	require.Equal(t, int32(3), calls.Load(), "three attempts (MaxAttempts), then the DLQ; no loop")
 	copies := dead.on("orders.dlq")
 	require.Len(t, copies, 1)
-	require.Equal(t, dlq.ReasonRetriesExhausted, copies[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonRetriesExhausted, copies[0].Metadata.Get(dlqmeta.KeyReason))
 }
 
 // Every nack pauses NackDelay first, the lost-lease and cancellation paths

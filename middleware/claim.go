@@ -9,6 +9,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // claim reserves the delivery's key (row "claim"): through the key's local
@@ -37,7 +38,7 @@ func (s *Stack) claim(d *delivery) (l *lease, start time.Time, err error) {
 			Lease:       s.cfg.Lease,
 			Retention:   s.cfg.Retention,
 			Fingerprint: fp,
-			ReplayID:    d.msg.Metadata.Get(dlq.KeyReplayID),
+			ReplayID:    d.msg.Metadata.Get(dlqmeta.KeyReplayID),
 		})
 		s.observeStore(d.ctx, d.handler, d.topic, opClaim, start, err)
 		if err != nil || res.Status != dedup.StatusAcquired {

@@ -16,6 +16,7 @@ import (
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -86,8 +87,8 @@ func TestOutputsWithoutPublisherAreDeadLettered(t *testing.T) {
 		require.Equal(t, int32(1), b.calls.Load(), "a permanent error is not retried")
 		got := b.dlq.on(dlqTopic)
 		require.Len(t, got, 1, "the message is dead-lettered, not acked with its outputs dropped")
-		require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlq.KeyReason))
-		require.Contains(t, got[0].Metadata.Get(dlq.KeyError), "OutputPublisher", "the error names the missing option")
+		require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlqmeta.KeyReason))
+		require.Contains(t, got[0].Metadata.Get(dlqmeta.KeyError), "OutputPublisher", "the error names the missing option")
 		require.Zero(t, b.out.count())
 		require.Zero(t, b.stack.Stats().Processed)
 		require.Equal(t, dedup.StatusDeadLettered, status())
@@ -138,8 +139,8 @@ func testDeliveryCapCountsClaims(t *testing.T) {
 	require.Equal(t, int32(n), b.calls.Load(), "the handler does not run past the cap")
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlq.KeyReason))
-	require.Equal(t, strconv.Itoa(n+1), got[0].Metadata.Get(dlq.KeyDeliveries))
+	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Equal(t, strconv.Itoa(n+1), got[0].Metadata.Get(dlqmeta.KeyDeliveries))
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 }
 
@@ -175,7 +176,7 @@ func testDeliveryCapCountsRedeliveryTiers(t *testing.T) {
 	require.Equal(t, n, tiers.count(), "no third tier")
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlq.KeyReason), "each tier counted towards the cap")
-	require.Equal(t, strconv.Itoa(n+1), got[0].Metadata.Get(dlq.KeyDeliveries))
+	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlqmeta.KeyReason), "each tier counted towards the cap")
+	require.Equal(t, strconv.Itoa(n+1), got[0].Metadata.Get(dlqmeta.KeyDeliveries))
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 }

@@ -43,7 +43,7 @@ func ExampleNew() {
 	}
 	fmt.Println(deliver("order-1", "42"), deliver("order-1", "42"), deliver("order-2", "garbage"))
 	fmt.Println("charges:", charges)
-	fmt.Println("dead letter:", dlqPub.on("idempo.dlq")[0].Metadata.Get(dlq.KeyReason))
+	fmt.Println("dead letter:", dlqPub.on("idempo.dlq")[0].Metadata.Get("idempo_reason")) // a header docs/dlq.md lists
 	// Output:
 	// <nil> <nil> <nil>
 	// charges: 1

@@ -11,6 +11,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/tracing"
 )
 
@@ -67,13 +68,13 @@ func (s *Stack) startSpan(d *delivery) {
 // UTF-8) is invalid_scope, and a replay marker too long to store malformed:
 // redeliveries could never be claimed.
 func (s *Stack) identify(d *delivery) (settled bool, err error) {
-	if reason := d.msg.Metadata.Get(dlq.KeyMalformed); reason != "" {
+	if reason := d.msg.Metadata.Get(dlqmeta.KeyMalformed); reason != "" {
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{Reason: dlq.ReasonMalformed, Error: reason})
 	}
-	if n := len(d.msg.Metadata.Get(dlq.KeyReplayID)); n > dedup.MaxReplayIDLen {
+	if n := len(d.msg.Metadata.Get(dlqmeta.KeyReplayID)); n > dedup.MaxReplayIDLen {
 		return true, s.deadLetterUnclaimed(d, dlq.Failure{
 			Reason: dlq.ReasonMalformed,
-			Error:  fmt.Sprintf("metadata %s is %d bytes, more than %d", dlq.KeyReplayID, n, dedup.MaxReplayIDLen),
+			Error:  fmt.Sprintf("metadata %s is %d bytes, more than %d", dlqmeta.KeyReplayID, n, dedup.MaxReplayIDLen),
 		})
 	}
 	id, err := s.cfg.EventID(d.msg)
@@ -89,7 +90,7 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 			}
 			return false, nil
 		}
-		d.eventID = dlq.ShortEventID(id)
+		d.eventID = dlqmeta.ShortEventID(id)
 		if serr := (dedup.Key{Scope: d.scope, ID: "x"}).Validate(); serr != nil {
 			return true, s.deadLetterUnclaimed(d, dlq.Failure{
 				Reason: dlq.ReasonInvalidScope,

@@ -15,6 +15,7 @@ import (
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -25,14 +26,14 @@ func TestOversizedReplayIDIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	m := msg("e1", "p")
-	m.Metadata.Set(dlq.KeyReplayID, strings.Repeat("r", dedup.MaxReplayIDLen+1))
+	m.Metadata.Set(dlqmeta.KeyReplayID, strings.Repeat("r", dedup.MaxReplayIDLen+1))
 	_, err := b.run(ok, m)
 	require.NoError(t, err, "acked once in the DLQ")
 	require.Zero(t, b.calls.Load())
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonMalformed, got[0].Metadata.Get(dlq.KeyReason))
-	require.Contains(t, got[0].Metadata.Get(dlq.KeyError), dlq.KeyReplayID)
+	require.Equal(t, dlq.ReasonMalformed, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Contains(t, got[0].Metadata.Get(dlqmeta.KeyError), dlqmeta.KeyReplayID)
 }
 
 // A claim the store refuses as an invalid request would be refused on every
@@ -44,7 +45,7 @@ func TestClaimRefusedAsInvalidIsDeadLettered(t *testing.T) {
 	_, err := b.run(ok, msg("e1", "p"))
 	require.NoError(t, err)
 	require.Equal(t, 1, b.dlq.count())
-	require.Equal(t, dlq.ReasonMalformed, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonMalformed, b.dlq.on(dlqTopic)[0].Metadata.Get(dlqmeta.KeyReason))
 }
 
 // A Scope no key can hold is refused by New; a router handler's name that
@@ -71,7 +72,7 @@ func TestInvalidScope(t *testing.T) {
 	runRouter(t, router)
 	require.NoError(t, pubsub.Publish("orders", message.NewMessage("e1", []byte("p"))))
 	waitDeadLetters(t, dead, "a handler name that cannot be a scope")
-	require.Equal(t, dlq.ReasonInvalidScope, dead.on("orders.dlq")[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonInvalidScope, dead.on("orders.dlq")[0].Metadata.Get(dlqmeta.KeyReason))
 }
 
 // The retention check cannot be fooled by durations that overflow when
@@ -108,6 +109,6 @@ func TestLongValidEventIDShortenedOnCopy(t *testing.T) {
 	require.NoError(t, err)
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlq.KeyReason))
-	require.LessOrEqual(t, len(got[0].Metadata.Get(dlq.KeyEventID)), dlq.MaxEventIDMetadata)
+	require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.LessOrEqual(t, len(got[0].Metadata.Get(dlqmeta.KeyEventID)), dlqmeta.MaxEventIDMetadata)
 }

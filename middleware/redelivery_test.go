@@ -16,6 +16,7 @@ import (
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -74,7 +75,7 @@ func TestDelayedRedeliveryTiersThenDLQ(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the poison message never reached the DLQ")
 	}
-	require.Equal(t, "poison", dl.Metadata.Get(dlq.KeyOriginalUUID))
+	require.Equal(t, "poison", dl.Metadata.Get(dlqmeta.KeyOriginalUUID))
 	require.Equal(t, "2", dl.Metadata.Get(middleware.KeyRedeliveryTier), "it went through both tiers first")
 	require.Equal(t, int32(6), poisonAttempts.Load(), "2 attempts per delivery × 3 deliveries")
 	require.Eventually(t, func() bool { return recovered.Load() == 1 }, 30*time.Second, 5*time.Millisecond)
@@ -135,9 +136,9 @@ func TestRedeliveryPublishFailureNacksCounted(t *testing.T) {
 	require.Equal(t, dedup.StatusDone, claim(t, b.mem, "recovers").Status)
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, "poison", got[0].Metadata.Get(dlq.KeyEventID))
-	require.Equal(t, dlq.ReasonRetriesExhausted, got[0].Metadata.Get(dlq.KeyReason))
-	require.Equal(t, "3", got[0].Metadata.Get(dlq.KeyDeliveries), "the delivery whose delay-tier publish failed counted")
+	require.Equal(t, "poison", got[0].Metadata.Get(dlqmeta.KeyEventID))
+	require.Equal(t, dlq.ReasonRetriesExhausted, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Equal(t, "3", got[0].Metadata.Get(dlqmeta.KeyDeliveries), "the delivery whose delay-tier publish failed counted")
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "poison").Status)
 }
 

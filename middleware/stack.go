@@ -43,7 +43,7 @@ func (e *panicError) Error() string { return fmt.Sprintf("handler panicked: %v",
 // concurrent use by any number of handlers and router goroutines.
 type Stack struct {
 	cfg    Config
-	dlq    *dlq.Router
+	dlq    *dlq.Publisher
 	keeper *keeper
 	stats  counters
 	txc    dedup.TxCompleter

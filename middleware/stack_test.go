@@ -17,6 +17,7 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -36,9 +37,9 @@ func TestMissingEventIDIsDeadLettered(t *testing.T) {
 	require.Zero(t, b.calls.Load(), "the handler must not run without an ID")
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonMissingEventID, got[0].Metadata.Get(dlq.KeyReason))
-	require.Contains(t, got[0].Metadata.Get(dlq.KeyError), `metadata "id"`)
-	require.Equal(t, "u1", got[0].Metadata.Get(dlq.KeyOriginalUUID))
+	require.Equal(t, dlq.ReasonMissingEventID, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Contains(t, got[0].Metadata.Get(dlqmeta.KeyError), `metadata "id"`)
+	require.Equal(t, "u1", got[0].Metadata.Get(dlqmeta.KeyOriginalUUID))
 }
 
 // Row "key": an event ID that cannot be stored (64 KiB, past dedup.MaxIDLen)
@@ -56,13 +57,13 @@ func TestInvalidEventIDIsDeadLettered(t *testing.T) {
 		require.Zero(t, b.calls.Load(), "the handler must not run without a usable ID")
 		got := b.dlq.on(dlqTopic)
 		require.Len(t, got, i+1)
-		require.Equal(t, dlq.ReasonInvalidEventID, got[i].Metadata.Get(dlq.KeyReason))
-		require.Contains(t, got[i].Metadata.Get(dlq.KeyError), "more than 4096")
-		require.LessOrEqual(t, len(got[i].Metadata.Get(dlq.KeyEventID)), dlq.MaxEventIDMetadata, "the copy carries the ID shortened")
-		require.Less(t, len(got[i].Metadata.Get(dlq.KeyError)), 1024, "the error text does not carry the ID whole")
+		require.Equal(t, dlq.ReasonInvalidEventID, got[i].Metadata.Get(dlqmeta.KeyReason))
+		require.Contains(t, got[i].Metadata.Get(dlqmeta.KeyError), "more than 4096")
+		require.LessOrEqual(t, len(got[i].Metadata.Get(dlqmeta.KeyEventID)), dlqmeta.MaxEventIDMetadata, "the copy carries the ID shortened")
+		require.Less(t, len(got[i].Metadata.Get(dlqmeta.KeyError)), 1024, "the error text does not carry the ID whole")
 	}
 	copies := b.dlq.on(dlqTopic)
-	require.NotEqual(t, copies[0].Metadata.Get(dlq.KeyEventID), copies[1].Metadata.Get(dlq.KeyEventID))
+	require.NotEqual(t, copies[0].Metadata.Get(dlqmeta.KeyEventID), copies[1].Metadata.Get(dlqmeta.KeyEventID))
 	require.NotEqual(t, copies[0].UUID, copies[1].UUID, "separate DLQ entries")
 }
 
@@ -73,7 +74,7 @@ func TestEmptyEventIDIsMissing(t *testing.T) {
 	b := setup(t, func(c *middleware.Config) { c.EventID = empty })
 	_, err := b.run(ok, msg("u1", "p"))
 	require.NoError(t, err)
-	require.Equal(t, dlq.ReasonMissingEventID, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonMissingEventID, b.dlq.on(dlqTopic)[0].Metadata.Get(dlqmeta.KeyReason))
 	opt := setup(t, func(c *middleware.Config) { c.EventID = empty; c.AllowMissingEventID = true })
 	_, err = opt.run(ok, msg("u1", "p"))
 	require.NoError(t, err)
@@ -106,11 +107,11 @@ func TestMalformedFromBackendIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	m := msg("u1", "p")
-	m.Metadata.Set(dlq.KeyMalformed, "header x-death is a table")
+	m.Metadata.Set(dlqmeta.KeyMalformed, "header x-death is a table")
 	_, err := b.run(ok, m)
 	require.NoError(t, err)
 	require.Zero(t, b.calls.Load())
-	require.Equal(t, dlq.ReasonMalformed, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonMalformed, b.dlq.on(dlqTopic)[0].Metadata.Get(dlqmeta.KeyReason))
 }
 
 // Row "claim" and "done": the handler runs once; duplicates are acked and counted.
@@ -144,7 +145,7 @@ func TestIDCollision(t *testing.T) {
 	require.Equal(t, int32(1), b.calls.Load())
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonIDCollision, got[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonIDCollision, got[0].Metadata.Get(dlqmeta.KeyReason))
 
 	// On the in-progress path, too, and the holder is not disturbed.
 	held := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: time.Hour, Retention: time.Hour, Fingerprint: dedup.Fingerprint(msg("x", "a"))}
@@ -189,7 +190,7 @@ func TestDeadLetteredThenDuplicateThenReplay(t *testing.T) {
 
 	fail.Store(false)
 	replay := msg("e1", "p")
-	replay.Metadata.Set(dlq.KeyReplayID, "r1")
+	replay.Metadata.Set(dlqmeta.KeyReplayID, "r1")
 	_, err = b.run(h, replay)
 	require.NoError(t, err)
 	require.Equal(t, int32(2), b.calls.Load(), "the replay is processed")
@@ -316,8 +317,8 @@ func TestDeliveryCap(t *testing.T) {
 	require.Zero(t, b.calls.Load())
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlq.KeyReason))
-	require.Equal(t, "3", got[0].Metadata.Get(dlq.KeyDeliveries))
+	require.Equal(t, dlq.ReasonDeliveryCap, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Equal(t, "3", got[0].Metadata.Get(dlqmeta.KeyDeliveries))
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 
 	// A done event past the cap is a duplicate, not a dead letter.
@@ -399,16 +400,16 @@ func TestRetriesExhaustedGoToDLQWithMetadata(t *testing.T) {
 	c := got[0]
 	require.Equal(t, "payload", string(c.Payload))
 	require.Equal(t, "acme", c.Metadata.Get("tenant"), "original metadata preserved")
-	require.Equal(t, dlq.ReasonRetriesExhausted, c.Metadata.Get(dlq.KeyReason))
-	require.Equal(t, "panic", c.Metadata.Get(dlq.KeyErrorClass))
-	require.Contains(t, c.Metadata.Get(dlq.KeyPanicStack), "goroutine")
-	require.Equal(t, "3", c.Metadata.Get(dlq.KeyAttempts))
-	require.Equal(t, "1", c.Metadata.Get(dlq.KeyDeliveries))
-	require.Equal(t, "e1", c.Metadata.Get(dlq.KeyEventID))
-	require.Equal(t, "default", c.Metadata.Get(dlq.KeyScope))
-	require.NotEmpty(t, c.Metadata.Get(dlq.KeyFirstFailure))
-	require.NotEmpty(t, c.Metadata.Get(dlq.KeyLastFailure))
-	require.Equal(t, c.UUID, c.Metadata.Get(dlq.KeyEntryID))
+	require.Equal(t, dlq.ReasonRetriesExhausted, c.Metadata.Get(dlqmeta.KeyReason))
+	require.Equal(t, "panic", c.Metadata.Get(dlqmeta.KeyErrorClass))
+	require.Contains(t, c.Metadata.Get(dlqmeta.KeyPanicStack), "goroutine")
+	require.Equal(t, "3", c.Metadata.Get(dlqmeta.KeyAttempts))
+	require.Equal(t, "1", c.Metadata.Get(dlqmeta.KeyDeliveries))
+	require.Equal(t, "e1", c.Metadata.Get(dlqmeta.KeyEventID))
+	require.Equal(t, "default", c.Metadata.Get(dlqmeta.KeyScope))
+	require.NotEmpty(t, c.Metadata.Get(dlqmeta.KeyFirstFailure))
+	require.NotEmpty(t, c.Metadata.Get(dlqmeta.KeyLastFailure))
+	require.Equal(t, c.UUID, c.Metadata.Get(dlqmeta.KeyEntryID))
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 }
 
@@ -431,8 +432,8 @@ func TestPermanentErrorAndDLQOutage(t *testing.T) {
 	require.Equal(t, int32(1), b.calls.Load(), "the redelivery publishes without running the handler")
 	got := b.dlq.on(dlqTopic)
 	require.Len(t, got, 1)
-	require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlq.KeyReason))
-	require.Equal(t, "schema mismatch", got[0].Metadata.Get(dlq.KeyError))
+	require.Equal(t, dlq.ReasonPermanent, got[0].Metadata.Get(dlqmeta.KeyReason))
+	require.Equal(t, "schema mismatch", got[0].Metadata.Get(dlqmeta.KeyError))
 	require.Equal(t, int64(1), b.stack.Stats().DLQPublishFailed)
 }
 
@@ -570,7 +571,7 @@ func TestHandlerReturningCanceledIsAnOrdinaryFailure(t *testing.T) {
 	require.NoError(t, err, "acked once in the DLQ")
 	require.Equal(t, int32(3), b.calls.Load(), "retried like any failure (MaxAttempts 3)")
 	require.Equal(t, 1, b.dlq.count())
-	require.Equal(t, dlq.ReasonRetriesExhausted, b.dlq.on(dlqTopic)[0].Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonRetriesExhausted, b.dlq.on(dlqTopic)[0].Metadata.Get(dlqmeta.KeyReason))
 	require.Equal(t, dedup.StatusDeadLettered, claim(t, b.mem, "e1").Status)
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 	"github.com/idempo/idempo/tracing"
@@ -85,7 +86,7 @@ func TestTraceFromPublishThroughRetriesToDLQ(t *testing.T) {
 	}
 	require.Equal(t, 3, n)
 
-	require.Equal(t, dlq.ReasonRetriesExhausted, dead.Metadata.Get(dlq.KeyReason))
+	require.Equal(t, dlq.ReasonRetriesExhausted, dead.Metadata.Get(dlqmeta.KeyReason))
 	dctx := tracing.Extract(context.Background(), dead)
 	require.Equal(t, want, trace.SpanContextFromContext(dctx).TraceID(), "the dead letter links back to its trace")
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dedup"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -146,7 +146,7 @@ func TestAmqpPublishCloudEvents(t *testing.T) {
 		id, err := extract(m)
 		require.NoError(t, err, "metadata: %v", m.Metadata)
 		ids = append(ids, id)
-		require.Empty(t, m.Metadata.Get(dlq.KeyMalformed))
+		require.Empty(t, m.Metadata.Get(dlqmeta.KeyMalformed))
 	}
 	require.Equal(t, []string{"evt-1", "evt-2", "evt-2"}, ids)
 	require.Equal(t, "order.created", got[0].Metadata.Get("cloudEvents_type"))
@@ -202,7 +202,7 @@ func TestForeignProducerMessageIDAndTables(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, id)
 		require.Empty(t, m.UUID, "no Watermill UUID header")
-		require.Empty(t, m.Metadata.Get(dlq.KeyMalformed))
+		require.Empty(t, m.Metadata.Get(dlqmeta.KeyMalformed))
 		require.True(t, strings.HasPrefix(m.Metadata.Get("x-death"), `[{`), m.Metadata.Get("x-death"))
 		require.Contains(t, m.Metadata.Get("x-death"), `"reason":"rejected"`)
 		require.Equal(t, string(rune('0'+i)), m.Metadata.Get("attempt"))
@@ -306,7 +306,7 @@ func TestBrokerDeadLetteredDelivery(t *testing.T) {
 	out := subscribe(t, sub, target)
 	got := receive(t, out, 1, 30*time.Second)[0]
 	require.Equal(t, m.UUID, got.UUID)
-	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
+	require.Empty(t, got.Metadata.Get(dlqmeta.KeyMalformed))
 	require.Contains(t, got.Metadata.Get("x-death"), `"reason":"rejected"`)
 	require.Contains(t, got.Metadata.Get("x-death"), source)
 	id, err := dedup.CloudEventsID()(got)

@@ -24,9 +24,9 @@
 // Conversion never fails in either direction. The Watermill UUID travels in
 // the _watermill_message_uuid header, as with watermill-kafka. A record's headers become
 // metadata; its partition, offset and key are recorded under
-// [github.com/idempo/idempo/dlq.KeyPartition],
-// [github.com/idempo/idempo/dlq.KeyOffset] and
-// [github.com/idempo/idempo/dlq.KeyPartitionKey], so a dead-letter copy
+// "idempo_original_partition",
+// "idempo_original_offset" and
+// "idempo_original_key", so a dead-letter copy
 // keeps them. On publish, the metadata field [PartitionKeyMetadata] becomes
 // the record key. Records from producers that are not Watermill have no UUID:
 // deduplicate them by a header, e.g. CloudEvents' ce_id with

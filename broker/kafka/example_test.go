@@ -12,7 +12,6 @@ import (
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dedup"
-	"github.com/idempo/idempo/dlq"
 )
 
 // Publish a keyed CloudEvents-style message to the embedded cluster and
@@ -53,8 +52,8 @@ func Example() {
 	id, _ := dedup.CloudEventsID()(got)
 	fmt.Println("event ID:", id)
 	fmt.Println("payload:", string(got.Payload))
-	fmt.Println("key:", got.Metadata.Get(dlq.KeyPartitionKey))
-	fmt.Println("partition/offset:", got.Metadata.Get(dlq.KeyPartition), got.Metadata.Get(dlq.KeyOffset))
+	fmt.Println("key:", got.Metadata.Get("idempo_original_key"))
+	fmt.Println("partition/offset:", got.Metadata.Get("idempo_original_partition"), got.Metadata.Get("idempo_original_offset"))
 	got.Ack()
 	// Output:
 	// event ID: order-created-1

@@ -100,8 +100,8 @@ func (p *Publisher) Close() error {
 // committed offset starts at the oldest message (see Config.StartFromNewest).
 //
 // Messages are converted as the package documentation says, never failing; the partition,
-// offset and key of each record are in its metadata ([dlq.KeyPartition],
-// [dlq.KeyOffset], [dlq.KeyPartitionKey]).
+// offset and key of each record are in its metadata ("idempo_original_partition",
+// "idempo_original_offset", "idempo_original_key").
 //
 // The subscriber is safe for concurrent use. Close stops every subscription,
 // commits marked offsets and closes the output channels; a message handed out

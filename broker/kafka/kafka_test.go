@@ -12,7 +12,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 func TestPublishSubscribeWithKey(t *testing.T) {
@@ -35,14 +35,14 @@ func TestPublishSubscribeWithKey(t *testing.T) {
 	partitionOfKey := map[string]string{}
 	lastSeqOfKey := map[string]int{}
 	for _, m := range got {
-		key := m.Metadata.Get(dlq.KeyPartitionKey)
+		key := m.Metadata.Get(dlqmeta.KeyPartitionKey)
 		require.NotEmpty(t, key)
-		p := m.Metadata.Get(dlq.KeyPartition)
+		p := m.Metadata.Get(dlqmeta.KeyPartition)
 		if prev, ok := partitionOfKey[key]; ok {
 			require.Equal(t, prev, p, "one key, one partition")
 		}
 		partitionOfKey[key] = p
-		require.NotEmpty(t, m.Metadata.Get(dlq.KeyOffset))
+		require.NotEmpty(t, m.Metadata.Get(dlqmeta.KeyOffset))
 		seq, err := strconv.Atoi(m.Metadata.Get("seq"))
 		require.NoError(t, err)
 		if last, ok := lastSeqOfKey[key]; ok {

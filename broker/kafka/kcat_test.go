@@ -12,7 +12,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -56,18 +56,18 @@ func TestKcatProducesIdempoConsumes(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, id)
 		payloads = append(payloads, string(m.Payload))
-		keys = append(keys, m.Metadata.Get(dlq.KeyPartitionKey))
+		keys = append(keys, m.Metadata.Get(dlqmeta.KeyPartitionKey))
 	}
 	require.Equal(t, []string{"evt-1", "evt-2", "evt-2", "evt-3"}, ids)
 	require.Equal(t, []string{"first", "second", "second", "bad"}, payloads)
 	require.Equal(t, []string{"order-1", "order-2", "order-2", ""}, keys)
 	require.Equal(t, "order.created", got[0].Metadata.Get("ce_type"))
 	require.Empty(t, got[0].UUID, "kcat sets no Watermill UUID")
-	require.Empty(t, got[0].Metadata.Get(dlq.KeyMalformed))
-	require.Contains(t, got[3].Metadata.Get(dlq.KeyMalformed), wire.KafkaUUIDHeader)
+	require.Empty(t, got[0].Metadata.Get(dlqmeta.KeyMalformed))
+	require.Contains(t, got[3].Metadata.Get(dlqmeta.KeyMalformed), wire.KafkaUUIDHeader)
 	require.Equal(t, []string{"0", "1", "2", "3"}, []string{
-		got[0].Metadata.Get(dlq.KeyOffset), got[1].Metadata.Get(dlq.KeyOffset),
-		got[2].Metadata.Get(dlq.KeyOffset), got[3].Metadata.Get(dlq.KeyOffset),
+		got[0].Metadata.Get(dlqmeta.KeyOffset), got[1].Metadata.Get(dlqmeta.KeyOffset),
+		got[2].Metadata.Get(dlqmeta.KeyOffset), got[3].Metadata.Get(dlqmeta.KeyOffset),
 	})
 }
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // keyedSetup is one embedded cluster, a publisher and a topic for the
@@ -72,7 +72,7 @@ func (s keyedSetup) committed(t *testing.T) int64 {
 
 func offsetOf(t *testing.T, m *message.Message) int64 {
 	t.Helper()
-	o, err := strconv.ParseInt(m.Metadata.Get(dlq.KeyOffset), 10, 64)
+	o, err := strconv.ParseInt(m.Metadata.Get(dlqmeta.KeyOffset), 10, 64)
 	require.NoError(t, err, "offset metadata")
 	return o
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
 // printDLQHelp prints the help of idempo dlq.
@@ -20,7 +21,8 @@ func printDLQHelp(w io.Writer) {
 	printGroupHelp(w, "idempo dlq <list|show|replay|purge> --broker URL --store URL --topic DLQTOPIC [flags]",
 		`Inspects and settles dead letters. The DLQ itself is never modified: listing
 reads it without consuming (Kafka: no consumer group; RabbitMQ: a stream
-queue), and replay and purge record their resolution in the dedup store.
+queue), and replay and purge record their resolution, with who and when, in
+the resolution store (--store).
 
 Exit status: 0 ok; 1 no such entry, or nothing matched the given --id, or
 nothing done; 2 usage, setup or broker/store errors; 3 replay or purge could
@@ -59,11 +61,6 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runCommand(ctx, cmd, args[1:], stdout, stderr)
 }
 
-// dlqResolutionRunID names the store namespace of resolution records: fixed,
-// so that every invocation sees the resolutions of the previous ones (a SQL
-// store keeps them in table idempo_dedup_dlq, Redis under "idempo:dlq:").
-const dlqResolutionRunID = "dlq"
-
 // Injected by tests: where purge reads its confirmation.
 var (
 	dlqStdin           io.Reader = os.Stdin
@@ -85,7 +82,7 @@ func stdinIsTerminal() bool {
 }
 
 // dlqTarget is a command working on dead letters: the runner opens its
-// broker and store, once, and hands it dlq.Ops on them (env.ops).
+// broker and store, once, and hands it dlqops.Ops on them (env.ops).
 type dlqTarget interface {
 	target() *dlqCommon
 }
@@ -103,10 +100,10 @@ func (c *dlqCommon) target() *dlqCommon { return c }
 
 func (c *dlqCommon) targetFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQ: kafka://host:port[,host:port] or amqp://user:pass@host:5672/ (required)")
-	fs.StringVar(&c.store, "store", "", "dedup store URL holding the resolution records: redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH (required)")
+	fs.StringVar(&c.store, "store", "", "store URL holding the resolution records: redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH (required)")
 	fs.StringVar(&c.topic, "topic", "", "the DLQ topic (Kafka) or stream queue (RabbitMQ), e.g. orders.dlq (required)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up after this long")
-	fs.IntVar(&c.maxReplays, "max-replays", dlq.DefaultMaxReplays, "replay cap: an event replayed this often goes to the parking topic (DLQ topic + \".parked\") instead")
+	fs.IntVar(&c.maxReplays, "max-replays", dlqops.DefaultMaxReplays, "replay cap: an event replayed this often goes to the parking topic (DLQ topic + \".parked\") instead")
 }
 
 func (c *dlqCommon) validateTarget() error {
@@ -148,7 +145,7 @@ func openDLQ(ctx context.Context, c *dlqCommon, e *env) error {
 	if err != nil {
 		return fmt.Errorf("open broker %s: %w", bspec, err)
 	}
-	st, err := backend.OpenStore(ctx, sspec, dlqResolutionRunID)
+	st, err := backend.OpenResolutions(ctx, sspec)
 	if err != nil {
 		_ = broker.Close()
 		return fmt.Errorf("open store %s: %w", sspec, err)
@@ -157,7 +154,7 @@ func openDLQ(ctx context.Context, c *dlqCommon, e *env) error {
 		_ = st.Close()
 		_ = broker.Close()
 	}
-	e.ops, err = dlq.NewOps(dlq.OpsConfig{Source: broker.Source, Store: st.Store, Publisher: broker.Replay, MaxReplays: c.maxReplays})
+	e.ops, err = dlqops.New(dlqops.Config{Source: broker.Source, Resolutions: st.Store, Publisher: broker.Replay, MaxReplays: c.maxReplays})
 	if err != nil {
 		e.close()
 		e.close = func() {}
@@ -200,8 +197,8 @@ var dlqReasons = []string{
 	dlq.ReasonMissingEventID, dlq.ReasonInvalidEventID, dlq.ReasonInvalidScope, dlq.ReasonIDCollision, dlq.ReasonMalformed,
 }
 
-func (f *dlqFilters) filter(now time.Time) (dlq.Filter, error) {
-	out := dlq.Filter{
+func (f *dlqFilters) filter(now time.Time) (dlqops.Filter, error) {
+	out := dlqops.Filter{
 		IDs: f.ids, OriginalTopic: f.originalTopic, Handler: f.handler,
 		ErrorClass: f.errorClass, Reason: f.reason,
 	}
@@ -240,24 +237,34 @@ func parseWhen(flagName, v string, now time.Time) (time.Time, error) {
 }
 
 // dlqSelection is what replay and purge act on: entries by --id, by
-// filters, or every unresolved one; one of them must be given.
+// filters, every unresolved one, or a dry run's --snapshot; one of them
+// must be given.
 type dlqSelection struct {
 	dlqFilters
 	allUnresolved bool
+	snapshot      string
 }
 
 // selectionFlags adds the selection flags; verb is "replay" or "purge".
 func (s *dlqSelection) selectionFlags(fs *flag.FlagSet, verb string) {
 	s.filterFlags(fs)
 	fs.BoolVar(&s.allUnresolved, "all-unresolved", false, verb+" every unresolved entry")
+	fs.StringVar(&s.snapshot, "snapshot", "", verb+" exactly the entries a --dry-run counted: the `TOKEN` it printed (entries dead-lettered since are left alone)")
 }
 
-// selection checks that something is selected and returns the filter.
-func (s *dlqSelection) selection(now time.Time) (dlq.Filter, error) {
+// selection checks that something is selected (or a snapshot given, which
+// holds its selection) and returns the filter.
+func (s *dlqSelection) selection(now time.Time) (dlqops.Filter, error) {
 	f := s.dlqFilters
 	narrows := f.originalTopic != "" || f.handler != "" || f.errorClass != "" || f.reason != "" || f.since != "" || f.until != ""
+	if s.snapshot != "" {
+		if len(f.ids) > 0 || narrows || s.allUnresolved {
+			return dlqops.Filter{}, errors.New("--snapshot holds its dry run's selection: drop --id, the filters and --all-unresolved")
+		}
+		return dlqops.Filter{}, nil
+	}
 	if len(f.ids) == 0 && !narrows && !s.allUnresolved {
-		return dlq.Filter{}, errors.New("nothing selected: give --id, a filter (--original-topic, --handler, --reason, --error-class, --since, --until) or --all-unresolved")
+		return dlqops.Filter{}, errors.New("nothing selected: give --id, a filter (--original-topic, --handler, --reason, --error-class, --since, --until) or --all-unresolved")
 	}
 	return s.filter(now)
 }

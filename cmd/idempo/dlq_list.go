@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
 // dlqList is idempo dlq list.
@@ -17,7 +17,7 @@ type dlqList struct {
 	dlqCommon
 	dlqFilters
 	all, asJSON, asTable bool
-	f                    dlq.Filter
+	f                    dlqops.Filter
 }
 
 func (*dlqList) usage() (string, string, string) {
@@ -59,7 +59,7 @@ func (o *dlqList) Run(ctx context.Context, e *env) (result, error) {
 		fmt.Fprintln(tw, "ID\tDEAD-LETTERED\tORIGINAL-TOPIC\tHANDLER\tREASON\tREPLAYS\tSTATUS\tERROR")
 	}
 	n := 0
-	err := e.ops.List(ctx, o.topic, o.f, func(en dlq.Entry) error {
+	err := e.ops.List(ctx, o.topic, o.f, func(en dlqops.Entry) error {
 		n++
 		if !table {
 			return enc.Encode(en)
@@ -80,7 +80,7 @@ func (o *dlqList) Run(ctx context.Context, e *env) (result, error) {
 		return nil, err
 	}
 	if n == 0 && len(o.f.IDs) > 0 {
-		return nil, fmt.Errorf("%w: %s in %s", dlq.ErrNotFound, strings.Join(o.f.IDs, ", "), o.topic)
+		return nil, fmt.Errorf("%w: %s in %s", dlqops.ErrNotFound, strings.Join(o.f.IDs, ", "), o.topic)
 	}
 	return nil, nil
 }
@@ -119,7 +119,7 @@ func (o *dlqShow) Run(ctx context.Context, e *env) (result, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &shownEntry{Entry: en, Metadata: map[string]string(en.Message.Metadata), History: []dlq.Entry{}}
+	out := &shownEntry{Entry: en, Metadata: map[string]string(en.Message.Metadata), History: []dlqops.Entry{}}
 	if out.Metadata == nil {
 		out.Metadata = map[string]string{}
 	}
@@ -127,7 +127,7 @@ func (o *dlqShow) Run(ctx context.Context, e *env) (result, error) {
 	if en.EventID == "" {
 		return out, nil
 	}
-	err = e.ops.List(ctx, o.topic, dlq.Filter{All: true}, func(other dlq.Entry) error {
+	err = e.ops.List(ctx, o.topic, dlqops.Filter{All: true}, func(other dlqops.Entry) error {
 		if other.ID != en.ID && other.EventID == en.EventID && other.Scope == en.Scope {
 			out.History = append(out.History, other)
 		}

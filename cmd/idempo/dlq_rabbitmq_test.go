@@ -14,6 +14,7 @@ import (
 	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -100,7 +101,7 @@ func TestDLQOnRabbitMQ(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok, "the replay is in the original queue")
 	require.Equal(t, `{"amount":-1}`, string(d.Body))
-	require.Equal(t, idA, d.Headers[dlq.KeyReplayID])
+	require.Equal(t, idA, d.Headers[dlqmeta.KeyReplayID])
 	require.Equal(t, "ev-a", d.Headers[wire.AMQPUUIDHeader])
 	require.Equal(t, "acme", d.Headers["tenant"])
 	_ = ch.Close()
@@ -119,7 +120,7 @@ func TestDLQOnRabbitMQ(t *testing.T) {
 	require.Equal(t, 0, code)
 	rows = jsonLines(t, out)
 	require.Len(t, rows, 3)
-	require.Equal(t, dlq.Replayed, rows[0]["resolution"])
+	require.Equal(t, "replayed", rows[0]["resolution"])
 
 	// purge asks on a terminal; "n" purges nothing.
 	oldIn, oldTerm := dlqStdin, dlqStdinIsTerminal
@@ -151,5 +152,5 @@ func TestDLQOnRabbitMQ(t *testing.T) {
 	for _, r := range jsonLines(t, out) {
 		got[r["id"].(string)] = r["resolution"].(string)
 	}
-	require.Equal(t, map[string]string{idA: dlq.Replayed, idB: dlq.Purged, idC: dlq.Replayed}, got)
+	require.Equal(t, map[string]string{idA: "replayed", idB: "purged", idC: "replayed"}, got)
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
 // dlqReplay is idempo dlq replay.
@@ -20,11 +20,11 @@ type dlqReplay struct {
 	jsonFlag
 	dryRun bool
 	to     string
-	f      dlq.Filter
+	f      dlqops.Filter
 }
 
 func (*dlqReplay) usage() (string, string, string) {
-	return "dlq replay", "idempo dlq replay --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved) [--to TOPIC] [--dry-run]", `
+	return "dlq replay", "idempo dlq replay --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved | --snapshot TOKEN) [--to TOPIC] [--dry-run]", `
 Republishes unresolved entries to their original topic (or --to) with their
 original UUID, payload and metadata, marked as a replay: the consumer's dedup
 admits each replay once, and a repeated replay is a duplicate. An entry is
@@ -32,13 +32,15 @@ marked replayed only after the broker confirmed the republish, so a crash
 leaves it unresolved, never lost. An event replayed --max-replays times goes
 to the parking topic (the DLQ topic + ".parked") instead. An entry that
 cannot be replayed (e.g. no original topic and no --to) is reported and left
-unresolved, the rest are replayed, and the exit status is 3.`
+unresolved, the rest are replayed, and the exit status is 3. A dry run
+prints a snapshot token: --snapshot TOKEN then replays exactly the entries
+it counted.`
 }
 
 func (o *dlqReplay) flags(fs *flag.FlagSet) {
 	o.targetFlags(fs)
 	o.selectionFlags(fs, "replay")
-	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be replayed; change nothing")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be replayed, and a snapshot token; change nothing")
 	fs.StringVar(&o.to, "to", "", "publish every replay to this topic instead of each entry's original topic")
 	o.registerJSON(fs, "print the counts as one JSON object")
 }
@@ -55,14 +57,15 @@ func (o *dlqReplay) Validate() (err error) {
 }
 
 // replaySummary is what replay prints at the end: the counts.
-type replaySummary struct {
-	dlq.ReplayResult
-	DryRun bool `json:"dry_run"`
-}
+type replaySummary dlqops.Result
 
 func (s replaySummary) text(w io.Writer) {
 	if s.DryRun {
 		fmt.Fprintf(w, "dry run: would replay %d, park %d, fail %d; nothing was changed\n", s.Replayed, s.Parked, s.Failed)
+		if s.Skipped > 0 {
+			fmt.Fprintf(w, "(%d held by another operator right now)\n", s.Skipped)
+		}
+		fmt.Fprintf(w, "snapshot: %s\n", s.Snapshot)
 		return
 	}
 	fmt.Fprintf(w, "replayed %d, parked %d, skipped %d, failed %d\n", s.Replayed, s.Parked, s.Skipped, s.Failed)
@@ -71,40 +74,34 @@ func (s replaySummary) text(w io.Writer) {
 func (o *dlqReplay) Run(ctx context.Context, e *env) (result, error) {
 	progress := isTerminal(e.stderr)
 	seen := map[string]bool{}
-	would := map[string]int{}
-	opts := dlq.ReplayOptions{To: o.to, DryRun: o.dryRun, Progress: func(n int, en dlq.Entry, action string) {
+	opts := dlqops.ReplayOptions{To: o.to, DryRun: o.dryRun, Snapshot: o.snapshot, Progress: func(n int, en dlqops.Entry, a dlqops.Action) {
 		seen[en.ID] = true
-		if o.dryRun && action != "failed" {
-			kind := strings.TrimPrefix(action, "dry-run ")
-			would[kind]++
-			dest := o.to
-			if dest == "" {
-				dest = en.OriginalTopic
-			}
-			if kind == "park" {
-				dest = o.topic + ".parked"
-			}
-			if !o.json {
-				fmt.Fprintf(e.stdout, "would %s %s (event %s, replays %d) to %s\n", kind, en.ID, dash(en.EventID), en.Replays, dest)
+		if o.dryRun {
+			if (a == dlqops.ActionReplay || a == dlqops.ActionPark) && !o.json {
+				dest := o.to
+				if dest == "" {
+					dest = en.OriginalTopic
+				}
+				if a == dlqops.ActionPark {
+					dest = dlqops.ParkingTopic(o.topic)
+				}
+				fmt.Fprintf(e.stdout, "would %s %s (event %s, replays %d) to %s\n", a, en.ID, dash(en.EventID), en.Replays, dest)
 			}
 			return
 		}
 		if progress {
-			fmt.Fprintf(e.stderr, "\r%d entries: %-6s %s", n, action, en.ID)
+			fmt.Fprintf(e.stderr, "\r%d entries: %-6s %s", n, a, en.ID)
 		}
 	}}
 	res, err := e.ops.Replay(ctx, o.topic, o.f, opts)
 	if progress && !o.dryRun && len(seen) > 0 {
 		fmt.Fprintln(e.stderr)
 	}
-	if o.dryRun {
-		res = dlq.ReplayResult{Replayed: would["replay"], Parked: would["park"], Failed: res.Failed, Failures: res.Failures}
-	}
 	printFailures(e.stderr, "replay", res.Failures)
 	if err == nil {
 		err = unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
 	}
-	return replaySummary{res, o.dryRun}, err
+	return replaySummary(res), err
 }
 
 // dlqPurge is idempo dlq purge.
@@ -112,22 +109,24 @@ type dlqPurge struct {
 	dlqCommon
 	dlqSelection
 	jsonFlag
-	yes bool
-	f   dlq.Filter
+	yes, dryRun bool
+	f           dlqops.Filter
 }
 
 func (*dlqPurge) usage() (string, string, string) {
-	return "dlq purge", "idempo dlq purge --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved) [--yes] [--json]", `
+	return "dlq purge", "idempo dlq purge --broker URL --store URL --topic DLQTOPIC (--id ID... | filters | --all-unresolved | --snapshot TOKEN) [--dry-run] [--yes] [--json]", `
 Marks unresolved entries purged, so that list no longer shows them (the DLQ
 itself is append-only and keeps them until its retention ends). Asks
 "Purge N entries? [y/N]" on the terminal unless --yes; without a terminal
-it refuses unless --yes.`
+it refuses unless --yes. It purges exactly the N entries it counted; a dry
+run prints them and a snapshot token for --snapshot.`
 }
 
 func (o *dlqPurge) flags(fs *flag.FlagSet) {
 	o.targetFlags(fs)
 	o.selectionFlags(fs, "purge")
 	fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be purged, and a snapshot token; change nothing")
 	o.registerJSON(fs, "print the counts as one JSON object")
 }
 
@@ -140,32 +139,40 @@ func (o *dlqPurge) Validate() (err error) {
 	if o.f, err = o.selection(time.Now()); err != nil {
 		return err
 	}
-	if !o.yes && !dlqStdinIsTerminal() {
+	if !o.yes && !o.dryRun && !dlqStdinIsTerminal() {
 		return errors.New("refusing to purge without confirmation: stdin is not a terminal (pass --yes)")
 	}
 	return nil
 }
 
 // purgeSummary is what purge prints at the end: the counts.
-type purgeSummary dlq.ReplayResult
+type purgeSummary dlqops.Result
 
 func (s purgeSummary) text(w io.Writer) {
+	if s.DryRun {
+		fmt.Fprintf(w, "dry run: would purge %d, fail %d; nothing was changed\n", s.Purged, s.Failed)
+		fmt.Fprintf(w, "snapshot: %s\n", s.Snapshot)
+		return
+	}
 	fmt.Fprintf(w, "purged %d, skipped %d, failed %d\n", s.Purged, s.Skipped, s.Failed)
 }
 
 func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
-	var ids []string
 	seen := map[string]bool{}
-	if err := e.ops.List(ctx, o.topic, o.f, func(en dlq.Entry) error {
-		if !seen[en.ID] {
-			seen[en.ID] = true
-			ids = append(ids, en.ID)
+	dry, err := e.ops.Purge(ctx, o.topic, o.f, dlqops.PurgeOptions{DryRun: true, Snapshot: o.snapshot, Progress: func(_ int, en dlqops.Entry, a dlqops.Action) {
+		seen[en.ID] = true
+		if o.dryRun && a == dlqops.ActionPurge && !o.json {
+			fmt.Fprintf(e.stdout, "would purge %s (event %s)\n", en.ID, dash(en.EventID))
 		}
-		return nil
-	}); err != nil {
-		return nil, err
+	}})
+	if err != nil {
+		printFailures(e.stderr, "purge", dry.Failures)
+		return purgeSummary(dry), err
 	}
-	if len(ids) == 0 {
+	if o.dryRun {
+		return purgeSummary(dry), unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
+	}
+	if dry.Purged == 0 {
 		if err := unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen); err != nil {
 			return nil, err
 		}
@@ -173,7 +180,7 @@ func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
 		return nil, nil
 	}
 	if !o.yes {
-		fmt.Fprintf(e.stderr, "Purge %d entries? [y/N] ", len(ids))
+		fmt.Fprintf(e.stderr, "Purge %d entries? [y/N] ", dry.Purged)
 		answer, _ := bufio.NewReader(dlqStdin).ReadString('\n')
 		switch strings.ToLower(strings.TrimSpace(answer)) {
 		case "y", "yes":
@@ -182,7 +189,7 @@ func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
 		}
 	}
 	// Only the entries counted above: one dead-lettered meanwhile waits.
-	res, err := e.ops.Purge(ctx, o.topic, dlq.Filter{IDs: ids}, dlq.ReplayOptions{})
+	res, err := e.ops.Purge(ctx, o.topic, dlqops.Filter{}, dlqops.PurgeOptions{Snapshot: dry.Snapshot})
 	printFailures(e.stderr, "purge", res.Failures)
 	if err == nil {
 		err = unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
@@ -191,14 +198,14 @@ func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
 }
 
 // printFailures reports each entry a replay or purge could not settle.
-func printFailures(stderr io.Writer, cmd string, failures []*dlq.EntryError) {
+func printFailures(stderr io.Writer, cmd string, failures []*dlqops.EntryError) {
 	for _, f := range failures {
 		fmt.Fprintf(stderr, "idempo dlq %s: %v\n", cmd, f)
 	}
 }
 
 // unmatchedIDs explains the given IDs that no unresolved entry matched.
-func unmatchedIDs(ctx context.Context, ops *dlq.Ops, topic string, ids []string, seen map[string]bool) error {
+func unmatchedIDs(ctx context.Context, ops *dlqops.Ops, topic string, ids []string, seen map[string]bool) error {
 	var problems []string
 	notFound := false
 	for _, id := range ids {
@@ -207,7 +214,7 @@ func unmatchedIDs(ctx context.Context, ops *dlq.Ops, topic string, ids []string,
 		}
 		e, err := ops.Show(ctx, topic, id)
 		switch {
-		case errors.Is(err, dlq.ErrNotFound):
+		case errors.Is(err, dlqops.ErrNotFound):
 			notFound = true
 			problems = append(problems, fmt.Sprintf("%q in %s", id, topic))
 		case err != nil:
@@ -220,7 +227,7 @@ func unmatchedIDs(ctx context.Context, ops *dlq.Ops, topic string, ids []string,
 		return nil
 	}
 	if notFound {
-		return fmt.Errorf("%w: %s", dlq.ErrNotFound, strings.Join(problems, "; "))
+		return fmt.Errorf("%w: %s", dlqops.ErrNotFound, strings.Join(problems, "; "))
 	}
 	return fmt.Errorf("%w: %s", errNothingToDo, strings.Join(problems, "; "))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 const dlqTestAMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -76,7 +77,7 @@ func deadLetter(t *testing.T, pub message.Publisher, origTopic, handler, eventID
 	m.Metadata.Set("tenant", "acme")
 	info := dlq.Info{OriginalTopic: origTopic, Handler: handler, Scope: handler, EventID: eventID, Deliveries: 1, Failure: f}
 	require.NoError(t, r.Publish(context.Background(), m, info))
-	return dlq.EntryID(handler, eventID, eventID, 0)
+	return dlqmeta.EntryID(handler, eventID, eventID, 0)
 }
 
 func jsonLines(t *testing.T, out string) []map[string]any {
@@ -131,7 +132,7 @@ func TestDLQOnKafka(t *testing.T) {
 	case m := <-ch:
 		m.Ack()
 		require.Equal(t, "ev-k", m.UUID)
-		require.Equal(t, id, m.Metadata.Get(dlq.KeyReplayID))
+		require.Equal(t, id, m.Metadata.Get(dlqmeta.KeyReplayID))
 	case <-ctx.Done():
 		t.Fatal("the replay never arrived")
 	}
@@ -151,7 +152,7 @@ func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
 	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
 	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	bad := message.NewMessage("bad-uuid", []byte("from another tool"))
-	bad.Metadata.Set(dlq.KeyEntryID, "bad-entry")
+	bad.Metadata.Set(dlqmeta.KeyEntryID, "bad-entry")
 	require.NoError(t, pub.Publish("orders.dlq", bad))
 	idB := deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
@@ -205,9 +206,9 @@ func TestDLQCollidingEntryIDs(t *testing.T) {
 	const n = 20
 	for i := range n {
 		m := message.NewMessage("shared", []byte(fmt.Sprintf("payload-%d", i)))
-		m.Metadata.Set(dlq.KeyEntryID, "shared")
-		m.Metadata.Set(dlq.KeyOriginalTopic, "orders")
-		m.Metadata.Set(dlq.KeyReason, dlq.ReasonMissingEventID)
+		m.Metadata.Set(dlqmeta.KeyEntryID, "shared")
+		m.Metadata.Set(dlqmeta.KeyOriginalTopic, "orders")
+		m.Metadata.Set(dlqmeta.KeyReason, dlq.ReasonMissingEventID)
 		require.NoError(t, pub.Publish("orders.dlq", m))
 	}
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
@@ -251,4 +252,75 @@ func TestDLQCollidingEntryIDs(t *testing.T) {
 			t.Fatalf("got %d of %d replays", len(events), n)
 		}
 	}
+}
+
+// A dry run prints a snapshot token; replay and purge given it act on
+// exactly the entries the dry run counted, not on later dead letters.
+func TestDLQSnapshot(t *testing.T) {
+	emb, err := embedded.Start(embedded.Config{})
+	require.NoError(t, err)
+	defer emb.Close()
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	now := time.Now()
+	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
+	idB := deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
+	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), common...)...)
+	}
+	token := func(out string) string {
+		t.Helper()
+		for line := range strings.SplitSeq(out, "\n") {
+			if tok, ok := strings.CutPrefix(line, "snapshot: "); ok {
+				return tok
+			}
+		}
+		t.Fatalf("no snapshot line in %q", out)
+		return ""
+	}
+	code, out, errOut := cli("replay", "--all-unresolved", "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "dry run: would replay 2, park 0, fail 0")
+	tok := token(out)
+	idC := deadLetter(t, pub, "orders", "billing", "ev-c", "c", perm) // after the dry run
+
+	code, _, errOut = cli("replay", "--snapshot", tok, "--handler", "billing")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--snapshot holds its dry run's selection")
+	code, _, errOut = cli("purge", "--snapshot", tok, "--yes")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "snapshot of a replay, not of a purge")
+
+	code, out, errOut = cli("replay", "--snapshot", tok, "--json")
+	require.Equal(t, 0, code, errOut)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.EqualValues(t, 2, res["replayed"])
+	require.Equal(t, false, res["dry_run"])
+	code, out, _ = cli("list", "--all")
+	require.Equal(t, 0, code)
+	status := map[string]any{}
+	for _, r := range jsonLines(t, out) {
+		status[r["id"].(string)] = r["resolution"]
+		if r["id"] == idA {
+			require.NotEmpty(t, r["resolved_by"], "the record says who")
+			require.NotEmpty(t, r["resolved_at"], "and when")
+		}
+	}
+	require.Equal(t, map[string]any{idA: "replayed", idB: "replayed", idC: nil}, status, "the late dead letter is left alone")
+	code, out, errOut = cli("show", idA)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `resolved by\s+\S*@\S* at 20`, out, "show says who resolved the entry and when")
+
+	code, out, errOut = cli("purge", "--all-unresolved", "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "would purge "+idC)
+	require.Contains(t, out, "dry run: would purge 1, fail 0")
+	code, out, errOut = cli("purge", "--snapshot", token(out), "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "purged 1, skipped 0, failed 0")
 }

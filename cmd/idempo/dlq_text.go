@@ -10,18 +10,19 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // shownEntry is the JSON form of idempo dlq show.
 type shownEntry struct {
-	dlq.Entry
+	dlqops.Entry
 	Metadata        map[string]string `json:"metadata"`
 	Payload         string            `json:"payload"`
 	PayloadEncoding string            `json:"payload_encoding"`
 	// History lists the other entries of the same event and scope (earlier
 	// or later replay cycles), oldest first.
-	History []dlq.Entry `json:"history"`
+	History []dlqops.Entry `json:"history"`
 }
 
 func (s *shownEntry) text(w io.Writer) {
@@ -30,6 +31,9 @@ func (s *shownEntry) text(w io.Writer) {
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("entry", e.ID)
 	row("status", status(e, false))
+	if e.ResolvedBy != "" {
+		row("resolved by", e.ResolvedBy+" at "+fmtTime(e.ResolvedAt))
+	}
 	row("dlq", e.Topic+" @ "+e.Position)
 	row("original topic", dash(e.OriginalTopic))
 	row("original uuid", dash(e.OriginalUUID))
@@ -57,12 +61,12 @@ func (s *shownEntry) text(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
-	if stack := s.Metadata[dlq.KeyPanicStack]; stack != "" {
+	if stack := s.Metadata[dlqmeta.KeyPanicStack]; stack != "" {
 		fmt.Fprintf(w, "\npanic stack\n%s\n", stack)
 	}
 	keys := make([]string, 0, len(s.Metadata))
 	for k := range s.Metadata {
-		if k != dlq.KeyPanicStack {
+		if k != dlqmeta.KeyPanicStack {
 			keys = append(keys, k)
 		}
 	}
@@ -76,7 +80,7 @@ func (s *shownEntry) text(w io.Writer) {
 
 // status is an entry's resolution, "unresolved" when it has none; with
 // markProblems, " (!)" follows when the entry has problems.
-func status(e dlq.Entry, markProblems bool) string {
+func status(e dlqops.Entry, markProblems bool) string {
 	s := e.Resolution
 	if s == "" {
 		s = "unresolved"

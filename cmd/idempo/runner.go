@@ -10,7 +10,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
 // A command is an options struct: its flags set its fields, Validate checks
@@ -62,7 +62,7 @@ type env struct {
 	args []string
 	// ops works on the dead letters of the command's --broker and --store,
 	// opened by the runner for commands with a [dlqTarget].
-	ops   *dlq.Ops
+	ops   *dlqops.Ops
 	close func()
 }
 
@@ -163,7 +163,7 @@ const (
 	exitInterrupted = 130
 )
 
-// errNothingToDo makes a command exit with status 1, as dlq.ErrNotFound does.
+// errNothingToDo makes a command exit with status 1, as dlqops.ErrNotFound does.
 var errNothingToDo = errors.New("nothing to do")
 
 // statusError gives an error its exit status.
@@ -193,9 +193,9 @@ func exitStatus(err error) int {
 		return 0
 	case errors.As(err, &se):
 		return se.code
-	case errors.Is(err, dlq.ErrEntriesFailed):
+	case errors.Is(err, dlqops.ErrEntriesFailed):
 		return exitUnsettled
-	case errors.Is(err, errNothingToDo), errors.Is(err, dlq.ErrNotFound):
+	case errors.Is(err, errNothingToDo), errors.Is(err, dlqops.ErrNotFound):
 		return exitFailed
 	default:
 		return exitUsage

@@ -1,5 +1,5 @@
 // Package amqpdlq inspects, replays and purges idempo dead letters on
-// RabbitMQ, through [dlq.Ops].
+// RabbitMQ, through [dlqops.Ops].
 //
 // # Why the DLQ is a stream queue
 //
@@ -26,7 +26,5 @@
 // # Replaying
 //
 // [ReplayPublisher] republishes to the consumers' queues and parks entries
-// past the replay cap in a stream queue (the DLQ topic + ".parked").
-//
-// [dlq.Ops]: https://pkg.go.dev/github.com/idempo/idempo/dlq#Ops
+// past the replay cap in a stream queue ([dlqops.ParkingTopic]).
 package amqpdlq

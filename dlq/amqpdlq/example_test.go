@@ -8,6 +8,8 @@ import (
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/dlq/dlqops"
+	resmem "github.com/idempo/idempo/dlq/resolution/memstore"
 	"github.com/idempo/idempo/middleware"
 )
 
@@ -41,14 +43,14 @@ func Example() {
 		panic(err)
 	}
 	defer replays.Close()
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: source, Store: store, Publisher: replays})
+	ops, err := dlqops.New(dlqops.Config{Source: source, Resolutions: resmem.New(nil), Publisher: replays}) // Redis or SQL in production
 	if err != nil {
 		panic(err)
 	}
-	_ = ops.List(context.Background(), "orders.dlq", dlq.Filter{}, func(e dlq.Entry) error {
+	_ = ops.List(context.Background(), "orders.dlq", dlqops.Filter{}, func(e dlqops.Entry) error {
 		fmt.Println(e.Position, e.ID, e.Reason, e.Error)
 		return nil
 	})
-	res, err := ops.Replay(context.Background(), "orders.dlq", dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(context.Background(), "orders.dlq", dlqops.Filter{}, dlqops.ReplayOptions{})
 	fmt.Println(res.Replayed, err)
 }

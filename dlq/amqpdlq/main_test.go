@@ -22,6 +22,8 @@ import (
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
+	"github.com/idempo/idempo/dlq/resolution"
+	resredis "github.com/idempo/idempo/dlq/resolution/redisstore"
 )
 
 func TestMain(m *testing.M) {
@@ -69,9 +71,9 @@ func deleteQueues(t *testing.T, queues ...string) {
 	})
 }
 
-// newRedisStore returns a Redis dedup store under a fresh prefix, removed
-// at cleanup.
-func newRedisStore(t *testing.T, prefix string) dedup.Store {
+// newRedisStores returns a Redis dedup store and resolution store under
+// prefix, whose keys are removed at cleanup.
+func newRedisStores(t *testing.T, prefix string) (dedup.Store, resolution.Store) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
 	require.NoError(t, c.Ping(context.Background()).Err(), "Redis is required at %s", redisAddr())
@@ -85,7 +87,9 @@ func newRedisStore(t *testing.T, prefix string) dedup.Store {
 	})
 	st, err := redisstore.New(c, &redisstore.Options{Prefix: prefix})
 	require.NoError(t, err)
-	return st
+	rs, err := resredis.New(c, &resredis.Options{Prefix: prefix})
+	require.NoError(t, err)
+	return st, rs
 }
 
 // world is one consumer under test on RabbitMQ: its topic a classic queue,
@@ -105,7 +109,7 @@ func newWorld(t *testing.T) *world {
 	dlqTopic := dlq.DefaultTopic(topic, "")
 	deleteQueues(t, topic, dlqTopic, dlqTopic+".parked")
 	w.prefix = "idempo-dlqtest-" + watermill.NewShortUUID() + ":"
-	store := newRedisStore(t, w.prefix)
+	store, resolutions := newRedisStores(t, w.prefix)
 
 	pub, err := amqp.NewPublisher(w.cfg, nil)
 	require.NoError(t, err)
@@ -122,7 +126,7 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() { _ = w.dlqPub.Close() })
 
 	w.World = dlqtest.NewWorld(t, topic, dlqtest.Backend{
-		Store: store, Source: source, Publisher: pub, DLQPublisher: w.dlqPub,
+		Store: store, Resolutions: resolutions, Source: source, Publisher: pub, DLQPublisher: w.dlqPub,
 		NewSubscriber: func() (message.Subscriber, error) { return amqp.NewSubscriber(w.cfg, nil) },
 	})
 	return w
@@ -133,7 +137,7 @@ func newWorld(t *testing.T) *world {
 // first republish, so the parent can kill it there with SIGKILL.
 func crashHelper() int {
 	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
-	st, err := redisstore.New(c, &redisstore.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
+	st, err := resredis.New(c, &resredis.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		return 2

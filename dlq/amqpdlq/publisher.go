@@ -8,15 +8,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
-// ReplayPublisher is the publisher [dlq.Ops] replays through on RabbitMQ:
+// ReplayPublisher is the publisher [dlqops.Ops] replays through on RabbitMQ:
 // replays go to the consumers' queues through a publisher with the
 // configuration the consumers use, while entries past the replay cap go to
 // the parking topic, which is a stream queue like the DLQ so that it can be
 // listed too. It is safe for concurrent use.
-//
-// [dlq.Ops]: https://pkg.go.dev/github.com/idempo/idempo/dlq#Ops
 type ReplayPublisher struct {
 	queues    *amqp.Publisher
 	streams   *amqp.Publisher
@@ -28,10 +27,10 @@ var _ message.Publisher = (*ReplayPublisher)(nil)
 // NewReplayPublisher returns a [ReplayPublisher]. cfg must declare queues as
 // the consumers do (the same QueueArguments). isParking tells parking
 // topics apart; nil means topics ending in ".parked", the default of
-// dlq.OpsConfig.ParkingTopic.
+// dlqops.ParkingTopic.
 func NewReplayPublisher(cfg amqp.Config, logger *slog.Logger, isParking func(topic string) bool) (*ReplayPublisher, error) {
 	if isParking == nil {
-		isParking = func(t string) bool { return strings.HasSuffix(t, ".parked") }
+		isParking = func(t string) bool { return strings.HasSuffix(t, dlqops.ParkingTopic("")) }
 	}
 	queues, err := amqp.NewPublisher(cfg, logger)
 	if err != nil {

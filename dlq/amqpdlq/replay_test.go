@@ -9,9 +9,10 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // TestReplayOnRabbitMQProcessesOnce runs the whole flow on a real broker:
@@ -20,7 +21,7 @@ import (
 func TestReplayOnRabbitMQProcessesOnce(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.ReplayProcessesOnce(w.replayer, func(t *testing.T, _ int, e dlq.Entry) {
+	w.ReplayProcessesOnce(w.replayer, func(t *testing.T, _ int, e dlqops.Entry) {
 		require.NotContains(t, e.Message.Metadata, amqpdlq.StreamOffsetHeader)
 	})
 }
@@ -34,14 +35,14 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	ops := w.Ops(nil)
 	ctx := context.Background()
 
-	err := ops.List(ctx, w.DLQTopic, dlq.Filter{}, func(dlq.Entry) error { return nil })
+	err := ops.List(ctx, w.DLQTopic, dlqops.Filter{}, func(dlqops.Entry) error { return nil })
 	require.ErrorIs(t, err, amqpdlq.ErrNoQueue)
 	require.ErrorContains(t, err, w.DLQTopic)
-	err = ops.List(ctx, w.Topic, dlq.Filter{}, func(dlq.Entry) error { return nil })
+	err = ops.List(ctx, w.Topic, dlqops.Filter{}, func(dlqops.Entry) error { return nil })
 	require.ErrorIs(t, err, amqpdlq.ErrNotStream, "a classic queue is refused, not drained")
 
 	require.NoError(t, w.dlqPub.DeclareQueue(w.DLQTopic))
-	require.Empty(t, dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{}), "an empty stream has no entries")
+	require.Empty(t, dlqtest.List(t, ops, w.DLQTopic, dlqops.Filter{}), "an empty stream has no entries")
 
 	conn, err := amqp091.Dial(brokerURL())
 	require.NoError(t, err)
@@ -56,13 +57,13 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	require.True(t, (<-confirms).Ack)
 
 	bad := message.NewMessage("bad-uuid", []byte("x"))
-	bad.Metadata.Set(dlq.KeyEntryID, "entry-bad")
-	bad.Metadata.Set(dlq.KeyAttempts, "abc")
-	bad.Metadata.Set(dlq.KeyOriginalTopic, w.Topic)
+	bad.Metadata.Set(dlqmeta.KeyEntryID, "entry-bad")
+	bad.Metadata.Set(dlqmeta.KeyAttempts, "abc")
+	bad.Metadata.Set(dlqmeta.KeyOriginalTopic, w.Topic)
 	require.NoError(t, w.dlqPub.Publish(w.DLQTopic, bad))
 
-	var got []dlq.Entry
-	require.Eventually(t, func() bool { got = dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{}); return len(got) == 2 }, 30*time.Second, 100*time.Millisecond)
+	var got []dlqops.Entry
+	require.Eventually(t, func() bool { got = dlqtest.List(t, ops, w.DLQTopic, dlqops.Filter{}); return len(got) == 2 }, 30*time.Second, 100*time.Millisecond)
 	require.Equal(t, "0", got[0].Position)
 	require.Equal(t, "from another tool", string(got[0].Message.Payload))
 	require.NotEmpty(t, got[0].Problems)
@@ -70,7 +71,7 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	require.Equal(t, "7", got[0].Message.Metadata.Get("count"))
 	require.Equal(t, "entry-bad", got[1].ID)
 	require.Len(t, got[1].Problems, 1)
-	require.Contains(t, got[1].Problems[0], dlq.KeyAttempts)
+	require.Contains(t, got[1].Problems[0], dlqmeta.KeyAttempts)
 }
 
 // TestReplayCrashLosesNothing kills a replay with SIGKILL right after its
@@ -110,4 +111,12 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A listing beside a running replay writes nothing and the replay skips
+// nothing.
+func TestListBesideReplay(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ListBesideReplay(w.replayer)
 }

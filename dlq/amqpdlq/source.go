@@ -13,7 +13,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/idempo/idempo/broker/amqp"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -96,7 +96,7 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
-// Source reads RabbitMQ stream queues for [dlq.Ops]. Reading a stream
+// Source reads RabbitMQ stream queues for [dlqops.Ops]. Reading a stream
 // consumes nothing: each Read attaches a new consumer at the first offset,
 // acks what it reads (which only grants credit on a stream) and cancels the
 // consumer at the end. It is safe for concurrent use; each Read has its own
@@ -110,7 +110,7 @@ type Source struct {
 	closed bool
 }
 
-var _ dlq.Source = (*Source)(nil)
+var _ dlqops.Source = (*Source)(nil)
 
 // NewSource connects to url (amqp://user:pass@host:port/vhost) and returns
 // a Source. Close it when done.
@@ -165,7 +165,7 @@ func (s *Source) Close() error {
 // subscriber converts it ((internal/wire)), without the x-stream-offset
 // header, which becomes the entry's Position. A missing queue yields an
 // error matching [ErrNoQueue], a classic queue one matching [ErrNotStream].
-func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) error) error {
+func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) error) error {
 	conn, err := s.connection()
 	if err != nil {
 		return err
@@ -239,7 +239,7 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) erro
 		last = pos
 		msg, _ := wire.AMQPMarshaler{}.Unmarshal(d) // never fails
 		delete(msg.Metadata, StreamOffsetHeader)
-		if err := fn(dlq.ParseEntry(topic, strconv.FormatInt(pos, 10), msg)); err != nil {
+		if err := fn(dlqops.ParseEntry(topic, strconv.FormatInt(pos, 10), msg)); err != nil {
 			return err
 		}
 	}

@@ -1,5 +1,5 @@
 // Package kafkadlq inspects, replays and purges idempo dead letters on Kafka,
-// through [dlq.Ops]. It keeps the Kafka client libraries out of package dlq.
+// through [dlqops.Ops]. It keeps the Kafka client libraries out of packages dlq and dlqops.
 //
 // # Reading without a consumer group
 //
@@ -14,7 +14,7 @@
 // # Entries
 //
 // Each record becomes a Watermill message exactly as the idempo Kafka
-// subscriber converts it (broker/kafka's Marshaler), and then a [dlq.Entry]
+// subscriber converts it (broker/kafka's Marshaler), and then a [dlqops.Entry]
 // whose Position is "partition/offset". Entries are returned partition by
 // partition, each partition oldest first.
 //
@@ -22,5 +22,5 @@
 //
 // Replays are published with the idempo Kafka publisher
 // (broker/kafka.NewPublisher) to each entry's original topic; the
-// resolution records live in the dedup store, see [dlq.Ops].
+// resolution records live in a resolution store, see [dlqops.Ops].
 package kafkadlq

@@ -10,9 +10,10 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
-	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/kafkadlq"
+	"github.com/idempo/idempo/dlq/resolution/memstore"
 )
 
 // List the dead letters of a Kafka DLQ topic, then replay them to their
@@ -42,17 +43,17 @@ func Example() {
 		panic(err)
 	}
 	defer source.Close()
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: source, Store: memstore.New(nil), Publisher: pub})
+	ops, err := dlqops.New(dlqops.Config{Source: source, Resolutions: memstore.New(nil), Publisher: pub}) // Redis or SQL in production
 	if err != nil {
 		panic(err)
 	}
-	_ = ops.List(context.Background(), "orders.dlq", dlq.Filter{}, func(e dlq.Entry) error {
+	_ = ops.List(context.Background(), "orders.dlq", dlqops.Filter{}, func(e dlqops.Entry) error {
 		fmt.Println(e.Position, e.EventID, e.Reason, e.Error)
 		return nil
 	})
-	res, err := ops.Replay(context.Background(), "orders.dlq", dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(context.Background(), "orders.dlq", dlqops.Filter{}, dlqops.ReplayOptions{})
 	fmt.Println("replayed:", res.Replayed, err)
-	err = ops.List(context.Background(), "no.such.dlq", dlq.Filter{}, func(dlq.Entry) error { return nil })
+	err = ops.List(context.Background(), "no.such.dlq", dlqops.Filter{}, func(dlqops.Entry) error { return nil })
 	fmt.Println(errors.Is(err, kafkadlq.ErrNoTopic))
 	// Output:
 	// 0/0 order-7 permanent_error negative amount

@@ -20,6 +20,9 @@ import (
 	"github.com/idempo/idempo/dedup/redisstore"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
+	"github.com/idempo/idempo/dlq/resolution"
+	resmem "github.com/idempo/idempo/dlq/resolution/memstore"
+	resredis "github.com/idempo/idempo/dlq/resolution/redisstore"
 )
 
 func TestMain(m *testing.M) {
@@ -62,18 +65,18 @@ type world struct {
 
 func newWorld(t *testing.T, cfg ...embedded.Config) *world {
 	t.Helper()
-	return newWorldWithStore(t, memstore.New(nil), cfg...)
+	return newWorldWithStore(t, memstore.New(nil), resmem.New(nil), cfg...)
 }
 
-// newWorldWithStore is newWorld with the given dedup store.
-func newWorldWithStore(t *testing.T, store dedup.Store, cfg ...embedded.Config) *world {
+// newWorldWithStore is newWorld with the given dedup and resolution stores.
+func newWorldWithStore(t *testing.T, store dedup.Store, resolutions resolution.Store, cfg ...embedded.Config) *world {
 	t.Helper()
 	w := &world{emb: startEmbedded(t, cfg...)}
 	pub, err := kafka.NewPublisher(w.emb.Config(""), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
 	w.World = dlqtest.NewWorld(t, "orders_"+watermill.NewShortUUID(), dlqtest.Backend{
-		Store: store, Source: newSource(t, w.emb), Publisher: pub, DLQPublisher: pub,
+		Store: store, Resolutions: resolutions, Source: newSource(t, w.emb), Publisher: pub, DLQPublisher: pub,
 		NewSubscriber: func() (message.Subscriber, error) {
 			sub, err := kafka.NewSubscriber(w.emb.Config(dlqtest.Handler), nil)
 			if err != nil {
@@ -92,9 +95,10 @@ func redisAddr() string {
 	return "127.0.0.1:6379"
 }
 
-// newRedisStore returns a Redis dedup store under prefix, whose keys are
-// removed at cleanup: a store the crash helper process shares.
-func newRedisStore(t *testing.T, prefix string) dedup.Store {
+// newRedisStores returns a Redis dedup store and resolution store under
+// prefix, whose keys are removed at cleanup: stores the crash helper process
+// shares.
+func newRedisStores(t *testing.T, prefix string) (dedup.Store, resolution.Store) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
 	require.NoError(t, c.Ping(context.Background()).Err(), "Redis is required at %s", redisAddr())
@@ -108,7 +112,9 @@ func newRedisStore(t *testing.T, prefix string) dedup.Store {
 	})
 	st, err := redisstore.New(c, &redisstore.Options{Prefix: prefix})
 	require.NoError(t, err)
-	return st
+	rs, err := resredis.New(c, &resredis.Options{Prefix: prefix})
+	require.NoError(t, err)
+	return st, rs
 }
 
 // crashHelper is the child process of TestReplayCrashLosesNothing: it
@@ -117,7 +123,7 @@ func newRedisStore(t *testing.T, prefix string) dedup.Store {
 func crashHelper() int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "crash helper:", err); return 2 }
 	brokers := strings.Split(os.Getenv("IDEMPO_KAFKA_BROKERS"), ",")
-	st, err := redisstore.New(redis.NewClient(&redis.Options{Addr: redisAddr()}), &redisstore.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
+	st, err := resredis.New(redis.NewClient(&redis.Options{Addr: redisAddr()}), &resredis.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
 	if err != nil {
 		return fail(err)
 	}

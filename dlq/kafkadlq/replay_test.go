@@ -15,9 +15,10 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -27,9 +28,9 @@ import (
 func TestReplayOnKafkaProcessesOnce(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.ReplayProcessesOnce(w.Publisher, func(t *testing.T, i int, e dlq.Entry) {
+	w.ReplayProcessesOnce(w.Publisher, func(t *testing.T, i int, e dlqops.Entry) {
 		require.Equal(t, "0/"+[]string{"0", "1", "2"}[i], e.Position)
-		require.Equal(t, []string{"0", "2", "4"}[i], e.Message.Metadata.Get(dlq.KeyOffset), "the original's offset survives")
+		require.Equal(t, []string{"0", "2", "4"}[i], e.Message.Metadata.Get(dlqmeta.KeyOffset), "the original's offset survives")
 	})
 }
 
@@ -43,10 +44,10 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	ops := w.Ops(nil)
 	ctx := context.Background()
 
-	err := ops.List(ctx, "no_such_topic", dlq.Filter{}, func(dlq.Entry) error { return nil })
+	err := ops.List(ctx, "no_such_topic", dlqops.Filter{}, func(dlqops.Entry) error { return nil })
 	require.ErrorIs(t, err, kafkadlq.ErrNoTopic)
 	require.ErrorContains(t, err, "no_such_topic")
-	require.Empty(t, dlqtest.List(t, ops, empty, dlq.Filter{}))
+	require.Empty(t, dlqtest.List(t, ops, empty, dlqops.Filter{}))
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	require.NoError(t, err)
@@ -54,25 +55,25 @@ func TestForeignAndMalformedEntries(t *testing.T) {
 	require.NoError(t, cl.ProduceSync(ctx,
 		&kgo.Record{Topic: w.DLQTopic, Partition: 1, Key: []byte("k"), Value: []byte("from another tool"), Headers: []kgo.RecordHeader{{Key: "x", Value: []byte("y")}}},
 		&kgo.Record{Topic: w.DLQTopic, Partition: 0, Value: []byte("bad"), Headers: []kgo.RecordHeader{
-			{Key: dlq.KeyEntryID, Value: []byte("entry-bad")},
-			{Key: dlq.KeyAttempts, Value: []byte("abc")},
+			{Key: dlqmeta.KeyEntryID, Value: []byte("entry-bad")},
+			{Key: dlqmeta.KeyAttempts, Value: []byte("abc")},
 		}},
 	).FirstErr())
 
-	got := dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})
+	got := dlqtest.List(t, ops, w.DLQTopic, dlqops.Filter{})
 	require.Len(t, got, 2)
 	require.Equal(t, "entry-bad", got[0].ID)
 	require.Equal(t, "0/0", got[0].Position)
 	require.Len(t, got[0].Problems, 1)
-	require.Contains(t, got[0].Problems[0], dlq.KeyAttempts)
+	require.Contains(t, got[0].Problems[0], dlqmeta.KeyAttempts)
 	require.Equal(t, "1/0", got[1].Position)
 	require.Equal(t, "from another tool", string(got[1].Message.Payload))
 	require.Equal(t, "y", got[1].Message.Metadata.Get("x"))
-	require.Equal(t, "k", got[1].Message.Metadata.Get(dlq.KeyPartitionKey))
+	require.Equal(t, "k", got[1].Message.Metadata.Get(dlqmeta.KeyPartitionKey))
 	require.NotEmpty(t, got[1].Problems)
 	require.Contains(t, got[1].Problems[0], "not written by idempo")
 	require.Equal(t, "pos:"+w.DLQTopic+"/1/0", got[1].ID, "no UUID either: the position names it")
-	require.Equal(t, dlqtest.Positions(got), dlqtest.Positions(dlqtest.List(t, ops, w.DLQTopic, dlq.Filter{})))
+	require.Equal(t, dlqtest.Positions(got), dlqtest.Positions(dlqtest.List(t, ops, w.DLQTopic, dlqops.Filter{})))
 }
 
 // Records appended after a read began are left for the next read.
@@ -83,7 +84,7 @@ func TestReadStopsAtTheHighWatermark(t *testing.T) {
 		require.NoError(t, w.Publisher.Publish(w.DLQTopic, message.NewMessage("u"+string(rune('0'+i)), nil)))
 	}
 	n := 0
-	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlq.Entry) error {
+	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlqops.Entry) error {
 		n++
 		if n == 1 {
 			return w.Publisher.Publish(w.DLQTopic, message.NewMessage("late", nil))
@@ -92,7 +93,7 @@ func TestReadStopsAtTheHighWatermark(t *testing.T) {
 	}))
 	require.Equal(t, 3, n)
 	n = 0
-	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlq.Entry) error { n++; return nil }))
+	require.NoError(t, w.Source.Read(context.Background(), w.DLQTopic, func(dlqops.Entry) error { n++; return nil }))
 	require.Equal(t, 4, n)
 }
 
@@ -108,7 +109,8 @@ func TestUnreachable(t *testing.T) {
 func TestReplayCrashLosesNothing(t *testing.T) {
 	t.Parallel()
 	prefix := "idempo-kafkadlqtest-" + watermill.NewShortUUID() + ":"
-	w := newWorldWithStore(t, newRedisStore(t, prefix))
+	st, rs := newRedisStores(t, prefix)
+	w := newWorldWithStore(t, st, rs)
 	w.ReplayCrashLosesNothing(w.Publisher, "IDEMPO_PREFIX="+prefix, "IDEMPO_KAFKA_BROKERS="+strings.Join(w.emb.Addrs(), ","))
 }
 
@@ -163,9 +165,9 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 	origPartition := map[string]int32{}
 	partitions := map[int32]bool{}
 	for _, e := range entries {
-		k := e.Message.Metadata.Get(dlq.KeyPartitionKey)
+		k := e.Message.Metadata.Get(dlqmeta.KeyPartitionKey)
 		require.Contains(t, keys, k)
-		p, err := strconv.ParseInt(e.Message.Metadata.Get(dlq.KeyPartition), 10, 32)
+		p, err := strconv.ParseInt(e.Message.Metadata.Get(dlqmeta.KeyPartition), 10, 32)
 		require.NoError(t, err)
 		origPartition[k] = int32(p)
 		partitions[int32(p)] = true
@@ -173,7 +175,7 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 	require.Greater(t, len(partitions), 1, "the keys spread over several partitions")
 
 	replays := "replays_" + watermill.NewShortUUID()
-	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{To: replays})
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{To: replays})
 	require.NoError(t, err)
 	require.Equal(t, len(keys), res.Replayed)
 
@@ -188,7 +190,7 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 		require.NoError(t, ctx.Err(), "want %d replayed records, got %d", len(keys), len(recs))
 		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
 	}
-	allowed := map[string]bool{dlq.KeyPartitionKey: true, dlq.KeyReplays: true, dlq.KeyReplayID: true}
+	allowed := map[string]bool{dlqmeta.KeyPartitionKey: true, dlqmeta.KeyReplays: true, dlqmeta.KeyReplayID: true}
 	for _, r := range recs {
 		k := string(r.Key)
 		require.Contains(t, origPartition, k, "the replay keeps its record key")
@@ -200,6 +202,14 @@ func TestReplayKeepsKeyAndPartition(t *testing.T) {
 				idempoKeys = append(idempoKeys, h.Key)
 			}
 		}
-		require.ElementsMatch(t, []string{dlq.KeyPartitionKey, dlq.KeyReplays, dlq.KeyReplayID}, idempoKeys)
+		require.ElementsMatch(t, []string{dlqmeta.KeyPartitionKey, dlqmeta.KeyReplays, dlqmeta.KeyReplayID}, idempoKeys)
 	}
+}
+
+// A listing beside a running replay writes nothing and the replay skips
+// nothing.
+func TestListBesideReplay(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ListBesideReplay(w.Publisher)
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/idempo/idempo/broker/kafka"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/kafkadlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // The DLQ tools reach a cluster that requires SASL with the same Config as
@@ -28,8 +29,8 @@ func TestSourceSASL(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
 	m := message.NewMessage("copy-1", []byte("poison"))
-	m.Metadata.Set(dlq.KeyEntryID, "copy-1")
-	m.Metadata.Set(dlq.KeyOriginalTopic, "orders")
+	m.Metadata.Set(dlqmeta.KeyEntryID, "copy-1")
+	m.Metadata.Set(dlqmeta.KeyOriginalTopic, "orders")
 	require.NoError(t, pub.Publish("orders.dlq", m))
 
 	src, err := kafkadlq.NewSource(cfg, &kafkadlq.Options{DialTimeout: 30 * time.Second})
@@ -38,7 +39,7 @@ func TestSourceSASL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var ids []string
-	require.NoError(t, src.Read(ctx, "orders.dlq", func(e dlq.Entry) error { ids = append(ids, e.ID); return nil }))
+	require.NoError(t, src.Read(ctx, "orders.dlq", func(e dlqops.Entry) error { ids = append(ids, e.ID); return nil }))
 	require.Equal(t, []string{"copy-1"}, ids)
 
 	wrong := cfg

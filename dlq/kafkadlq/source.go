@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/idempo/idempo/broker/kafka"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -55,7 +55,7 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
-// Source reads Kafka DLQ topics for [dlq.Ops]. It assigns partitions
+// Source reads Kafka DLQ topics for [dlqops.Ops]. It assigns partitions
 // directly, without a consumer group, so reading never commits an offset,
 // never joins a group and never changes what any consumer sees. It is safe
 // for concurrent use; each Read uses its own connections.
@@ -65,7 +65,7 @@ type Source struct {
 	admin *kgo.Client
 }
 
-var _ dlq.Source = (*Source)(nil)
+var _ dlqops.Source = (*Source)(nil)
 
 // NewSource connects to the cluster cfg names — its Brokers, and the same
 // TLS, SASL and ClientID the preset's publisher and subscriber use, so
@@ -133,7 +133,7 @@ type span struct {
 // subscriber converts it ((internal/wire)); the entry's Position is
 // "partition/offset". A missing topic yields an error matching [ErrNoTopic];
 // an empty topic calls fn never.
-func (s *Source) Read(ctx context.Context, topic string, fn func(dlq.Entry) error) error {
+func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) error) error {
 	spans, err := s.spans(ctx, topic)
 	if err != nil {
 		return err
@@ -215,7 +215,7 @@ func (s *Source) spans(ctx context.Context, topic string) ([]span, error) {
 	return spans, nil
 }
 
-func (s *Source) readPartition(ctx context.Context, topic string, sp span, fn func(dlq.Entry) error) error {
+func (s *Source) readPartition(ctx context.Context, topic string, sp span, fn func(dlqops.Entry) error) error {
 	cl, err := kgo.NewClient(s.clientOpts(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {sp.partition: kgo.NewOffset().At(sp.start)}}),
 		kgo.KeepControlRecords(),
@@ -270,7 +270,7 @@ func (s *Source) readPartition(ctx context.Context, topic string, sp span, fn fu
 }
 
 // entry converts a record exactly as the idempo Kafka subscriber does.
-func entry(topic string, r *kgo.Record) dlq.Entry {
+func entry(topic string, r *kgo.Record) dlqops.Entry {
 	cm := &sarama.ConsumerMessage{
 		Topic:     r.Topic,
 		Partition: r.Partition,
@@ -284,5 +284,5 @@ func entry(topic string, r *kgo.Record) dlq.Entry {
 		cm.Headers = append(cm.Headers, &sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value})
 	}
 	msg, _ := wire.KafkaMarshaler{}.Unmarshal(cm) // never fails
-	return dlq.ParseEntry(topic, strconv.FormatInt(int64(r.Partition), 10)+"/"+strconv.FormatInt(r.Offset, 10), msg)
+	return dlqops.ParseEntry(topic, strconv.FormatInt(int64(r.Partition), 10)+"/"+strconv.FormatInt(r.Offset, 10), msg)
 }

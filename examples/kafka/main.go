@@ -81,7 +81,7 @@ func run(out io.Writer) error {
 	defer stack.Close()
 	router.AddConsumerHandler("charge-card", topic, sub, func(msg *message.Message) error {
 		fmt.Fprintf(out, "charged for event %s (key %s, partition %s, offset %s)\n", msg.Metadata.Get("ce_id"),
-			msg.Metadata.Get(dlq.KeyPartitionKey), msg.Metadata.Get(dlq.KeyPartition), msg.Metadata.Get(dlq.KeyOffset))
+			msg.Metadata.Get("idempo_original_key"), msg.Metadata.Get("idempo_original_partition"), msg.Metadata.Get("idempo_original_offset"))
 		return nil
 	}).AddMiddleware(stack.Middleware)
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -51,8 +52,8 @@ func main() {
 	}
 	go func() {
 		for msg := range deadLetters {
-			fmt.Printf("dead letter %s: %s (%s)\n", msg.Metadata.Get(dlq.KeyEventID),
-				msg.Metadata.Get(dlq.KeyError), msg.Metadata.Get(dlq.KeyReason))
+			e := dlqops.ParseEntry("orders.dlq", "", msg) // the copy's metadata, typed
+			fmt.Printf("dead letter %s: %s (%s)\n", e.EventID, e.Error, e.Reason)
 			msg.Ack()
 		}
 	}()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -104,10 +105,10 @@ func DelayedRedelivery(t *testing.T, topic string, pub message.Publisher, sub fu
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the poison message did not reach the DLQ within 2 minutes")
 	}
-	require.Equal(t, "poison", got.Metadata.Get(dlq.KeyOriginalUUID))
-	require.Equal(t, dlq.ReasonRetriesExhausted, got.Metadata.Get(dlq.KeyReason))
+	require.Equal(t, "poison", got.Metadata.Get(dlqmeta.KeyOriginalUUID))
+	require.Equal(t, dlq.ReasonRetriesExhausted, got.Metadata.Get(dlqmeta.KeyReason))
 	require.Equal(t, "2", got.Metadata.Get("idempo_redelivery_tier"), "it went through both tiers first")
-	require.Equal(t, "3", got.Metadata.Get(dlq.KeyDeliveries))
+	require.Equal(t, "3", got.Metadata.Get(dlqmeta.KeyDeliveries))
 	require.Equal(t, int32(6), poisonAttempts.Load(), "2 attempts per delivery × 3 deliveries")
 	require.Eventually(t, func() bool { return recovered.Load() == 1 }, time.Minute, 10*time.Millisecond,
 		"the recovering message was not processed after its delay tier")

@@ -14,7 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // AMQPUUIDHeader is the message header that carries the Watermill message UUID
@@ -45,7 +45,7 @@ const AMQPRedeliveredKey = wamqp.MetadataRedeliveredKey
 // byte arrays as text, numbers, booleans and decimals in their usual text
 // form, timestamps in RFC 3339, and tables and arrays — such as the x-death
 // header a dead-letter exchange adds — as JSON. A header it cannot render is
-// rendered as well as it can and reported in [dlq.KeyMalformed], which makes
+// rendered as well as it can and reported in "idempo_malformed", which makes
 // the idempo middleware dead-letter the message instead of running it.
 //
 // Marshaler is safe for concurrent use.
@@ -82,7 +82,7 @@ func (m AMQPMarshaler) Marshal(msg *message.Message) (amqp091.Publishing, error)
 }
 
 // Unmarshal converts a delivery into a message. It never returns an error;
-// a problem is reported in the message's [dlq.KeyMalformed] metadata.
+// a problem is reported in the message's "idempo_malformed" metadata.
 func (AMQPMarshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
 	md := make(message.Metadata, len(d.Headers)+1)
 	var problems []string
@@ -103,7 +103,7 @@ func (AMQPMarshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
-		md[dlq.KeyMalformed] = strings.Join(problems, "; ")
+		md[dlqmeta.KeyMalformed] = strings.Join(problems, "; ")
 	}
 	msg := message.NewMessage(uuid, d.Body)
 	msg.Metadata = md

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/dedup"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -31,7 +31,7 @@ func TestAMQPMarshalerRoundTrip(t *testing.T) {
 	require.Equal(t, "uuid-1", got.UUID)
 	require.Equal(t, "evt-1", got.Metadata.Get("cloudEvents:id"))
 	require.Equal(t, "uuid-1", got.Metadata.Get(wire.AMQPMessageIDKey))
-	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
+	require.Empty(t, got.Metadata.Get(dlqmeta.KeyMalformed))
 
 	id, err := dedup.Metadata(wire.AMQPMessageIDKey)(got)
 	require.NoError(t, err)
@@ -79,14 +79,14 @@ func TestAMQPUnmarshalNeverFails(t *testing.T) {
 		`[{"count":1,"reason":"rejected","queue":"orders","time":"2024-05-06T07:08:09Z","routing-keys":["orders"]}]`,
 		msg.Metadata.Get("x-death"))
 	require.Equal(t, "mid-1", msg.Metadata.Get(wire.AMQPMessageIDKey))
-	require.Empty(t, msg.Metadata.Get(dlq.KeyMalformed))
+	require.Empty(t, msg.Metadata.Get(dlqmeta.KeyMalformed))
 
 	// A value JSON cannot carry is rendered anyway and flagged.
 	msg, err = wire.AMQPMarshaler{}.Unmarshal(amqp091.Delivery{Headers: amqp091.Table{
 		"weird": []any{math.NaN()},
 	}})
 	require.NoError(t, err)
-	require.Contains(t, msg.Metadata.Get(dlq.KeyMalformed), `header "weird"`)
+	require.Contains(t, msg.Metadata.Get(dlqmeta.KeyMalformed), `header "weird"`)
 	require.NotEmpty(t, msg.Metadata.Get("weird"))
 
 	msg, err = wire.AMQPMarshaler{}.Unmarshal(amqp091.Delivery{})

@@ -7,7 +7,7 @@ import (
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // KafkaUUIDHeader is the Kafka record header that carries the Watermill message
@@ -17,7 +17,7 @@ const KafkaUUIDHeader = wkafka.UUIDHeaderKey
 // KafkaPartitionKey is the metadata field whose value [KafkaMarshaler] sends as
 // the Kafka record key, so that messages with one key land on one partition
 // (and keep their order). Without it, a message consumed from Kafka keeps its
-// original key through [dlq.KeyPartitionKey]; with neither, the record has no
+// original key through "idempo_original_key"; with neither, the record has no
 // key and sarama spreads records over partitions at random.
 const KafkaPartitionKey = "partition_key"
 
@@ -27,17 +27,17 @@ const KafkaPartitionKey = "partition_key"
 // sees it.
 //
 // Marshal writes the UUID to [KafkaUUIDHeader], every metadata field as a header,
-// and the key from [KafkaPartitionKey] (or [dlq.KeyPartitionKey]). A
+// and the key from [KafkaPartitionKey] (or "idempo_original_key"). A
 // metadata field named [KafkaUUIDHeader] is not written (the UUID takes its place).
 //
 // Unmarshal reads the UUID from [KafkaUUIDHeader] ("" when absent, as for records
 // of producers that are not Watermill: extract their event ID from a header
 // with dedup.Metadata or dedup.CloudEventsID), every other header into
 // metadata (the last one wins when a key repeats), and records where the
-// message came from in [dlq.KeyPartition], [dlq.KeyOffset] and
-// [dlq.KeyPartitionKey] unless the record already carries them (a dead-letter
+// message came from in "idempo_original_partition", "idempo_original_offset" and
+// "idempo_original_key" unless the record already carries them (a dead-letter
 // copy read back keeps its original's). A record whose UUID header appears
-// twice with different values gets [dlq.KeyMalformed] instead of an error.
+// twice with different values gets "idempo_malformed" instead of an error.
 //
 // Marshaler is stateless and safe for concurrent use.
 type KafkaMarshaler struct{}
@@ -72,12 +72,12 @@ func partitionKey(msg *message.Message) (string, bool) {
 	if k, ok := msg.Metadata[KafkaPartitionKey]; ok {
 		return k, true
 	}
-	k, ok := msg.Metadata[dlq.KeyPartitionKey]
+	k, ok := msg.Metadata[dlqmeta.KeyPartitionKey]
 	return k, ok
 }
 
 // Unmarshal converts a consumed record into a message. It never returns an
-// error; a problem is reported in the message's [dlq.KeyMalformed] metadata.
+// error; a problem is reported in the message's "idempo_malformed" metadata.
 func (KafkaMarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
 	md := make(message.Metadata, len(rec.Headers)+3)
 	var (
@@ -100,15 +100,15 @@ func (KafkaMarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, 
 		}
 		md[k] = string(h.Value)
 	}
-	if _, ok := md[dlq.KeyPartition]; !ok {
-		md[dlq.KeyPartition] = strconv.FormatInt(int64(rec.Partition), 10)
-		md[dlq.KeyOffset] = strconv.FormatInt(rec.Offset, 10)
+	if _, ok := md[dlqmeta.KeyPartition]; !ok {
+		md[dlqmeta.KeyPartition] = strconv.FormatInt(int64(rec.Partition), 10)
+		md[dlqmeta.KeyOffset] = strconv.FormatInt(rec.Offset, 10)
 		if rec.Key != nil {
-			md[dlq.KeyPartitionKey] = string(rec.Key)
+			md[dlqmeta.KeyPartitionKey] = string(rec.Key)
 		}
 	}
 	if malformed != "" {
-		md[dlq.KeyMalformed] = malformed
+		md[dlqmeta.KeyMalformed] = malformed
 	}
 	msg := message.NewMessage(uuid, rec.Value)
 	msg.Metadata = md

@@ -7,7 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/internal/wire"
 )
 
@@ -30,10 +30,10 @@ func TestKafkaMarshalerRoundTrip(t *testing.T) {
 	require.Equal(t, "uuid-1", got.UUID)
 	require.Equal(t, "payload", string(got.Payload))
 	require.Equal(t, "event-1", got.Metadata.Get("ce_id"))
-	require.Equal(t, "3", got.Metadata.Get(dlq.KeyPartition))
-	require.Equal(t, "42", got.Metadata.Get(dlq.KeyOffset))
-	require.Equal(t, "customer-7", got.Metadata.Get(dlq.KeyPartitionKey))
-	require.Empty(t, got.Metadata.Get(dlq.KeyMalformed))
+	require.Equal(t, "3", got.Metadata.Get(dlqmeta.KeyPartition))
+	require.Equal(t, "42", got.Metadata.Get(dlqmeta.KeyOffset))
+	require.Equal(t, "customer-7", got.Metadata.Get(dlqmeta.KeyPartitionKey))
+	require.Empty(t, got.Metadata.Get(dlqmeta.KeyMalformed))
 	require.NotContains(t, got.Metadata, wire.KafkaUUIDHeader)
 }
 
@@ -57,9 +57,9 @@ func TestKafkaMarshalerKeepsOriginalPosition(t *testing.T) {
 
 	readBack, err := wire.KafkaMarshaler{}.Unmarshal(toConsumerMessage(t, pm, 0, 100))
 	require.NoError(t, err)
-	require.Equal(t, "2", readBack.Metadata.Get(dlq.KeyPartition))
-	require.Equal(t, "9", readBack.Metadata.Get(dlq.KeyOffset))
-	require.Equal(t, "k1", readBack.Metadata.Get(dlq.KeyPartitionKey))
+	require.Equal(t, "2", readBack.Metadata.Get(dlqmeta.KeyPartition))
+	require.Equal(t, "9", readBack.Metadata.Get(dlqmeta.KeyOffset))
+	require.Equal(t, "k1", readBack.Metadata.Get(dlqmeta.KeyPartitionKey))
 }
 
 func TestKafkaMarshalerNeverFails(t *testing.T) {
@@ -78,9 +78,9 @@ func TestKafkaMarshalerNeverFails(t *testing.T) {
 		require.NoError(t, err, name)
 		require.NotNil(t, msg, name)
 		if name == "conflicting UUIDs" {
-			require.Contains(t, msg.Metadata.Get(dlq.KeyMalformed), "appears twice", name)
+			require.Contains(t, msg.Metadata.Get(dlqmeta.KeyMalformed), "appears twice", name)
 		} else {
-			require.Empty(t, msg.Metadata.Get(dlq.KeyMalformed), name)
+			require.Empty(t, msg.Metadata.Get(dlqmeta.KeyMalformed), name)
 		}
 	}
 

@@ -22,6 +22,9 @@ import (
 
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/dlq/resolution"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -36,10 +39,12 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // consumer and the DLQ operations use. The backend closes what it gives,
 // except the subscribers, which the consumer's router closes.
 type Backend struct {
-	// Store is the dedup store of the consumer and of the DLQ operations.
+	// Store is the dedup store of the consumer.
 	Store dedup.Store
+	// Resolutions is the resolution store of the DLQ operations.
+	Resolutions resolution.Store
 	// Source reads the DLQ topics.
-	Source dlq.Source
+	Source dlqops.Source
 	// Publisher publishes to the consumer's topic.
 	Publisher message.Publisher
 	// DLQPublisher is the publisher the consumer dead-letters through.
@@ -128,11 +133,11 @@ func (w *World) Effect(id string) int {
 	return w.effects[id]
 }
 
-// Ops returns the DLQ operations on the backend's store and source,
+// Ops returns the DLQ operations on the backend's source and resolution store,
 // replaying through pub.
-func (w *World) Ops(pub message.Publisher) *dlq.Ops {
+func (w *World) Ops(pub message.Publisher) *dlqops.Ops {
 	w.t.Helper()
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: w.Source, Store: w.Store, Publisher: pub})
+	ops, err := dlqops.New(dlqops.Config{Source: w.Source, Resolutions: w.Resolutions, Publisher: pub})
 	require.NoError(w.t, err)
 	return ops
 }
@@ -162,7 +167,7 @@ func (w *World) RequireOnce(ids ...string) {
 // as a duplicate of the republish would, then publishes the event marker and
 // waits for its effect: Topic has one partition or queue, so once the marker
 // is processed, the duplicates before it were too.
-func (w *World) Redeliver(marker string, entries ...dlq.Entry) {
+func (w *World) Redeliver(marker string, entries ...dlqops.Entry) {
 	w.t.Helper()
 	for _, e := range entries {
 		require.NoError(w.t, w.Publisher.Publish(w.Topic, replayMessage(e)), "a replay delivered twice")
@@ -173,22 +178,22 @@ func (w *World) Redeliver(marker string, entries ...dlq.Entry) {
 
 // replayMessage builds what a replay of e publishes, to deliver it again:
 // the original UUID, or the entry ID for an original that had none.
-func replayMessage(e dlq.Entry) *message.Message {
+func replayMessage(e dlqops.Entry) *message.Message {
 	id := e.OriginalUUID
 	if id == "" {
 		id = e.ID
 	}
 	m := message.NewMessage(id, e.Message.Payload)
-	m.Metadata.Set(dlq.KeyReplays, strconv.Itoa(e.Replays+1))
-	m.Metadata.Set(dlq.KeyReplayID, e.ID)
+	m.Metadata.Set(dlqmeta.KeyReplays, strconv.Itoa(e.Replays+1))
+	m.Metadata.Set(dlqmeta.KeyReplayID, e.ID)
 	return m
 }
 
 // List returns the entries of topic that f selects.
-func List(t *testing.T, ops *dlq.Ops, topic string, f dlq.Filter) []dlq.Entry {
+func List(t *testing.T, ops *dlqops.Ops, topic string, f dlqops.Filter) []dlqops.Entry {
 	t.Helper()
-	var out []dlq.Entry
-	require.NoError(t, ops.List(context.Background(), topic, f, func(e dlq.Entry) error {
+	var out []dlqops.Entry
+	require.NoError(t, ops.List(context.Background(), topic, f, func(e dlqops.Entry) error {
 		out = append(out, e)
 		return nil
 	}))
@@ -197,12 +202,12 @@ func List(t *testing.T, ops *dlq.Ops, topic string, f dlq.Filter) []dlq.Entry {
 
 // WaitEntries waits until n unresolved entries of topic are listed and
 // returns them.
-func WaitEntries(t *testing.T, ops *dlq.Ops, topic string, n int) []dlq.Entry {
+func WaitEntries(t *testing.T, ops *dlqops.Ops, topic string, n int) []dlqops.Entry {
 	t.Helper()
-	var got []dlq.Entry
+	var got []dlqops.Entry
 	require.Eventually(t, func() bool {
 		got = nil
-		err := ops.List(context.Background(), topic, dlq.Filter{}, func(e dlq.Entry) error {
+		err := ops.List(context.Background(), topic, dlqops.Filter{}, func(e dlqops.Entry) error {
 			got = append(got, e)
 			return nil
 		})
@@ -212,7 +217,7 @@ func WaitEntries(t *testing.T, ops *dlq.Ops, topic string, n int) []dlq.Entry {
 }
 
 // Positions returns each entry's ID and position, to compare listings.
-func Positions(es []dlq.Entry) []string {
+func Positions(es []dlqops.Entry) []string {
 	out := make([]string, len(es))
 	for i, e := range es {
 		out[i] = e.ID + "@" + e.Position
@@ -224,7 +229,7 @@ func Positions(es []dlq.Entry) []string {
 // events land in the DLQ, and after the fix a replay through pub processes
 // each exactly once, however often it is repeated or redelivered. check, if
 // not nil, makes the backend's own assertions on the i-th dead letter.
-func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing.T, i int, e dlq.Entry)) {
+func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing.T, i int, e dlqops.Entry)) {
 	t := w.t
 	t.Helper()
 	w.Run()
@@ -258,39 +263,54 @@ func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing
 			check(t, i, e)
 		}
 	}
-	again := List(t, ops, w.DLQTopic, dlq.Filter{})
+	again := List(t, ops, w.DLQTopic, dlqops.Filter{})
 	require.Equal(t, Positions(entries), Positions(again), "listing consumes and reorders nothing")
 
 	shown, err := ops.Show(ctx, w.DLQTopic, entries[1].ID)
 	require.NoError(t, err)
 	require.Equal(t, "ev-2", shown.EventID)
 	_, err = ops.Show(ctx, w.DLQTopic, "no-such-id")
-	require.ErrorIs(t, err, dlq.ErrNotFound)
+	require.ErrorIs(t, err, dlqops.ErrNotFound)
 
-	dry, err := ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{DryRun: true})
+	dry, err := ops.Replay(ctx, w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{DryRun: true})
 	require.NoError(t, err)
-	require.Equal(t, 3, dry.Skipped)
-	require.Len(t, List(t, ops, w.DLQTopic, dlq.Filter{}), 3, "a dry run resolves nothing")
+	require.Equal(t, dlqops.Result{DryRun: true, Replayed: 3, Snapshot: dry.Snapshot}, dry, "a dry run counts what the replay would do")
+	require.NotEmpty(t, dry.Snapshot)
+	require.Len(t, List(t, ops, w.DLQTopic, dlqops.Filter{}), 3, "a dry run resolves nothing")
 
+	// A dead letter after the dry run is not in its snapshot.
+	w.Publish("ev-late", "poison")
+	WaitEntries(t, ops, w.DLQTopic, 4)
 	w.Broken.Store(false)
-	res, err := ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(ctx, w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{Snapshot: dry.Snapshot})
 	require.NoError(t, err)
-	require.Equal(t, dlq.ReplayResult{Replayed: 3}, res)
+	require.Equal(t, dlqops.Result{Replayed: 3}, res, "the replay acts on exactly the snapshot")
+	late := List(t, ops, w.DLQTopic, dlqops.Filter{})
+	require.Len(t, late, 1, "the late dead letter is left alone")
+	require.Equal(t, "ev-late", late[0].EventID)
+	res, err = ops.Replay(ctx, w.DLQTopic, dlqops.Filter{IDs: []string{late[0].ID}}, dlqops.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{Replayed: 1}, res)
+	poison = append(poison, "ev-late")
+	events = append(events, "ev-late")
+	entries = append(entries, late[0])
 	w.WaitEffects(poison...)
 
 	// A second replay finds nothing to do; a replay delivered twice (a
 	// duplicate of the republish) is deduplicated.
-	res, err = ops.Replay(ctx, w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	res, err = ops.Replay(ctx, w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
 	require.NoError(t, err)
 	require.Zero(t, res.Replayed, "a replayed entry is not replayed again")
 	w.Redeliver("ev-6", entries...)
 	w.RequireOnce(events...)
 
-	require.Empty(t, List(t, ops, w.DLQTopic, dlq.Filter{}), "nothing unresolved is left")
-	all := List(t, ops, w.DLQTopic, dlq.Filter{All: true})
-	require.Len(t, all, 3)
+	require.Empty(t, List(t, ops, w.DLQTopic, dlqops.Filter{}), "nothing unresolved is left")
+	all := List(t, ops, w.DLQTopic, dlqops.Filter{All: true})
+	require.Len(t, all, 4)
 	for _, e := range all {
-		require.Equal(t, dlq.Replayed, e.Resolution)
+		require.Equal(t, "replayed", e.Resolution)
+		require.NotEmpty(t, e.ResolvedBy, "the resolution says who")
+		require.False(t, e.ResolvedAt.IsZero(), "and when")
 	}
 }
 
@@ -323,9 +343,9 @@ func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce 
 	require.Len(t, ids, n, "one entry ID per dead letter")
 	require.Len(t, got, n, "every payload is listed")
 
-	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
 	require.NoError(t, err)
-	require.Equal(t, dlq.ReplayResult{Replayed: n}, res)
+	require.Equal(t, dlqops.Result{Replayed: n}, res)
 	replayed := make([]string, 0, n)
 	for _, e := range entries {
 		replayed = append(replayed, e.ID) // a replay without an original UUID carries the entry ID
@@ -333,7 +353,7 @@ func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce 
 	w.WaitEffects(replayed...)
 	w.Redeliver("idless-marker", entries...)
 	w.RequireOnce(replayed...)
-	require.Empty(t, List(t, ops, w.DLQTopic, dlq.Filter{}), "nothing unresolved is left")
+	require.Empty(t, List(t, ops, w.DLQTopic, dlqops.Filter{}), "nothing unresolved is left")
 }
 
 // CrashHelperEnv, when set in a test binary's environment, makes its
@@ -362,13 +382,13 @@ func (p *hangingPublisher) Close() error { return p.inner.Close() }
 // CrashHelper is the body of the crash helper process: it replays every
 // unresolved entry of dlqTopic through pub, hanging after the first
 // republish until it is killed. It returns the process's exit status.
-func CrashHelper(src dlq.Source, store dedup.Store, pub message.Publisher, dlqTopic string) int {
-	ops, err := dlq.NewOps(dlq.OpsConfig{Source: src, Store: store, Publisher: &hangingPublisher{inner: pub}})
+func CrashHelper(src dlqops.Source, store resolution.Store, pub message.Publisher, dlqTopic string) int {
+	ops, err := dlqops.New(dlqops.Config{Source: src, Resolutions: store, Publisher: &hangingPublisher{inner: pub}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		return 2
 	}
-	if _, err := ops.Replay(context.Background(), dlqTopic, dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+	if _, err := ops.Replay(context.Background(), dlqTopic, dlqops.Filter{}, dlqops.ReplayOptions{}); err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		return 2
 	}
@@ -379,8 +399,9 @@ func CrashHelper(src dlq.Source, store dedup.Store, pub message.Publisher, dlqTo
 // republish: no dead letter is lost, and a second replay through pub plus
 // consumption gives each event's effect at most once. helperEnv is the
 // environment the helper process (this test binary with [CrashHelperEnv]
-// set) needs to reach the backend and the store; it gets IDEMPO_DLQ_TOPIC
-// too. The store must be shared with that process.
+// set) needs to reach the backend and the resolution store; it gets
+// IDEMPO_DLQ_TOPIC too. The resolution store must be shared with that
+// process.
 func (w *World) ReplayCrashLosesNothing(pub message.Publisher, helperEnv ...string) {
 	t := w.t
 	t.Helper()
@@ -412,17 +433,17 @@ func (w *World) ReplayCrashLosesNothing(pub message.Publisher, helperEnv ...stri
 	// Nothing lost: every entry is still in the DLQ and still listed; the
 	// one caught mid-way shows as in progress until the replay's claim
 	// runs out, the two never republished are unresolved.
-	all := List(t, ops, w.DLQTopic, dlq.Filter{All: true})
+	all := List(t, ops, w.DLQTopic, dlqops.Filter{All: true})
 	require.Equal(t, Positions(entries), Positions(all))
-	unresolved := List(t, ops, w.DLQTopic, dlq.Filter{})
+	unresolved := List(t, ops, w.DLQTopic, dlqops.Filter{})
 	require.Len(t, unresolved, 3, "an entry held by a crashed replay is not resolved")
-	require.Equal(t, dlq.InProgress, all[0].Resolution)
+	require.Equal(t, dlqops.InProgress, all[0].Resolution)
 	require.Empty(t, all[1].Resolution)
 	require.Empty(t, all[2].Resolution)
 
-	res, err := ops.Replay(context.Background(), w.DLQTopic, dlq.Filter{}, dlq.ReplayOptions{})
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
 	require.NoError(t, err)
-	require.Equal(t, dlq.ReplayResult{Replayed: 2, Skipped: 1}, res, "the entry the crashed replay holds waits for its claim to run out")
+	require.Equal(t, dlqops.Result{Replayed: 2, Skipped: 1}, res, "the entry the crashed replay holds waits for its claim to run out")
 	w.WaitEffects(poison...)
 	// The crashed replay's entry is replayed again once its claim runs out;
 	// simulate that republish now: dedup absorbs it.

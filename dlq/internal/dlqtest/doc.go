@@ -3,7 +3,7 @@
 // replay scenario both run against their broker.
 //
 // A backend's tests build a [Backend] from their broker's publishers,
-// subscriber and [dlq.Source], then drive a [World]:
+// subscriber and [dlqops.Source], then drive a [World]:
 //
 //	w := dlqtest.NewWorld(t, topic, dlqtest.Backend{...})
 //	w.ReplayProcessesOnce(replayPublisher, nil)

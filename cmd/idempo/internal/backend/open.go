@@ -13,7 +13,7 @@ import (
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dedup/memstore"
-	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/dlqops"
 )
 
 // Broker is an opened broker: one publisher and a way to make consumers,
@@ -55,9 +55,9 @@ type Broker struct {
 	Delete func(ctx context.Context, topics ...string) error
 	// Source reads dead-letter topics without consuming them (Kafka:
 	// without a consumer group; RabbitMQ: stream queues), and Replay
-	// republishes dead letters for dlq.Ops (nil unless asked for). Both
+	// republishes dead letters for dlqops.Ops (nil unless asked for). Both
 	// are set only on a broker opened [ForDLQ], which opens nothing else.
-	Source  dlq.Source
+	Source  dlqops.Source
 	Replay  message.Publisher
 	closers []func() error
 }

@@ -9,7 +9,8 @@ import (
 	"github.com/idempo/idempo/dedup/redisstore"
 )
 
-func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
+// openRedisClient connects to the server a spec names and pings it.
+func openRedisClient(ctx context.Context, spec Spec) (*redis.Client, error) {
 	opts, err := redis.ParseURL(spec.Raw)
 	if err != nil {
 		return nil, urlError("store", spec.Raw, err.Error())
@@ -21,6 +22,14 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("redis at %s is unreachable: %w", opts.Addr, err)
+	}
+	return client, nil
+}
+
+func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
+	client, err := openRedisClient(ctx, spec)
+	if err != nil {
+		return nil, err
 	}
 	prefix := "idempo:" + runID + ":"
 	st, err := redisstore.New(client, &redisstore.Options{Prefix: prefix, Coalesce: true})

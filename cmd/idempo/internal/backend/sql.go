@@ -32,7 +32,17 @@ func DefaultSQLitePath(runID string) string {
 // SQLTable is the dedup table of a run: every run has its own.
 func SQLTable(runID string) string { return "idempo_dedup_" + runID }
 
-func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
+// sqlDB is an opened SQL database and how to name it.
+type sqlDB struct {
+	db       *sql.DB
+	dialect  sqlstore.Dialect
+	display  string
+	childURL string
+}
+
+// openSQLDB opens and pings the database a spec names (a SQLite spec
+// without a path gets the run's own file).
+func openSQLDB(ctx context.Context, spec Spec, runID string) (*sqlDB, error) {
 	var (
 		db       *sql.DB
 		err      error
@@ -81,6 +91,15 @@ func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		db.SetMaxOpenConns(32)
 		db.SetMaxIdleConns(32)
 	}
+	return &sqlDB{db: db, dialect: dialect, display: display, childURL: childURL}, nil
+}
+
+func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
+	o, err := openSQLDB(ctx, spec, runID)
+	if err != nil {
+		return nil, err
+	}
+	db, dialect, display, childURL := o.db, o.dialect, o.display, o.childURL
 	table := SQLTable(runID)
 	st, err := sqlstore.New(db, &sqlstore.Options{Dialect: dialect, Table: table})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
@@ -561,7 +562,7 @@ func (r *run) handle(msg *message.Message) ([]*message.Message, error) {
 }
 
 func (r *run) readDLQ(msg *message.Message) error {
-	if i, ok := r.index[msg.Metadata.Get(dlq.KeyEventID)]; ok {
+	if i, ok := r.index[msg.Metadata.Get(dlqmeta.KeyEventID)]; ok {
 		r.dead[i].Store(true)
 	}
 	return nil

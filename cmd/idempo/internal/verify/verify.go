@@ -27,8 +27,9 @@ import (
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/dedup/sqlstore"
-	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/amqpdlq"
+	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/internal/dlqmeta"
 	"github.com/idempo/idempo/metrics"
 	"github.com/idempo/idempo/middleware"
 )
@@ -340,9 +341,9 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		return Result{}, err
 	}
 	router.AddConsumerHandler("verify-dlq-reader", dlqTopic, dsub, func(m *message.Message) error {
-		id := m.Metadata.Get(dlq.KeyEventID)
+		id := m.Metadata.Get(dlqmeta.KeyEventID)
 		if id == "" { // a DLQ written without dedup: the event ID is the UUID
-			id = m.Metadata.Get(dlq.KeyOriginalUUID)
+			id = m.Metadata.Get(dlqmeta.KeyOriginalUUID)
 		}
 		if id == "" { // Watermill's own poison queue republishes the original
 			id = m.UUID
@@ -617,7 +618,7 @@ func (h *harness) rescanDLQ(ctx context.Context) {
 	}
 	defer func() { _ = src.Close() }()
 	var found []string
-	err = src.Read(ctx, dlqTopicName(h.o.RunID), func(e dlq.Entry) error {
+	err = src.Read(ctx, dlqTopicName(h.o.RunID), func(e dlqops.Entry) error {
 		id := e.EventID
 		if id == "" {
 			id = e.OriginalUUID

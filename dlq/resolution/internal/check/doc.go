@@ -1,0 +1,3 @@
+// Package check validates the arguments of resolution.Store methods and
+// makes tokens, for the implementations in dlq/resolution.
+package check
