@@ -236,6 +236,9 @@ func (rep report) text(w io.Writer) {
 			fmt.Fprintf(w, "ordering %s (%d partitions, %d keys, %v of work per message) is %.2f× as fast as partition order.\n",
 				r.Ordering, r.Partitions, r.Keys, time.Duration(r.WorkMS*float64(time.Millisecond)), r.RatioVsSequential)
 		}
+		if lost := r.Variants.Idempo.LeaseLost + seqLeaseLost(r); lost > 0 {
+			fmt.Fprintf(w, "warning: the stack lost %d leases (more claims at once than the store served in a lease); see middleware.Config.MaxClaims.\n", lost)
+		}
 		fmt.Fprintln(w, "events/s: first delivery to last ack; p50/p99: handler start to ack; allocations: the whole process (broker client, router and, on gochannel, the publisher included).")
 	}
 	if m := r.Memory; m != nil {
@@ -247,4 +250,12 @@ func (rep report) text(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
+}
+
+// seqLeaseLost is the sequential variant's lost leases, 0 without one.
+func seqLeaseLost(r *bench.Report) int64 {
+	if r.Variants.Sequential == nil {
+		return 0
+	}
+	return r.Variants.Sequential.LeaseLost
 }

@@ -66,6 +66,11 @@ func TestBenchKeyOrderOnKafka(t *testing.T) {
 	require.True(t, ok, "a sequential variant")
 	require.EqualValues(t, 400, seq["messages"])
 	require.Positive(t, rep["ratio_vs_sequential"])
+	idempo, ok := variants["idempo"].(map[string]any)
+	require.True(t, ok, "an idempo variant")
+	require.Contains(t, idempo, "lease_lost", "every run reports the leases the stack lost")
+	require.EqualValues(t, 0, idempo["lease_lost"], "no lease lost: the stack holds no more claims than the store serves")
+	require.EqualValues(t, 0, seq["lease_lost"])
 }
 
 func TestBenchTableOutput(t *testing.T) {

@@ -242,6 +242,11 @@ type VariantResult struct {
 	// broker repeated, acked without a second effect by the deduplicating
 	// variants (a second effect fails the run).
 	Redeliveries int64 `json:"redeliveries"`
+	// LeaseLost counts claims of the idempo variants whose lease ran out
+	// before they settled: more claims at once than the store serves in a
+	// lease. It should be 0 (see middleware.Config.MaxClaims); always 0
+	// for the variants without a stack.
+	LeaseLost int64 `json:"lease_lost"`
 	// ElapsedMS is the sum of the rounds' consumption times.
 	ElapsedMS float64 `json:"elapsed_ms"`
 	// EventsPerSec is Messages / elapsed.

@@ -50,6 +50,7 @@ func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
 
 // roundFigures is what one round of one variant measured.
 type roundFigures struct {
+	leaseLost    int64
 	messages     int
 	redelivered  int64
 	elapsed      time.Duration
@@ -118,6 +119,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 func (v *VariantResult) add(round int, f roundFigures) {
 	v.Messages += f.messages
 	v.Redeliveries += f.redelivered
+	v.LeaseLost += f.leaseLost
 	v.ElapsedMS += ms(f.elapsed)
 	v.AllocsPerMsg += float64(f.mallocs) // divided in finish
 	v.BytesPerMsg += float64(f.allocedBytes)
@@ -173,7 +175,12 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	if err != nil {
 		return fail(err)
 	}
-	defer release()
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
 
 	st := newRoundState(name+"-", n)
 	st.work = r.opts.Work
@@ -258,7 +265,9 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	if err := st.check(); err != nil {
 		return fail(err)
 	}
+	released = true
 	return roundFigures{
+		leaseLost:    release(),
 		messages:     n,
 		redelivered:  st.acked.Load() - int64(n),
 		elapsed:      max(time.Duration(st.end.Load()-st.start), 1), // never 0: rates must stay finite for JSON

@@ -49,8 +49,10 @@ const (
 const retention = time.Hour
 
 // middlewares returns the chain of variant v for the round named name (the
-// topic, which also names the dedup scope) and a function releasing it.
-func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddleware, func(), error) {
+// topic, which also names the dedup scope) and a function releasing it,
+// which returns the number of leases the idempo stack lost (0 for the
+// variants without one).
+func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddleware, func() int64, error) {
 	switch v {
 	case Watermill:
 		poison, err := wmw.PoisonQueue(r.broker.Publisher, name+".poison")
@@ -63,7 +65,7 @@ func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddlewar
 			Repository: newKeyRepo(retention),
 			Timeout:    time.Second,
 		}
-		return []message.HandlerMiddleware{poison, rt.Middleware, dd.Middleware}, func() {}, nil
+		return []message.HandlerMiddleware{poison, rt.Middleware, dd.Middleware}, func() int64 { return 0 }, nil
 	case Idempo, Sequential:
 		stack, err := middleware.New(middleware.Config{
 			Store:     r.store.Store,
@@ -77,9 +79,12 @@ func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddlewar
 		if err != nil {
 			return nil, nil, err
 		}
-		return []message.HandlerMiddleware{stack.Middleware}, func() { _ = stack.Close() }, nil
+		return []message.HandlerMiddleware{stack.Middleware}, func() int64 {
+			_ = stack.Close()
+			return stack.Stats().LeaseLost
+		}, nil
 	default:
-		return nil, func() {}, nil
+		return nil, func() int64 { return 0 }, nil
 	}
 }
 
