@@ -25,7 +25,7 @@ type Key struct {
 	ID    string
 }
 
-// Validate reports a [*keyError] (matching [ErrInvalidKey]) when the key
+// Validate reports an error matching [ErrInvalidKey], naming the key and why, when the key
 // cannot be stored: empty or too long scope or ID, or a scope that is not
 // printable UTF-8.
 func (k Key) Validate() error {

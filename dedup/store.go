@@ -139,7 +139,7 @@ type ClaimResult struct {
 //
 // Durations are judged on the store's clock, never the caller's. Every method
 // returns an error wrapping ctx.Err() when ctx is done before the store
-// answered, [ErrInvalidKey] (as a [*keyError]) for a key that fails
+// answered, [ErrInvalidKey] (the text naming the key and why) for a key that fails
 // [Key.Validate], and [ErrLeaseLost] when a fenced call's token does not hold
 // the record any more. Any other error means the store could not be reached or
 // failed; the record may or may not have changed, and the caller must not

@@ -67,7 +67,7 @@ type Info struct {
 // Config configures a [Publisher].
 type Config struct {
 	// Publisher publishes dead-letter copies. Required. It should confirm
-	// durably before returning (the presets in package broker do), because
+	// durably before returning (the presets in broker/kafka and broker/amqp do), because
 	// the original is acked once Publish returns nil.
 	Publisher message.Publisher
 	// Topic returns the dead-letter topic for a message from originalTopic

@@ -10,7 +10,10 @@
 //		DLQ:   dlq.Config{Publisher: publisher},
 //	})
 //	if err != nil { ... }
-//	router.AddConsumerHandler("orders", "orders", subscriber, stack.Middleware(handle))
+//	defer stack.Close()
+//	router.AddConsumerHandler("charge-card", "orders", subscriber, func(msg *message.Message) error {
+//		return chargeCard(msg) // your handler
+//	}).AddMiddleware(stack.Middleware)
 //
 // # The processing contract
 //

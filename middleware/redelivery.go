@@ -32,7 +32,8 @@ type Redelivery struct {
 	// Publisher publishes delayed copies (it must confirm durably). Defaults
 	// to Config.DLQ.Publisher.
 	Publisher message.Publisher
-	// Topic names tier i's delay topic. Defaults to [defaultRedeliveryTopic].
+	// Topic names tier i's delay topic. Defaults to "<original>.retry.<delay>",
+	// e.g. "orders.retry.1m0s" ("idempo.retry.1m0s" for an empty topic).
 	Topic func(originalTopic string, tier int, delay time.Duration) string
 }
 

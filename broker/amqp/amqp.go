@@ -191,7 +191,7 @@ var _ message.Subscriber = (*Subscriber)(nil)
 // time and takes the next only after the previous is acked or nacked, so a
 // router handler processes up to Consumers messages at once. An ack acks the
 // delivery. A nack holds it for NackDelay, then requeues it; RabbitMQ
-// redelivers it (with [RedeliveredKey] set), forever: bound the loop with the
+// redelivers it (with the _watermill_amqp_redelivered metadata field set to "true"), forever: bound the loop with the
 // idempo middleware's delivery cap. Deliveries are converted as the package documentation says,
 // which never fails.
 //

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"github.com/idempo/idempo/dedup"
-	"github.com/idempo/idempo/internal/wire"
 )
 
 // MessageIDKey is the metadata field that holds the AMQP message-id
@@ -10,7 +9,7 @@ import (
 // sends it as the message-id property (the message UUID when it is absent),
 // so producers that are not Watermill can be deduplicated by message-id with
 // [MessageID].
-const MessageIDKey = wire.AMQPMessageIDKey
+const MessageIDKey = "amqp_message_id" // the same as the converter's (tested)
 
 // MessageID extracts the AMQP message-id property (see [MessageIDKey]).
 func MessageID() dedup.Extractor {

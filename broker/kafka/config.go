@@ -49,6 +49,9 @@ const (
 	// defaultMaxInFlight is how many messages of one partition KeyOrder and
 	// Unordered hand out at once.
 	defaultMaxInFlight = 64
+	// maxMaxInFlight bounds MaxInFlight: a partition allocates its slots
+	// up front, and far fewer already keep two cores busy.
+	maxMaxInFlight = 1 << 16
 	// defaultPort is used for a broker address without a port in [ParseURL].
 	defaultPort = "9092"
 )
@@ -117,7 +120,7 @@ type Config struct {
 	// MaxInFlight is how many messages of one partition a KeyOrder or
 	// Unordered subscriber hands out before any is acked; while that many are
 	// unsettled it reads no more of the partition, so memory stays bounded.
-	// Defaults to 64. Ignored with PartitionOrder (always 1).
+	// Defaults to 64; at most 65,536. Ignored with PartitionOrder (always 1).
 	MaxInFlight int
 
 	// TLS, when non-nil, connects to the brokers over TLS with this config.
@@ -182,6 +185,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 0 {
 		return fmt.Errorf("%w: MaxInFlight cannot be negative", ErrInvalidConfig)
+	}
+	if c.MaxInFlight > maxMaxInFlight {
+		return fmt.Errorf("%w: MaxInFlight %d is more than %d (each partition keeps a slot per message in flight)", ErrInvalidConfig, c.MaxInFlight, maxMaxInFlight)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +117,8 @@ func TestValidate(t *testing.T) {
 		"RebalanceTimeout cannot be":   func(c *kafka.Config) { c.RebalanceTimeout = -time.Second },
 		"Ordering 7 is not":            func(c *kafka.Config) { c.Ordering = 7 },
 		"MaxInFlight cannot be":        func(c *kafka.Config) { c.MaxInFlight = -1 },
+		"MaxInFlight 65537 is more":    func(c *kafka.Config) { c.MaxInFlight = 65537 },
+		"is more than 65536":           func(c *kafka.Config) { c.MaxInFlight = math.MaxInt },
 	}
 	for want, mutate := range cases {
 		c := ok
@@ -128,6 +131,11 @@ func TestValidate(t *testing.T) {
 	c := ok
 	c.NackDelay = -1
 	require.NoError(t, c.Validate())
+	c.MaxInFlight = 65536
+	require.NoError(t, c.Validate(), "the largest MaxInFlight")
+	for o, want := range map[kafka.Ordering]string{kafka.PartitionOrder: "partition", kafka.KeyOrder: "key", kafka.Unordered: "unordered", 7: "Ordering(7)"} {
+		require.Equal(t, want, o.String())
+	}
 }
 
 func TestConstructorsValidate(t *testing.T) {

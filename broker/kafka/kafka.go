@@ -79,7 +79,7 @@ func (p *Publisher) Close() error {
 
 // NewSubscriber returns a Watermill subscriber for cfg (with defaults
 // applied) in consumer group cfg.ConsumerGroup, which is required
-// ([errMissingConsumerGroup]).
+// ([ErrInvalidConfig], the message saying ConsumerGroup is empty).
 //
 // Each Subscribe call joins the group as one member with its own connection.
 // With [PartitionOrder] (the default), every assigned partition delivers one

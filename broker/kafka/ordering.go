@@ -24,6 +24,20 @@ const (
 	Unordered
 )
 
+// String returns "partition", "key" or "unordered" (the CLI's --ordering
+// values), or "Ordering(N)" for any other value.
+func (o Ordering) String() string {
+	switch o {
+	case PartitionOrder:
+		return "partition"
+	case KeyOrder:
+		return "key"
+	case Unordered:
+		return "unordered"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
 func (o Ordering) valid() error {
 	if o < PartitionOrder || o > Unordered {
 		return fmt.Errorf("%w: Ordering %d is not PartitionOrder, KeyOrder or Unordered", ErrInvalidConfig, int(o))

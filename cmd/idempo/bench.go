@@ -64,7 +64,7 @@ func (c *benchCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.rounds, "rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")
 	fs.IntVar(&c.warmup, "warmup", bench.DefaultWarmup, "messages per variant of an unrecorded first round (0 for none; at most --events)")
 	fs.IntVar(&o.Consumers, "consumers", bench.DefaultConsumers, "router handlers per round (a consumer group on Kafka and RabbitMQ; one topic each on gochannel)")
-	fs.IntVar(&o.InFlight, "in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (Kafka and RabbitMQ consumers take one at a time; use --consumers)")
+	fs.IntVar(&o.InFlight, "in-flight", bench.DefaultInFlight, "on gochannel: messages in flight per consumer, handled concurrently by the router (RabbitMQ consumers and Kafka in partition order take one at a time: use --consumers; Kafka in key or unordered order takes up to 64 per partition)")
 	fs.StringVar(&o.Ordering, "ordering", "partition", "how Kafka consumers hand out a partition: partition (one at a time), key (concurrently, one at a time per key) or unordered; other than partition adds a sequential variant (idempo in partition order) and ratio_vs_sequential")
 	fs.IntVar(&o.Partitions, "partitions", 1, "partitions per topic of the embedded Kafka cluster")
 	fs.IntVar(&o.Keys, "keys", bench.DefaultKeys, "record keys the messages are spread over")
@@ -93,6 +93,11 @@ func (c *benchCommand) Validate() error {
 	}
 	if _, err := backend.ParseOrdering(o.Ordering); err != nil {
 		return err
+	}
+	if !c.matrix {
+		if err := checkKafkaOnly(o.Broker, o.Ordering, o.Partitions); err != nil {
+			return err
+		}
 	}
 	if o.Work < 0 {
 		return fmt.Errorf("--work must be >= 0, got %v", o.Work)

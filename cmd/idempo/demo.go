@@ -59,8 +59,10 @@ func (o *demoCommand) Validate() error {
 	case o.consumers <= 0:
 		return fmt.Errorf("--consumers must be >= 1, got %d", o.consumers)
 	}
-	_, err := backend.ParseOrdering(o.ordering)
-	return err
+	if _, err := backend.ParseOrdering(o.ordering); err != nil {
+		return err
+	}
+	return checkKafkaOnly(o.broker, o.ordering, 0)
 }
 
 func (o *demoCommand) Run(ctx context.Context, e *env) (result, error) {

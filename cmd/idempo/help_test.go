@@ -131,3 +131,23 @@ func TestBadFlagIsOneLine(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.NotContains(t, errOut, "flag provided but not defined", "purge takes --json like list and replay")
 }
+
+// Kafka-only flags given for another broker are refused, naming what they
+// need, instead of being accepted and changing nothing; the broker URL,
+// which may hold a password, is not echoed.
+func TestKafkaOnlyFlagsRefusedElsewhere(t *testing.T) {
+	t.Parallel()
+	cases := map[string][]string{
+		"--ordering key needs --broker kafka":       {"demo", "--ordering", "key"},
+		"--ordering unordered needs --broker kafka": {"bench", "--broker", "amqp://guest:s3cret@127.0.0.1:5672/", "--ordering", "unordered"},
+		"--partitions needs --broker kafka":         {"bench", "--partitions", "4"},
+		"--partitions sets the embedded cluster's":  {"bench", "--broker", "kafka://127.0.0.1:1", "--partitions", "4"},
+		"--ordering key needs":                      {"verify", "--broker", "amqp://guest:s3cret@127.0.0.1:5672/", "--ordering", "key"},
+	}
+	for want, args := range cases {
+		code, _, errOut := runCLI(t, args...)
+		require.Equal(t, 2, code, "%v: %s", args, errOut)
+		require.Contains(t, errOut, want, "%v", args)
+		require.NotContains(t, errOut, "s3cret")
+	}
+}

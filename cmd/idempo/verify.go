@@ -69,6 +69,9 @@ func (c *verifyCommand) Validate() error {
 	if _, err := backend.ParseOrdering(c.o.Ordering); err != nil {
 		return err
 	}
+	if err := checkKafkaOnly(c.o.Broker, c.o.Ordering, 0); err != nil {
+		return err
+	}
 	o := &c.o
 	o.Events, o.Consumers, o.Kills, o.Restarts, o.StoreRestarts = c.events, c.consumers, c.kills, c.rest, c.rest
 	if c.kills == 0 {

@@ -1,4 +1,4 @@
-// Package dlqops is what operators (and the idempo CLI and console) do with
+// Package dlqops is what operators (and the idempo CLI) do with
 // dead letters: list, show, replay and purge the entries of a DLQ, with
 // typed results, dry runs that return real counts, and snapshots that make
 // a replay or purge act on exactly the entries a dry run counted.

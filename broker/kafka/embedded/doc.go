@@ -13,5 +13,5 @@
 // while its cluster runs, and a directory whose cluster was killed is
 // refused with [ErrDataDirUnclean] rather than loaded half-way.
 //
-// `idempo demo` uses this cluster when no broker URL is given.
+// `idempo demo --broker kafka` runs on this cluster.
 package embedded
