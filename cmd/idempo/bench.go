@@ -41,9 +41,10 @@ adds ratio_vs_sequential: how many times faster the chosen ordering is. Use
 an I/O call) to shape the workload.
 
 It prints per variant events/s (first delivery to last ack), p50/p99
-handler-to-ack latency, allocations per message (the whole process, broker
-client included) and idempo's cost (time per message) relative to the other
-two. Every message must be acked with its effect exactly once: otherwise the
+handler-to-ack latency, allocations and CPU time per message (the whole
+process, broker client included; the embedded Kafka cluster runs in a child
+process, so every variant reaches it over a socket), the leases the stack
+lost, and idempo's cost (time per message) relative to the other two. Every message must be acked with its effect exactly once: otherwise the
 run fails with exit status 1 and no figures.
 
 With --matrix it runs every broker × store combination (default: gochannel,
@@ -128,6 +129,7 @@ func (c *benchCommand) Validate() error {
 
 func (c *benchCommand) Run(ctx context.Context, e *env) (result, error) {
 	c.o.Stderr, c.o.Progress = e.stderr, isTerminal(e.stderr)
+	c.o.ChildBroker = true
 	if c.matrix {
 		return c.runMatrix(ctx, e)
 	}
@@ -220,7 +222,7 @@ func (rep report) text(w io.Writer) {
 	if r.Rounds > 0 {
 		fmt.Fprintf(w, "%d events per round, %d rounds per variant (+ %d-message warm-up), %d consumer(s)\n\n",
 			r.Events, r.Rounds, r.Warmup, r.Consumers)
-		fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11s %10s\n", "variant", "events/s", "ns/msg", "p50", "p99", "allocs/msg", "bytes/msg")
+		fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11s %10s %10s\n", "variant", "events/s", "ns/msg", "p50", "p99", "allocs/msg", "bytes/msg", "cpu µs/msg")
 		rows := []struct {
 			name string
 			res  bench.VariantResult
@@ -232,9 +234,9 @@ func (rep report) text(w io.Writer) {
 			}{"sequential", *r.Variants.Sequential})
 		}
 		for _, v := range rows {
-			fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11.1f %10s\n", v.name,
+			fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11.1f %10s %10.1f\n", v.name,
 				bench.FormatCount(v.res.EventsPerSec), bench.FormatCount(v.res.NsPerMsg),
-				bench.FormatUS(v.res.P50US), bench.FormatUS(v.res.P99US), v.res.AllocsPerMsg, bench.FormatCount(v.res.BytesPerMsg))
+				bench.FormatUS(v.res.P50US), bench.FormatUS(v.res.P99US), v.res.AllocsPerMsg, bench.FormatCount(v.res.BytesPerMsg), v.res.CPUUSPerMsg)
 		}
 		fmt.Fprintf(w, "\nidempo costs %.2f× bare and %.2f× watermill per message (cost = time per message).\n", r.RatioVsBare, r.RatioVsWatermill)
 		if r.Variants.Sequential != nil {

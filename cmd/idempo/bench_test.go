@@ -57,6 +57,7 @@ func TestBenchKeyOrderOnKafka(t *testing.T) {
 	rep := benchJSON(t, "--broker", "kafka", "--ordering", "key", "--partitions", "2", "--keys", "50",
 		"--work", "1ms", "--events", "400", "--rounds", "1", "--warmup", "0")
 	require.Equal(t, "key", rep["ordering"])
+	require.Contains(t, rep["broker"], "in a child process", "bare is a broker over a socket, not in this process")
 	require.EqualValues(t, 2, rep["partitions"])
 	require.EqualValues(t, 50, rep["keys"])
 	require.EqualValues(t, 1, rep["work_ms"])
@@ -71,6 +72,7 @@ func TestBenchKeyOrderOnKafka(t *testing.T) {
 	require.Contains(t, idempo, "lease_lost", "every run reports the leases the stack lost")
 	require.EqualValues(t, 0, idempo["lease_lost"], "no lease lost: the stack holds no more claims than the store serves")
 	require.EqualValues(t, 0, seq["lease_lost"])
+	require.Positive(t, idempo["cpu_us_per_msg"], "CPU time per message is reported")
 }
 
 func TestBenchTableOutput(t *testing.T) {

@@ -32,6 +32,9 @@ func printMainHelp(w io.Writer) {
 }
 
 func main() {
+	if backend.ServeEmbeddedChild() { // bench's broker process
+		os.Exit(0)
+	}
 	// go-redis prints dial failures itself, through a logger global to the
 	// process; the CLI reports them once, as errors. This process is the
 	// CLI's own, so it is set here, once, and nowhere else.

@@ -24,7 +24,19 @@ func openKafka(_ context.Context, spec Spec, logger *slog.Logger, o options) (*B
 	if o.dlq && spec.Embedded {
 		return nil, fmt.Errorf("broker %s would be an empty in-process cluster, which holds no dead letters", spec)
 	}
-	if spec.Embedded {
+	if spec.Embedded && o.child {
+		url, stop, err := startEmbeddedChild(o.partitions)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, stop)
+		if cfg, err = kafka.ParseURL(url); err != nil {
+			_ = stop()
+			return nil, err
+		}
+		b.URL = url
+		b.Display = "kafka (embedded, in a child process, " + url + ")"
+	} else if spec.Embedded {
 		emb, err := embedded.Start(embedded.Config{Partitions: o.partitions})
 		if err != nil {
 			return nil, err

@@ -118,6 +118,7 @@ func (s *Store) Close() error {
 type Option func(*options)
 
 type options struct {
+	child        bool
 	fastFailover bool
 	partitions   int
 	dlq, replay  bool

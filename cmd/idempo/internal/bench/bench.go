@@ -72,6 +72,12 @@ type Options struct {
 	// Partitions is the number of partitions of the embedded Kafka
 	// cluster's topics. Defaults to 1.
 	Partitions int
+	// ChildBroker runs the embedded Kafka cluster in a child process (the
+	// idempo binary's, see backend.InChildProcess), so that even the bare
+	// variant reaches its broker over a socket and the process's CPU time
+	// is the client's alone. The CLI sets it; the default (false) runs the
+	// cluster in this process.
+	ChildBroker bool
 	// Keys is how many record keys the messages are spread over (message i
 	// has key i mod Keys). Defaults to 1000.
 	Keys int
@@ -262,6 +268,12 @@ type VariantResult struct {
 	// during the rounds per message (broker client and router included).
 	AllocsPerMsg float64 `json:"allocs_per_msg"`
 	BytesPerMsg  float64 `json:"bytes_per_msg"`
+	// CPUUSPerMsg is the process's CPU time (user and system) during the
+	// rounds per message, in microseconds: the broker client, router and
+	// stack, plus the broker itself when it runs in this process (GoChannel,
+	// or the embedded cluster without Options.ChildBroker). 0 where the
+	// platform does not report it.
+	CPUUSPerMsg float64 `json:"cpu_us_per_msg"`
 	// Rounds has the figures of each recorded round, in order.
 	Rounds []RoundResult `json:"rounds"`
 }
@@ -294,7 +306,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(opts.Partitions))
+	bopts := []backend.Option{backend.WithPartitions(opts.Partitions)}
+	if opts.ChildBroker {
+		bopts = append(bopts, backend.InChildProcess())
+	}
+	broker, err := backend.OpenBroker(ctx, bspec, nil, bopts...)
 	if err != nil {
 		return nil, fmt.Errorf("open broker %s: %w", bspec, err)
 	}

@@ -135,7 +135,11 @@ func matrixBroker(ctx context.Context, base Options, bs backend.Spec, sspecs []b
 		rows[i] = MatrixRow{Broker: label(bs), Store: label(ss)}
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
-	broker, err := backend.OpenBroker(octx, bs, nil)
+	var bopts []backend.Option
+	if base.ChildBroker {
+		bopts = append(bopts, backend.InChildProcess())
+	}
+	broker, err := backend.OpenBroker(octx, bs, nil, bopts...)
 	cancel()
 	if err != nil {
 		for i := range rows {

@@ -51,6 +51,7 @@ func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
 // roundFigures is what one round of one variant measured.
 type roundFigures struct {
 	leaseLost    int64
+	cpu          time.Duration
 	messages     int
 	redelivered  int64
 	elapsed      time.Duration
@@ -120,6 +121,7 @@ func (v *VariantResult) add(round int, f roundFigures) {
 	v.Messages += f.messages
 	v.Redeliveries += f.redelivered
 	v.LeaseLost += f.leaseLost
+	v.CPUUSPerMsg += us(f.cpu) // divided in finish
 	v.ElapsedMS += ms(f.elapsed)
 	v.AllocsPerMsg += float64(f.mallocs) // divided in finish
 	v.BytesPerMsg += float64(f.allocedBytes)
@@ -134,6 +136,7 @@ func (v *VariantResult) finish(lat []time.Duration) {
 	n := float64(v.Messages)
 	v.AllocsPerMsg = round3(v.AllocsPerMsg / n)
 	v.BytesPerMsg = round3(v.BytesPerMsg / n)
+	v.CPUUSPerMsg = round3(v.CPUUSPerMsg / n)
 	v.EventsPerSec = round3(n / (v.ElapsedMS / 1e3))
 	v.NsPerMsg = round3(v.ElapsedMS * 1e6 / n)
 	v.ElapsedMS = round3(v.ElapsedMS)
@@ -250,8 +253,10 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 		pubDone <- nil
 	}
 	var after runtime.MemStats
+	var cpu time.Duration
 	werr := r.wait(ctx, st, label, v, stopped, pubDone)
 	if werr == nil {
+		cpu = cpuTime() - st.cpuBefore
 		runtime.ReadMemStats(&after)
 	}
 	close(stopPub)
@@ -268,6 +273,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	released = true
 	return roundFigures{
 		leaseLost:    release(),
+		cpu:          cpu,
 		messages:     n,
 		redelivered:  st.acked.Load() - int64(n),
 		elapsed:      max(time.Duration(st.end.Load()-st.start), 1), // never 0: rates must stay finite for JSON
@@ -369,6 +375,7 @@ type roundState struct {
 
 	startOnce sync.Once
 	before    runtime.MemStats
+	cpuBefore time.Duration
 	start     int64        // unix nanos of the first delivery
 	end       atomic.Int64 // unix nanos of the n-th ack
 	done      chan struct{}
@@ -386,6 +393,7 @@ func newRoundState(prefix string, n int) *roundState {
 // begin opens the measurement window at the first delivery.
 func (s *roundState) begin() {
 	runtime.ReadMemStats(&s.before)
+	s.cpuBefore = cpuTime()
 	s.start = time.Now().UnixNano()
 }
 
