@@ -4,7 +4,7 @@ LINT_VER  := v2.15.0
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 
-.PHONY: test test-loaded services lint fmt bench bench-save bench-compare demo stress exports
+.PHONY: test test-loaded services lint fmt bench bench-save bench-compare bench-matrix demo stress exports
 
 ## test: start the servers the suite needs, then run every test with -race
 test:
@@ -32,6 +32,11 @@ fmt:
 bench: services
 	mkdir -p .bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee .bench/new.txt
+
+## bench-matrix: every broker × store end to end, Kafka in key order (4
+## partitions, 1,000 keys); prints the markdown table of docs/benchmarks.md
+bench-matrix: services
+	$(GO) run ./cmd/idempo bench --matrix --ordering key --partitions 4 --keys 1000
 
 ## bench-save: keep the last run as the baseline
 bench-save:

@@ -140,9 +140,9 @@ func TestBenchMatrix(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "Command: `idempo bench --matrix --events 200 --rounds 1 --warmup 0 --brokers gochannel --stores memory,redis://127.0.0.1:1/0`")
 	require.Contains(t, out, "Machine: ")
-	require.Contains(t, out, "| broker | store | bare ev/s |")
-	require.Contains(t, out, "| gochannel | memory | ")
-	require.Contains(t, out, "| gochannel | redis://127.0.0.1:1/0 | skipped |")
+	require.Contains(t, out, "| broker | ordering | store | bare ev/s |")
+	require.Contains(t, out, "| gochannel | — | memory | ")
+	require.Contains(t, out, "| gochannel | — | redis://127.0.0.1:1/0 | skipped |")
 	require.Contains(t, out, "unreachable")
 }
 

@@ -213,9 +213,9 @@ func TestMatrixSkipsUnreachableServers(t *testing.T) {
 	res.Markdown(&md)
 	out := md.String()
 	require.Contains(t, out, "Command: `idempo bench --matrix`")
-	require.Contains(t, out, "| broker | store | bare ev/s | watermill ev/s | idempo ev/s | ratio_vs_bare | ratio_vs_watermill | idempo p50 / p99 |")
-	require.Contains(t, out, "| gochannel | memory | ")
-	require.Contains(t, out, "| gochannel | redis://127.0.0.1:1/0 | skipped |")
+	require.Contains(t, out, "| broker | ordering | store | bare ev/s | watermill ev/s | idempo ev/s | ratio_vs_bare | ratio_vs_watermill | ratio_vs_sequential | idempo p50 / p99 | idempo cpu µs/msg |")
+	require.Contains(t, out, "| gochannel | — | memory | ")
+	require.Contains(t, out, "| gochannel | — | redis://127.0.0.1:1/0 | skipped |")
 	require.Contains(t, out, "- gochannel × redis://127.0.0.1:1/0 skipped: store: redis at 127.0.0.1:1 is unreachable")
 	require.Contains(t, out, fmt.Sprintf("%d CPUs", res.Machine.NumCPU))
 	require.NotContains(t, out+stderr.String(), "secret", "passwords are redacted")
@@ -235,6 +235,6 @@ func TestFailedRowMakesTheMatrixFail(t *testing.T) {
 	require.True(t, res.Failed())
 	var md bytes.Buffer
 	res.Markdown(&md)
-	require.Contains(t, md.String(), "| b | s | FAILED |")
+	require.Contains(t, md.String(), "| b | — | s | FAILED |")
 	require.Contains(t, md.String(), "- b × s failed: x: bench: workload check failed")
 }

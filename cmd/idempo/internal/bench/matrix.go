@@ -216,13 +216,14 @@ func (m *MatrixResult) Markdown(w io.Writer) {
 	fmt.Fprintf(bw, "Command: `%s`\n\n", m.Command)
 	fmt.Fprintf(bw, "Machine: %s\n\n", m.Machine)
 	fmt.Fprintf(bw, "Workload: %d events per round, %d rounds per variant in alternation (bare, watermill, idempo; the order rotates each round), "+
-		"a %d-message warm-up per variant, %d consumer(s) (on gochannel %d message(s) in flight each; Kafka and RabbitMQ consumers take one at a time); a trivial handler. "+
+		"a %d-message warm-up per variant, %d consumer(s) (on gochannel %d message(s) in flight each; RabbitMQ consumers and Kafka in partition order take one at a time, Kafka in key order up to 64 per partition); a trivial handler. "+
 		"events/s: consumption, first delivery to last ack (Kafka and RabbitMQ are filled before the router starts; on GoChannel the publisher runs alongside). "+
 		"ratio = idempo's time per message over bare's and over watermill's (Retry + PoisonQueue + Deduplicator by UUID). "+
-		"p50/p99: handler start to ack.\n\n",
+		"ratio_vs_sequential: idempo in the ordering shown against idempo in partition order, Kafka only. "+
+		"p50/p99: handler start to ack. cpu: the benchmark process's CPU time per message (the embedded Kafka cluster runs in a child process).\n\n",
 		m.Events, m.Rounds, m.Warmup, m.Consumers, m.InFlight)
-	fmt.Fprintln(bw, "| broker | store | bare ev/s | watermill ev/s | idempo ev/s | ratio_vs_bare | ratio_vs_watermill | idempo p50 / p99 |")
-	fmt.Fprintln(bw, "|---|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(bw, "| broker | ordering | store | bare ev/s | watermill ev/s | idempo ev/s | ratio_vs_bare | ratio_vs_watermill | ratio_vs_sequential | idempo p50 / p99 | idempo cpu µs/msg |")
+	fmt.Fprintln(bw, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var notes, mem []string
 	memSeen := map[string]bool{}
 	for _, r := range m.Rows {
@@ -235,14 +236,21 @@ func (m *MatrixResult) Markdown(w io.Writer) {
 		switch {
 		case r.Report != nil:
 			v := r.Report.Variants
-			fmt.Fprintf(bw, "| %s | %s | %s | %s | %s | %.2f | %.2f | %s / %s |\n", r.Broker, r.Store,
+			ordering, seq := "—", "—"
+			if strings.HasPrefix(r.Broker, "kafka") {
+				ordering = r.Report.Ordering
+			}
+			if v.Sequential != nil {
+				seq = fmt.Sprintf("%.2f", r.Report.RatioVsSequential)
+			}
+			fmt.Fprintf(bw, "| %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s | %s / %s | %.1f |\n", r.Broker, ordering, r.Store,
 				FormatCount(v.Bare.EventsPerSec), FormatCount(v.Watermill.EventsPerSec), FormatCount(v.Idempo.EventsPerSec),
-				r.Report.RatioVsBare, r.Report.RatioVsWatermill, FormatUS(v.Idempo.P50US), FormatUS(v.Idempo.P99US))
+				r.Report.RatioVsBare, r.Report.RatioVsWatermill, seq, FormatUS(v.Idempo.P50US), FormatUS(v.Idempo.P99US), v.Idempo.CPUUSPerMsg)
 		case r.Skipped != "":
-			fmt.Fprintf(bw, "| %s | %s | skipped | — | — | — | — | — |\n", r.Broker, r.Store)
+			fmt.Fprintf(bw, "| %s | — | %s | skipped | — | — | — | — | — | — | — |\n", r.Broker, r.Store)
 			notes = append(notes, fmt.Sprintf("- %s × %s skipped: %s", r.Broker, r.Store, oneLine(r.Skipped)))
 		default:
-			fmt.Fprintf(bw, "| %s | %s | FAILED | — | — | — | — | — |\n", r.Broker, r.Store)
+			fmt.Fprintf(bw, "| %s | — | %s | FAILED | — | — | — | — | — | — | — |\n", r.Broker, r.Store)
 			notes = append(notes, fmt.Sprintf("- %s × %s failed: %s", r.Broker, r.Store, oneLine(r.Failed)))
 		}
 	}
