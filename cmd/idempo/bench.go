@@ -243,6 +243,9 @@ func (rep report) text(w io.Writer) {
 			fmt.Fprintf(w, "ordering %s (%d partitions, %d keys, %v of work per message) is %.2f× as fast as partition order.\n",
 				r.Ordering, r.Partitions, r.Keys, time.Duration(r.WorkMS*float64(time.Millisecond)), r.RatioVsSequential)
 		}
+		if s := r.Variants.Idempo.StoreServerUSPerMsg; s > 0 {
+			fmt.Fprintf(w, "the store's server spent %.1f µs of CPU per message on idempo's commands (all its clients' commands during the rounds).\n", s)
+		}
 		if lost := r.Variants.Idempo.LeaseLost + seqLeaseLost(r); lost > 0 {
 			fmt.Fprintf(w, "warning: the stack lost %d leases (more claims at once than the store served in a lease); see middleware.Config.MaxClaims.\n", lost)
 		}

@@ -125,6 +125,7 @@ func TestBenchOnRedis(t *testing.T) {
 	require.Contains(t, rep["store"], "redis://127.0.0.1:6379/0")
 	idempo := rep["variants"].(map[string]any)["idempo"].(map[string]any)
 	require.EqualValues(t, 500, idempo["messages"])
+	require.Positive(t, idempo["store_server_us_per_msg"], "Redis's CPU per message, from INFO commandstats")
 	require.Positive(t, rep["ratio_vs_bare"])
 	require.Positive(t, rep["ratio_vs_watermill"])
 	mem, ok := rep["memory"].(map[string]any)

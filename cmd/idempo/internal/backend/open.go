@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -101,8 +102,12 @@ type Store struct {
 	// Drop removes what this run created in the store (its SQL table, its
 	// SQLite file, its Redis keys); nil when there is nothing to remove. Only the process that owns the
 	// run calls it, at the end.
-	Drop    func(ctx context.Context) error
-	closers []func() error
+	Drop func(ctx context.Context) error
+	// ServerCPU returns the CPU time the store's server has spent running
+	// commands so far (Redis: INFO commandstats), for per-message figures;
+	// nil for stores that do not report it.
+	ServerCPU func(ctx context.Context) (time.Duration, error)
+	closers   []func() error
 }
 
 // Close closes the store's connections.

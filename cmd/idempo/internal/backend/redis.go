@@ -3,6 +3,9 @@ package backend
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -38,7 +41,9 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		return nil, err
 	}
 	drop := func(ctx context.Context) error { return unlinkPrefix(ctx, client, prefix) }
-	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop, closers: []func() error{client.Close}}, nil
+	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop,
+		ServerCPU: func(ctx context.Context) (time.Duration, error) { return commandCPU(ctx, client) },
+		closers:   []func() error{client.Close}}, nil
 }
 
 // unlinkPrefix removes every key that starts with prefix.
@@ -65,4 +70,33 @@ func unlinkPrefix(ctx context.Context, client *redis.Client, prefix string) erro
 		return err
 	}
 	return flush()
+}
+
+// commandCPU sums the usec of every command in Redis's INFO commandstats:
+// the server's CPU time spent running commands since its stats were reset.
+func commandCPU(ctx context.Context, client *redis.Client) (time.Duration, error) {
+	info, err := client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, err
+	}
+	return parseCommandCPU(info), nil
+}
+
+// parseCommandCPU reads lines like
+// "cmdstat_evalsha:calls=10,usec=123,usec_per_call=12.30,..." and sums usec.
+func parseCommandCPU(info string) time.Duration {
+	var usec int64
+	for _, line := range strings.Split(info, "\n") {
+		if !strings.HasPrefix(line, "cmdstat_") {
+			continue
+		}
+		_, fields, _ := strings.Cut(strings.TrimSpace(line), ":")
+		for _, f := range strings.Split(fields, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				usec += n
+			}
+		}
+	}
+	return time.Duration(usec) * time.Microsecond
 }

@@ -274,6 +274,10 @@ type VariantResult struct {
 	// or the embedded cluster without Options.ChildBroker). 0 where the
 	// platform does not report it.
 	CPUUSPerMsg float64 `json:"cpu_us_per_msg"`
+	// StoreServerUSPerMsg is the store server's CPU time running commands
+	// per message, in microseconds (Redis: INFO commandstats, every client's
+	// commands during the rounds); 0 for stores that do not report it.
+	StoreServerUSPerMsg float64 `json:"store_server_us_per_msg"`
 	// Rounds has the figures of each recorded round, in order.
 	Rounds []RoundResult `json:"rounds"`
 }

@@ -50,6 +50,7 @@ func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
 
 // roundFigures is what one round of one variant measured.
 type roundFigures struct {
+	serverCPU    time.Duration // the store server's, where it reports it
 	leaseLost    int64
 	cpu          time.Duration
 	messages     int
@@ -122,6 +123,7 @@ func (v *VariantResult) add(round int, f roundFigures) {
 	v.Redeliveries += f.redelivered
 	v.LeaseLost += f.leaseLost
 	v.CPUUSPerMsg += us(f.cpu) // divided in finish
+	v.StoreServerUSPerMsg += us(f.serverCPU)
 	v.ElapsedMS += ms(f.elapsed)
 	v.AllocsPerMsg += float64(f.mallocs) // divided in finish
 	v.BytesPerMsg += float64(f.allocedBytes)
@@ -137,6 +139,7 @@ func (v *VariantResult) finish(lat []time.Duration) {
 	v.AllocsPerMsg = round3(v.AllocsPerMsg / n)
 	v.BytesPerMsg = round3(v.BytesPerMsg / n)
 	v.CPUUSPerMsg = round3(v.CPUUSPerMsg / n)
+	v.StoreServerUSPerMsg = round3(v.StoreServerUSPerMsg / n)
 	v.EventsPerSec = round3(n / (v.ElapsedMS / 1e3))
 	v.NsPerMsg = round3(v.ElapsedMS * 1e6 / n)
 	v.ElapsedMS = round3(v.ElapsedMS)
@@ -223,6 +226,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 			return err
 		})
 	}
+	serverBefore := r.serverCPU(ctx)
 	runtime.GC()
 	stopped := make(chan struct{})
 	var runErr error
@@ -272,6 +276,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	}
 	released = true
 	return roundFigures{
+		serverCPU:    r.serverCPU(ctx) - serverBefore,
 		leaseLost:    release(),
 		cpu:          cpu,
 		messages:     n,
@@ -503,4 +508,18 @@ func (s *roundState) check() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s", ErrCheck, strings.Join(problems, "; "))
+}
+
+// serverCPU is the store server's command CPU time so far, 0 for stores
+// that do not report it (or when asking fails: the figure is then 0, not
+// an error of the run).
+func (r *runner) serverCPU(ctx context.Context) time.Duration {
+	if r.store == nil || r.store.ServerCPU == nil {
+		return 0
+	}
+	d, err := r.store.ServerCPU(ctx)
+	if err != nil {
+		return 0
+	}
+	return d
 }
