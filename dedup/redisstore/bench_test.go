@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,8 +96,11 @@ func benchStore(b *testing.B, callers int, unshared bool) {
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	rt := &roundTrips{}
 	c.AddHook(rt)
+	lat := make([]time.Duration, b.N)
 	b.ReportAllocs()
 	runWorkers(b, callers, func(i int64) error {
+		start := time.Now()
+		defer func() { lat[i] = time.Since(start) }()
 		k := dedup.Key{Scope: "bench-" + run, ID: fmt.Sprintf("event-%d", i)}
 		r := dedup.ClaimRequest{Token: dedup.NewToken(), Lease: 30 * time.Second, Retention: 5 * time.Minute}
 		res, err := st.Claim(ctx, k, r)
@@ -109,6 +113,8 @@ func benchStore(b *testing.B, callers int, unshared bool) {
 		return st.Complete(ctx, k, r.Token, 5*time.Minute)
 	})
 	b.ReportMetric(float64(rt.n.Load())/float64(b.N), "rt/msg")
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 }
 
 var noopScript = redis.NewScript(`return 1`)
