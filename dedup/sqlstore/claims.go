@@ -135,6 +135,7 @@ func (s *Store) sendClaims(batch []*claimCall) {
 	defer cancel()
 	if err := s.claimRows(ctx, rows); err != nil {
 		// The statement failed as a whole: every caller claims on its own.
+		s.failures.Add(1)
 		s.log.DebugContext(ctx, "sqlstore: a batch of claims failed; claiming each on its own", "dialect", s.dialect, "rows", len(rows), "error", err)
 		for _, c := range rows {
 			c.done, c.held, c.res, c.err = false, false, dedup.ClaimResult{}, nil
@@ -357,6 +358,7 @@ func (s *Store) sendCompletes(batch []*completeCall) {
 	res, err := st.ExecContext(ctx, args...)
 	if err != nil {
 		s.log.DebugContext(ctx, "sqlstore: a batch of completions failed; completing each on its own", "dialect", s.dialect, "rows", len(rows), "error", err)
+		s.failures.Add(1)
 		return
 	}
 	if n, err := res.RowsAffected(); err == nil && n == int64(len(rows)) {

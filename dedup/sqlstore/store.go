@@ -43,6 +43,7 @@ type Store struct {
 	claims     *batcher[*claimCall]
 	completes  *batcher[*completeCall]
 	statements atomic.Int64 // claim and completion statements sent on their fast paths (for benchmarks)
+	failures   atomic.Int64 // shared statements that failed as a whole (for tests)
 }
 
 var (
