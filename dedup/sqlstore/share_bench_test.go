@@ -31,15 +31,39 @@ func BenchmarkSharing(b *testing.B) {
 	}
 }
 
+// BenchmarkSharingInbox is BenchmarkSharing through the transactional
+// inbox: the claims are shared, and each message's CompleteInTx, with one
+// business INSERT, is its own transaction.
+func BenchmarkSharingInbox(b *testing.B) {
+	for _, d := range dialects {
+		for _, mode := range []string{"shared", "unshared"} {
+			for _, callers := range []int{1, 16, 64} {
+				b.Run(fmt.Sprintf("%s/%s/callers=%d", d, mode, callers), func(b *testing.B) {
+					benchSharingMode(b, d, mode == "unshared", callers, true)
+				})
+			}
+		}
+	}
+}
+
 func benchSharing(b *testing.B, d sqlstore.Dialect, unshared bool, callers int) {
+	benchSharingMode(b, d, unshared, callers, false)
+}
+
+func benchSharingMode(b *testing.B, d sqlstore.Dialect, unshared bool, callers int, inbox bool) {
 	st, _ := newStoreWith(b, d, func(o *sqlstore.Options) { o.DisableSharing = unshared })
+	var insert string
+	if inbox {
+		insert = insertEffect(d, createEffects(b, st.DB(), d))
+	}
 	ctx := context.Background()
 	scope := randomName("bench-")
 	lat := make([]time.Duration, b.N)
 	b.ReportAllocs()
 	runCallers(b, callers, func(i int64) error {
 		start := time.Now()
-		k := dedup.Key{Scope: scope, ID: fmt.Sprint(i)}
+		id := fmt.Sprint(i)
+		k := dedup.Key{Scope: scope, ID: id}
 		req := benchReq()
 		res, err := st.Claim(ctx, k, req)
 		if err != nil {
@@ -48,7 +72,16 @@ func benchSharing(b *testing.B, d sqlstore.Dialect, unshared bool, callers int) 
 		if res.Status != dedup.StatusAcquired {
 			return fmt.Errorf("claim %s: %v", k, res.Status)
 		}
-		if err := st.Complete(ctx, k, req.Token, time.Hour); err != nil {
+		if inbox {
+			err = st.CompleteInTx(ctx, k, req.Token, time.Hour, func(ctx context.Context) error {
+				tx, _ := sqlstore.TxFromContext(ctx)
+				_, err := tx.ExecContext(ctx, insert, id, 0)
+				return err
+			})
+		} else {
+			err = st.Complete(ctx, k, req.Token, time.Hour)
+		}
+		if err != nil {
 			return err
 		}
 		lat[i] = time.Since(start)
@@ -56,7 +89,11 @@ func benchSharing(b *testing.B, d sqlstore.Dialect, unshared bool, callers int) 
 	})
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(sqlstore.Statements(st))/float64(b.N), "stmts/msg")
+	stmts := "stmts/msg"
+	if inbox {
+		stmts = "claim-stmts/msg" // CompleteInTx's statements are not counted
+	}
+	b.ReportMetric(float64(sqlstore.Statements(st))/float64(b.N), stmts)
 	cb, c, pb, p := sqlstore.BatchStats(st)
 	if cb+pb > 0 {
 		b.ReportMetric(float64(c+p)/float64(cb+pb), "rows/stmt")
