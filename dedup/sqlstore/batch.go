@@ -2,14 +2,29 @@ package sqlstore
 
 import (
 	"context"
+	"math/bits"
 	"sync"
-	"time"
+	"sync/atomic"
 )
 
 // maxBatch bounds the rows of one multi-row statement. The statements are
-// prepared once per row count, so it also bounds how many a store prepares
-// (per kind and connection).
+// prepared once per row count, and only for powers of two (see chunks), so a
+// store prepares at most seven of each kind per connection (MySQL and
+// MariaDB bound the prepared statements of the whole server).
 const maxBatch = 64
+
+// chunks splits n rows into runs whose lengths are powers of two, longest
+// first: the batches a batcher sends are powers of two already; this
+// covers the rows a batch leaves out (a cancelled call, a twin).
+func chunks(n int) []int {
+	var out []int
+	for n > 0 {
+		c := 1 << (bits.Len(uint(n)) - 1)
+		out = append(out, c)
+		n -= c
+	}
+	return out
+}
 
 // queued is a call that can wait in a batcher's queue.
 type queued interface {
@@ -56,11 +71,12 @@ func (b *batcher[T]) run(c T) {
 	}
 }
 
-// lead sends up to maxBatch queued calls (the leader's own is the first),
-// answers them, then hands the lead on to the first call still queued.
+// lead sends queued calls (the leader's own is the first; as many as the
+// largest power of two the queue holds, at most maxBatch), answers them,
+// then hands the lead on to the first call still queued.
 func (b *batcher[T]) lead() {
 	b.mu.Lock()
-	n := min(len(b.queue), maxBatch)
+	n := chunks(min(len(b.queue), maxBatch))[0]
 	batch := make([]T, n)
 	copy(batch, b.queue)
 	rest := copy(b.queue, b.queue[n:])
@@ -101,20 +117,24 @@ func (b *batcher[T]) stats() (batches, calls int64) {
 
 // batchContext is the context a batch's statement runs in: one caller's
 // cancellation must not fail the others, so it is detached from every
-// caller (keeping the first one's values) and ends at the latest deadline
-// among them, or never (within the driver's own timeouts) if one of them
-// has none.
-func batchContext(ctxs []context.Context) (context.Context, context.CancelFunc) {
-	ctx := context.WithoutCancel(ctxs[0])
-	var latest time.Time
-	for _, c := range ctxs {
-		dl, ok := c.Deadline()
-		if !ok {
-			return ctx, func() {}
-		}
-		if dl.After(latest) {
-			latest = dl
-		}
+// caller (keeping the first one's values) and ends when all of their
+// contexts have ended. The returned stop releases it.
+func batchContext(ctxs []context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctxs[0]))
+	var left atomic.Int32
+	left.Store(int32(len(ctxs)))
+	stops := make([]func() bool, len(ctxs))
+	for i, c := range ctxs {
+		stops[i] = context.AfterFunc(c, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
 	}
-	return context.WithDeadline(ctx, latest)
+	return ctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
 }

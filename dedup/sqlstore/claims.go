@@ -131,14 +131,16 @@ func (s *Store) sendClaims(batch []*claimCall) {
 	for i, c := range rows {
 		ctxs[i] = c.ctx
 	}
-	ctx, cancel := batchContext(ctxs)
-	defer cancel()
-	if err := s.claimRows(ctx, rows); err != nil {
-		// The statement failed as a whole: every caller claims on its own.
-		s.failures.Add(1)
-		s.log.DebugContext(ctx, "sqlstore: a batch of claims failed; claiming each on its own", "dialect", s.dialect, "rows", len(rows), "error", err)
-		for _, c := range rows {
-			c.done, c.held, c.res, c.err = false, false, dedup.ClaimResult{}, nil
+	ctx, stop := batchContext(ctxs)
+	defer stop()
+	for _, part := range splitRows(rows) {
+		if err := s.claimRows(ctx, part); err != nil {
+			// The statement failed as a whole: every caller claims on its own.
+			s.failures.Add(1)
+			s.log.DebugContext(ctx, "sqlstore: a batch of claims failed; claiming each on its own", "dialect", s.dialect, "rows", len(part), "error", err)
+			for _, c := range part {
+				c.done, c.held, c.exists, c.res, c.err = false, false, false, dedup.ClaimResult{}, nil
+			}
 		}
 	}
 	for _, tw := range twins {
@@ -160,6 +162,16 @@ func (s *Store) sendClaims(batch []*claimCall) {
 		}
 		// Otherwise the twin claims on its own, after the first.
 	}
+}
+
+// splitRows splits rows into runs of power-of-two lengths (see chunks).
+func splitRows[T any](rows []T) [][]T {
+	var out [][]T
+	for _, n := range chunks(len(rows)) {
+		out = append(out, rows[:n])
+		rows = rows[n:]
+	}
+	return out
 }
 
 // claimRows sends the rows' INSERT and, for the keys that exist, their
@@ -338,8 +350,16 @@ func (s *Store) sendCompletes(batch []*completeCall) {
 	for i, c := range rows {
 		ctxs[i] = c.ctx
 	}
-	ctx, cancel := batchContext(ctxs)
-	defer cancel()
+	ctx, stop := batchContext(ctxs)
+	defer stop()
+	for _, part := range splitRows(rows) {
+		s.completeRows(ctx, part)
+	}
+}
+
+// completeRows sends one UPDATE completing rows (more than one) and marks
+// them done if it matched them all; else they complete on their own.
+func (s *Store) completeRows(ctx context.Context, rows []*completeCall) {
 	args := make([]any, 0, 5*len(rows))
 	for _, c := range rows {
 		args = append(args, c.hash[:], durArg(s.dialect, c.retention))

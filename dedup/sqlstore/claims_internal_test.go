@@ -161,18 +161,19 @@ func TestClaimBatchFailingRow(t *testing.T) {
 	st := batchStore(t, Postgres)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	good1, good2 := newClaimCall(ctx, "good-1", batchReq()), newClaimCall(ctx, "good-2", batchReq())
+	good1, good2, good3 := newClaimCall(ctx, "good-1", batchReq()), newClaimCall(ctx, "good-2", batchReq()), newClaimCall(ctx, "good-3", batchReq())
 	// PostgreSQL refuses a NUL in text, and with it the whole statement
 	// (Key.Validate keeps such a scope out; this bypasses it).
 	bad := newClaimCall(ctx, "bad", batchReq())
 	bad.key.Scope = "bad\x00scope"
 	bad.hash = bad.key.Hash()
-	st.sendClaims([]*claimCall{good1, bad, good2})
-	for _, c := range []*claimCall{good1, bad, good2} {
+	// Four rows: one statement (three would be sent as two).
+	st.sendClaims([]*claimCall{good1, bad, good2, good3})
+	for _, c := range []*claimCall{good1, bad, good2, good3} {
 		require.False(t, c.done, "%s: answered from a failed statement", c.key)
 		require.NoError(t, c.err)
 	}
-	for _, c := range []*claimCall{good1, good2} {
+	for _, c := range []*claimCall{good1, good2, good3} {
 		res, err := st.claim(ctx, c.key, c.hash[:], c.req, claimStart(c))
 		require.NoError(t, err)
 		require.Equal(t, dedup.StatusAcquired, res.Status)
@@ -192,7 +193,7 @@ func TestCompleteBatchStaleToken(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			var batch []*completeCall
-			for i, id := range []string{"a", "b", "c"} {
+			for i, id := range []string{"a", "b", "c", "d"} { // four rows: one statement
 				k := dedup.Key{Scope: "batch", ID: id}
 				r := batchReq()
 				_, err := st.Claim(ctx, k, r)
@@ -288,5 +289,38 @@ func TestBatchesDoNotDeadlock(t *testing.T) {
 			}
 			require.Zero(t, a.failures.Load()+b.failures.Load(), "shared statements failed as a whole (deadlocks)")
 		})
+	}
+}
+
+// Statements are prepared for power-of-two row counts only, so a store
+// prepares few of them (MySQL bounds the prepared statements of a server).
+func TestChunks(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= maxBatch; n++ {
+		sum := 0
+		for _, c := range chunks(n) {
+			require.Equal(t, 0, c&(c-1), "chunk %d of %d is not a power of two", c, n)
+			sum += c
+		}
+		require.Equal(t, n, sum)
+	}
+}
+
+// A batch's statement runs until every caller's context has ended, not
+// until the first one's.
+func TestBatchContextEndsWithTheLastCaller(t *testing.T) {
+	t.Parallel()
+	a, cancelA := context.WithCancel(context.Background())
+	b, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	ctx, stop := batchContext([]context.Context{a, b})
+	defer stop()
+	cancelA()
+	require.NoError(t, ctx.Err(), "one caller's cancellation ended the batch")
+	cancelB()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch's context outlived every caller's by 10s")
 	}
 }

@@ -21,7 +21,8 @@ import (
 //
 // It is safe for concurrent use by many goroutines and processes sharing the
 // table. Every method is one statement or one short transaction on the
-// record of its key, fenced by the owner token where the record is changed,
+// record of its key (Claim and Complete share theirs with concurrent
+// callers unless Options.DisableSharing, each row still on its own), fenced by the owner token where the record is changed,
 // and every expiry is judged on the database's clock. The store starts no
 // goroutine of its own ([Store.StartCleanup] starts one on request).
 type Store struct {
@@ -337,7 +338,11 @@ func decide(r row, req dedup.ClaimRequest) (dedup.ClaimResult, *acquisition, err
 //
 // A new key takes one INSERT. An existing key is read first; a record that
 // can be acquired is then locked, read again and updated in one short
-// transaction. A claim that acquires nothing changes nothing.
+// transaction. A claim that acquires nothing changes nothing. Unless
+// Options.DisableSharing, the INSERT and the read are shared with the
+// claims of concurrent callers (multi-row statements, each row answered on
+// its own); a key claimed twice in one such batch is answered, for the
+// second caller, as a claim that came second.
 func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest) (dedup.ClaimResult, error) {
 	if err := s.check(ctx, "claim", key); err != nil {
 		return dedup.ClaimResult{}, err
