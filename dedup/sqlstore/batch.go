@@ -8,22 +8,18 @@ import (
 )
 
 // maxBatch bounds the rows of one multi-row statement. The statements are
-// prepared once per row count, and only for powers of two (see chunks), so a
+// prepared once per row count, and only for powers of two (see padded), so a
 // store prepares at most seven of each kind per connection (MySQL and
 // MariaDB bound the prepared statements of the whole server).
 const maxBatch = 64
 
-// chunks splits n rows into runs whose lengths are powers of two, longest
-// first: the batches a batcher sends are powers of two already; this
-// covers the rows a batch leaves out (a cancelled call, a twin).
-func chunks(n int) []int {
-	var out []int
-	for n > 0 {
-		c := 1 << (bits.Len(uint(n)) - 1)
-		out = append(out, c)
-		n -= c
-	}
-	return out
+// padded returns the row count of the statement that sends n rows: the
+// next power of two. The rows beyond n repeat the last one, which every
+// statement here takes as a no-op (a key already inserted by the same
+// statement is skipped, a repeated WHEN never matches first, a repeated IN
+// element changes nothing), so the affected-row counts still count the n.
+func padded(n int) int {
+	return 1 << bits.Len(uint(n-1))
 }
 
 // queued is a call that can wait in a batcher's queue.
@@ -71,12 +67,11 @@ func (b *batcher[T]) run(c T) {
 	}
 }
 
-// lead sends queued calls (the leader's own is the first; as many as the
-// largest power of two the queue holds, at most maxBatch), answers them,
-// then hands the lead on to the first call still queued.
+// lead sends up to maxBatch queued calls (the leader's own is the first),
+// answers them, then hands the lead on to the first call still queued.
 func (b *batcher[T]) lead() {
 	b.mu.Lock()
-	n := chunks(min(len(b.queue), maxBatch))[0]
+	n := min(len(b.queue), maxBatch)
 	batch := make([]T, n)
 	copy(batch, b.queue)
 	rest := copy(b.queue, b.queue[n:])

@@ -133,14 +133,12 @@ func (s *Store) sendClaims(batch []*claimCall) {
 	}
 	ctx, stop := batchContext(ctxs)
 	defer stop()
-	for _, part := range splitRows(rows) {
-		if err := s.claimRows(ctx, part); err != nil {
-			// The statement failed as a whole: every caller claims on its own.
-			s.failures.Add(1)
-			s.log.DebugContext(ctx, "sqlstore: a batch of claims failed; claiming each on its own", "dialect", s.dialect, "rows", len(part), "error", err)
-			for _, c := range part {
-				c.done, c.held, c.exists, c.res, c.err = false, false, false, dedup.ClaimResult{}, nil
-			}
+	if err := s.claimRows(ctx, rows); err != nil {
+		// The statement failed as a whole: every caller claims on its own.
+		s.failures.Add(1)
+		s.log.DebugContext(ctx, "sqlstore: a batch of claims failed; claiming each on its own", "dialect", s.dialect, "rows", len(rows), "error", err)
+		for _, c := range rows {
+			c.done, c.held, c.exists, c.res, c.err = false, false, false, dedup.ClaimResult{}, nil
 		}
 	}
 	for _, tw := range twins {
@@ -164,14 +162,14 @@ func (s *Store) sendClaims(batch []*claimCall) {
 	}
 }
 
-// splitRows splits rows into runs of power-of-two lengths (see chunks).
-func splitRows[T any](rows []T) [][]T {
-	var out [][]T
-	for _, n := range chunks(len(rows)) {
-		out = append(out, rows[:n])
-		rows = rows[n:]
+// padArgs repeats the last row's arguments (each row is per arguments
+// long) until args holds those of padded(n) rows.
+func padArgs(args []any, n, per int) []any {
+	last := args[len(args)-per:]
+	for range padded(n) - n {
+		args = append(args, last...)
 	}
-	return out
+	return args
 }
 
 // claimRows sends the rows' INSERT and, for the keys that exist, their
@@ -185,7 +183,8 @@ func (s *Store) claimRows(ctx context.Context, rows []*claimCall) error {
 		args = append(args, c.hash[:], c.key.Scope, []byte(c.key.ID), []byte(c.req.Token),
 			durArg(d, c.req.Lease), durArg(d, c.req.Retention), nilIfEmpty(c.req.Fingerprint), replayArg(c.req.ReplayID))
 	}
-	st, err := s.stmt(ctx, s.bq.insertN(n))
+	args = padArgs(args, n, 8)
+	st, err := s.stmt(ctx, s.bq.insertN(padded(n)))
 	if err != nil {
 		return err
 	}
@@ -291,7 +290,7 @@ func (s *Store) insertedHashes(ctx context.Context, st *sql.Stmt, args []any) (m
 
 // readRows reads the records of calls (no lock), by key hash.
 func (s *Store) readRows(ctx context.Context, calls []*claimCall) (map[[32]byte]row, error) {
-	st, err := s.stmt(ctx, s.bq.selectN(len(calls)))
+	st, err := s.stmt(ctx, s.bq.selectN(padded(len(calls))))
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +298,7 @@ func (s *Store) readRows(ctx context.Context, calls []*claimCall) (map[[32]byte]
 	for i, c := range calls {
 		args[i] = c.hash[:]
 	}
+	args = padArgs(args, len(calls), 1)
 	s.statements.Add(1)
 	rs, err := st.QueryContext(ctx, args...)
 	if err != nil {
@@ -352,25 +352,21 @@ func (s *Store) sendCompletes(batch []*completeCall) {
 	}
 	ctx, stop := batchContext(ctxs)
 	defer stop()
-	for _, part := range splitRows(rows) {
-		s.completeRows(ctx, part)
-	}
+	s.completeRows(ctx, rows)
 }
 
 // completeRows sends one UPDATE completing rows (more than one) and marks
 // them done if it matched them all; else they complete on their own.
 func (s *Store) completeRows(ctx context.Context, rows []*completeCall) {
-	args := make([]any, 0, 5*len(rows))
+	n := len(rows)
+	var retentions, hashes, tokens []any
 	for _, c := range rows {
-		args = append(args, c.hash[:], durArg(s.dialect, c.retention))
+		retentions = append(retentions, c.hash[:], durArg(s.dialect, c.retention))
+		hashes = append(hashes, c.hash[:])
+		tokens = append(tokens, c.hash[:], []byte(c.token))
 	}
-	for _, c := range rows {
-		args = append(args, c.hash[:])
-	}
-	for _, c := range rows {
-		args = append(args, c.hash[:], []byte(c.token))
-	}
-	st, err := s.stmt(ctx, s.bq.completeN(len(rows)))
+	args := append(append(padArgs(retentions, n, 2), padArgs(hashes, n, 1)...), padArgs(tokens, n, 2)...)
+	st, err := s.stmt(ctx, s.bq.completeN(padded(n)))
 	if err != nil {
 		return
 	}
