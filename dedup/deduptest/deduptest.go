@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -80,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) dedup.Store, features Feature
 		{"InvalidInput", s.invalidInput},
 		{"ReleasedRecordKeepsCounterUntilRetention", s.releasedKeepsCounter},
 		{"ManyKeysConcurrently", s.manyKeysConcurrently},
+		{"MixedCallsAtOnce", s.mixedCallsAtOnce},
 		{"Reopen", s.reopen},
 	}
 	for _, c := range cases {
@@ -764,6 +766,128 @@ func (s *suite) manyKeysConcurrently(t *testing.T) {
 		require.True(t, ok, "key %d never acquired", i)
 		require.Equal(t, int32(1), n.(*atomic.Int32).Load(), "key %d acquired more than once", i)
 	}
+}
+
+// mixedCallsAtOnce releases many calls of different kinds at the same
+// moment, as concurrent handlers make them: a store that sends them together
+// (one multi-row statement, one pipeline) must still answer each on its
+// own, fenced by its own token, and a key claimed twice at once must have
+// one winner, the other call seeing it in progress exactly as if it had
+// come second.
+func (s *suite) mixedCallsAtOnce(t *testing.T) {
+	st := s.newStore(t)
+	scope := randomScope(t)
+	k := func(id string) dedup.Key { return dedup.Key{Scope: scope, ID: id} }
+	lease := 10 * s.unit()
+	done, held := k("done"), k("held")
+	rd := req(lease, long)
+	mustClaim(t, st, done, rd, dedup.StatusAcquired)
+	require.NoError(t, st.Complete(ctxT(t), done, rd.Token, long))
+	mustClaim(t, st, held, req(long, long), dedup.StatusAcquired)
+
+	for round := range 3 {
+		const fresh, twins, dups = 24, 4, 8
+		type answer struct {
+			id  string
+			r   dedup.ClaimRequest
+			res dedup.ClaimResult
+			err error
+		}
+		var calls []func() answer
+		claim := func(id string, fp []byte) {
+			r := req(lease, long)
+			r.Fingerprint = fp
+			calls = append(calls, func() answer {
+				res, err := st.Claim(ctxT(t), k(id), r)
+				return answer{id, r, res, err}
+			})
+		}
+		for i := range fresh {
+			claim(fmt.Sprintf("fresh-%d-%d", round, i), []byte{byte(i)})
+		}
+		twin := fmt.Sprintf("twin-%d", round)
+		for range twins {
+			claim(twin, []byte("twin"))
+		}
+		for range dups {
+			claim("done", nil)
+			claim("held", nil)
+		}
+		answers := make([]answer, len(calls))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, call := range calls {
+			wg.Go(func() {
+				<-start
+				answers[i] = call()
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		var winners []answer
+		for _, a := range answers {
+			require.NoError(t, a.err, "Claim(%s)", a.id)
+			switch {
+			case a.id == "done":
+				require.Equal(t, dedup.StatusDone, a.res.Status, "a done key, claimed among others")
+			case a.id == "held":
+				require.Equal(t, dedup.StatusInProgress, a.res.Status, "a held key, claimed among others")
+				if !s.f.NoLeaseRemaining {
+					require.Positive(t, a.res.LeaseRemaining)
+				}
+			case a.id == twin && a.res.Status == dedup.StatusInProgress:
+				require.Equal(t, 1, a.res.Deliveries, "a twin sees the winner's claim")
+				require.Equal(t, []byte("twin"), a.res.Fingerprint, "a twin sees the winner's fingerprint")
+				if !s.f.NoLeaseRemaining {
+					require.Positive(t, a.res.LeaseRemaining)
+					require.LessOrEqual(t, a.res.LeaseRemaining, lease)
+				}
+			default:
+				require.Equal(t, dedup.StatusAcquired, a.res.Status, "Claim(%s)", a.id)
+				require.Equal(t, 1, a.res.Deliveries, "Claim(%s)", a.id)
+				require.Empty(t, a.res.Fingerprint, "Claim(%s) of a new key", a.id)
+				winners = append(winners, a)
+			}
+		}
+		require.Len(t, winners, fresh+1, "every fresh key and one of the twins acquired")
+
+		// The winners complete at once, and one stale token among them is
+		// refused alone.
+		errs := make([]error, len(winners)+1)
+		start = make(chan struct{})
+		for i, a := range winners {
+			wg.Go(func() {
+				<-start
+				errs[i] = completeRetried(t, st, k(a.id), a.r.Token)
+			})
+		}
+		wg.Go(func() {
+			<-start
+			errs[len(winners)] = st.Complete(ctxT(t), held, dedup.NewToken(), long)
+		})
+		close(start)
+		wg.Wait()
+		for i, a := range winners {
+			require.NoError(t, errs[i], "Complete(%s) beside a stale token", a.id)
+			mustClaim(t, st, k(a.id), req(lease, long), dedup.StatusDone)
+		}
+		require.ErrorIs(t, errs[len(winners)], dedup.ErrLeaseLost, "a stale token among others")
+	}
+}
+
+// completeRetried completes k for token, retrying (Complete is idempotent
+// for its token) after an error that is not a lost lease, as a caller does:
+// a database at SERIALIZABLE may refuse a statement under concurrency.
+func completeRetried(t *testing.T, st dedup.Store, k dedup.Key, token dedup.Token) error {
+	var err error
+	for range 5 {
+		if err = st.Complete(ctxT(t), k, token, long); err == nil || errors.Is(err, dedup.ErrLeaseLost) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return err
 }
 
 // reopen: a second instance opened on the same backend sees everything the

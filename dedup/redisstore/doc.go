@@ -36,7 +36,9 @@
 // Every method is one Lua script on one key, run with EVALSHA (and EVAL the
 // first time a server meets the script, or after its script cache is
 // flushed), so it is one atomic step and one round trip: a processed message
-// costs two (Claim and Complete). Leases and retention are judged on the
+// costs two (Claim and Complete). By default the scripts of concurrent calls
+// share round trips: those that arrive while a pipeline is on the wire go
+// out together in the next one (see [Options].DisableSharing). Leases and retention are judged on the
 // server's clock (TIME and PEXPIRE inside the scripts) and rounded up to
 // whole milliseconds.
 //

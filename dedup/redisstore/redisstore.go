@@ -93,13 +93,15 @@ type Options struct {
 	// [slog.Default]. The store logs nothing on the hot path.
 	Logger *slog.Logger
 
-	// Coalesce sends the scripts of calls made at the same moment by
-	// concurrent goroutines together, in one pipeline, instead of one round
-	// trip each. Each call is still one script, atomic on its own; a call
-	// alone goes out at once. It pays under many concurrent handlers (fewer
-	// system calls on the client and the server) and costs nothing
-	// measurable without them. Defaults to false.
-	Coalesce bool
+	// DisableSharing sends every call in a round trip of its own. By
+	// default the scripts of calls made at the same moment by concurrent
+	// goroutines share round trips: those that arrive while a pipeline is on
+	// the wire go out together in the next one. Each call is still one
+	// script, atomic on its own, with its own reply; a call alone goes out
+	// at once (no timer holds it back). Sharing pays under many concurrent
+	// handlers (fewer system calls on the client and the server) and costs
+	// nothing measurable without them.
+	DisableSharing bool
 }
 
 // Store is a [dedup.Store] on Redis: a single node, Sentinel (failover) or
@@ -110,18 +112,18 @@ type Options struct {
 // does not have the script cached yet), so it is one atomic step judged on
 // the server's clock. Claim and Complete are one round trip each.
 //
-// With [Options.Coalesce], the scripts of concurrent calls share pipelines;
-// each call is still one script and one atomic step.
+// Unless [Options.DisableSharing], the scripts of concurrent calls share
+// pipelines; each call is still one script and one atomic step.
 //
 // A Store is safe for concurrent use by many goroutines and processes; it
-// holds no state besides its options (and, with Coalesce, the queue of calls
-// waiting for a pipeline) and starts no goroutine. Closing the client is the
+// holds no state besides its options and the queue of calls waiting for a
+// pipeline, and starts no goroutine. Closing the client is the
 // caller's business.
 type Store struct {
 	client redis.UniversalClient
 	prefix string
 	log    *slog.Logger
-	co     *coalescer // nil unless Options.Coalesce
+	co     *coalescer // nil with Options.DisableSharing
 }
 
 var _ dedup.Store = (*Store)(nil)
@@ -158,7 +160,7 @@ func New(client redis.UniversalClient, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: Options.EvictionPolicyCheck has unknown value %d", int(o.EvictionPolicyCheck))
 	}
 	s := &Store{client: client, prefix: o.Prefix, log: o.Logger}
-	if o.Coalesce {
+	if !o.DisableSharing {
 		s.co = &coalescer{client: client}
 	}
 	if o.EvictionPolicyCheck != EvictionCheckOff {
@@ -289,8 +291,8 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 	if err := req.Validate(); err != nil {
 		return dedup.ClaimResult{}, err
 	}
-	reply, err := toSlice(s.eval(ctx, claimScript, []string{s.RedisKey(key)},
-		string(req.Token), millis(req.Lease), millis(req.Retention), req.Fingerprint, req.ReplayID))
+	reply, err := s.eval(ctx, claimScript, []string{s.RedisKey(key)},
+		string(req.Token), millis(req.Lease), millis(req.Retention), req.Fingerprint, req.ReplayID)
 	if err != nil {
 		return dedup.ClaimResult{}, failed(ctx, op, key, err)
 	}
@@ -301,7 +303,8 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 	return res, nil
 }
 
-// eval runs script, coalesced with concurrent calls when so configured.
+// eval runs script, in a pipeline shared with concurrent calls unless
+// sharing is disabled.
 func (s *Store) eval(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
 	if s.co != nil {
 		return s.co.run(ctx, script, keys, args...)
@@ -309,20 +312,14 @@ func (s *Store) eval(ctx context.Context, script *redis.Script, keys []string, a
 	return script.Run(ctx, s.client, keys, args...).Result()
 }
 
-// toSlice is redis.Cmd.Slice for a reply and error already read.
-func toSlice(reply any, err error) ([]any, error) {
-	if err != nil {
-		return nil, err
+// parseClaim reads the claim script's reply.
+func parseClaim(v any) (dedup.ClaimResult, bool) {
+	if n, ok := v.(int64); ok {
+		// A new key acquired.
+		return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: 1}, n == 1
 	}
-	v, ok := reply.([]any)
-	if !ok {
-		return nil, fmt.Errorf("redis: unexpected type=%T for Slice", reply)
-	}
-	return v, nil
-}
-
-func parseClaim(reply []any) (dedup.ClaimResult, bool) {
-	if len(reply) != 5 {
+	reply, ok := v.([]any)
+	if !ok || len(reply) != 5 {
 		return dedup.ClaimResult{}, false
 	}
 	status, ok1 := reply[0].(int64)

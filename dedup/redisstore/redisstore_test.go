@@ -136,11 +136,11 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// The conformance suite with coalescing: its parallel cases share one store,
-// so their calls meet in pipelines.
-func TestConformanceCoalesced(t *testing.T) {
+// The conformance suite without sharing (TestConformance shares: its
+// parallel cases use one store, so their calls meet in pipelines).
+func TestConformanceUnshared(t *testing.T) {
 	t.Parallel()
-	o := redisstore.Options{Coalesce: true}
+	o := redisstore.Options{DisableSharing: true}
 	b := setupWith(t, o)
 	var prefixes sync.Map
 	prefixes.Store(dedup.Store(b.store), b.prefix)
@@ -478,11 +478,11 @@ func (f *inFlight) enter(i int) {
 
 func (f *inFlight) leave(i int) { f.n[i].Add(-1) }
 
-// With Coalesce, concurrent calls travel in shared pipelines, each still
-// one script with its own answer; a lone call goes out on its own.
-func TestCoalescedCallsSharePipelines(t *testing.T) {
+// By default concurrent calls travel in shared pipelines, each still one
+// script with its own answer; a lone call goes out on its own.
+func TestCallsSharePipelines(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, redisstore.Options{Coalesce: true})
+	b := setupWith(t, redisstore.Options{})
 	hook := &commandCounter{}
 	b.client.AddHook(hook)
 	scope := "coalesced"
@@ -534,9 +534,9 @@ func TestCoalescedCallsSharePipelines(t *testing.T) {
 
 // A server whose script cache was flushed answers a pipeline's EVALSHAs with
 // NOSCRIPT; each such call is sent again with its script, and succeeds.
-func TestCoalescedCallsSurviveScriptFlush(t *testing.T) {
+func TestSharedCallsSurviveScriptFlush(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, redisstore.Options{Coalesce: true})
+	b := setupWith(t, redisstore.Options{})
 	const workers, rounds = 8, 5
 	for round := range rounds {
 		require.NoError(t, b.client.ScriptFlush(b.ctx).Err())

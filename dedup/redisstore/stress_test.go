@@ -29,8 +29,9 @@ const defaultStressEvents = 50_000
 // acquired deliveries fail before their effect and release the claim, so
 // takeovers after a release are exercised too.
 //
-// It runs once with one round trip per call and once with coalescing (on a
-// fifth of the events), where the consumers' calls share pipelines.
+// It runs once with sharing (the default), where the consumers' calls share
+// pipelines, and once with one round trip per call (on a fifth of the
+// events).
 func TestStressNoTwinsNoDoubleEffects(t *testing.T) {
 	t.Parallel()
 	events := defaultStressEvents
@@ -39,8 +40,8 @@ func TestStressNoTwinsNoDoubleEffects(t *testing.T) {
 		require.NoError(t, err, "IDEMPO_STRESS_EVENTS")
 		events = n
 	}
-	t.Run("round-trips", func(t *testing.T) { stress(t, events, redisstore.Options{}) })
-	t.Run("coalesced", func(t *testing.T) { stress(t, max(events/5, 1), redisstore.Options{Coalesce: true}) })
+	t.Run("shared", func(t *testing.T) { stress(t, events, redisstore.Options{}) })
+	t.Run("unshared", func(t *testing.T) { stress(t, max(events/5, 1), redisstore.Options{DisableSharing: true}) })
 }
 
 func stress(t *testing.T, events int, o redisstore.Options) {

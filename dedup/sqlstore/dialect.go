@@ -22,6 +22,10 @@ const (
 	stateInInbox = 6
 )
 
+// rowCols are the columns scanRow reads: the record with its remaining
+// expiry and lease in µs by the database clock.
+const rowCols = `state, token, deliveries, fingerprint, failure, replay_id, {REM:expires_at}, {REM:lease_until}`
+
 // queries holds every statement of one dialect and table, with the
 // dialect's placeholders.
 type queries struct {
@@ -227,7 +231,7 @@ func buildQueries(d Dialect, table string) (*queries, error) {
 	x := dialectSQL{d: d, table: quoteIdent(d, table)}
 	q := &queries{schema: schema}
 
-	const cols = `state, token, deliveries, fingerprint, failure, replay_id, {REM:expires_at}, {REM:lease_until}`
+	const cols = rowCols
 	insert := `INSERT INTO {T} (key_hash, scope, event_id, state, token, lease_until, expires_at, deliveries, fingerprint, replay_id)
 VALUES (?, ?, ?, 1, ?, {PLUS}, {PLUS}, 1, ?, ?)`
 	switch d {

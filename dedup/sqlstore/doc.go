@@ -55,7 +55,12 @@
 // # Concurrency
 //
 // A [Store] is safe for concurrent use by many goroutines, and many
-// processes may share one table. With [OpenSQLite] the pool holds one
+// processes may share one table. Concurrent callers share round trips by
+// default: the claims (and [Store.Complete] calls) that arrive while one
+// statement of their kind is on the wire go out together, when it returns,
+// as one multi-row statement in key-hash order, each row fenced by its own
+// token and answered on its own; a caller alone is sent at once. See
+// [Options].DisableSharing. With [OpenSQLite] the pool holds one
 // connection, so goroutines take turns; a [Store.CompleteInTx] callback must
 // then use its transaction and never the *sql.DB.
 package sqlstore

@@ -104,8 +104,18 @@ func randomName(prefix string) string {
 // end of the test.
 func newStore(tb testing.TB, d sqlstore.Dialect) (*sqlstore.Store, string) {
 	tb.Helper()
+	return newStoreWith(tb, d, nil)
+}
+
+// newStoreWith is newStore with options changed by opt (nil for none).
+func newStoreWith(tb testing.TB, d sqlstore.Dialect, opt func(*sqlstore.Options)) (*sqlstore.Store, string) {
+	tb.Helper()
 	db, dsn := openDB(tb, d)
-	st, err := sqlstore.New(db, &sqlstore.Options{Table: randomName("idempo_test_"), Logger: quietLogger})
+	o := &sqlstore.Options{Table: randomName("idempo_test_"), Logger: quietLogger}
+	if opt != nil {
+		opt(o)
+	}
+	st, err := sqlstore.New(db, o)
 	require.NoError(tb, err)
 	require.Equal(tb, d, st.Dialect(), "dialect detected from the driver")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -29,7 +29,8 @@ const (
 	helperScopeEnv   = "IDEMPO_SQLSTORE_TEST_SCOPE"
 	helperEventsEnv  = "IDEMPO_SQLSTORE_TEST_EVENTS"
 
-	killLease = 300 * time.Millisecond
+	killLease   = 300 * time.Millisecond
+	killWorkers = 12
 )
 
 // runHelperIfAsked runs the consumer helper and exits the process when the
@@ -46,9 +47,10 @@ func runHelperIfAsked() bool {
 	return true
 }
 
-// killConsumer consumes every event of the work list with four goroutines:
-// Claim, then CompleteInTx with a business insert, until every claim reports
-// done.
+// killConsumer consumes every event of the work list with killWorkers
+// goroutines: Claim, then CompleteInTx with a business insert, until every
+// claim reports done. The store shares round trips (the default), so the
+// claims of the goroutines go out in batches.
 func killConsumer() error {
 	d := sqlstore.Dialect(os.Getenv(helperDialectEnv))
 	events, err := strconv.Atoi(os.Getenv(helperEventsEnv))
@@ -71,8 +73,8 @@ func killConsumer() error {
 	pid := os.Getpid()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
+	errs := make(chan error, killWorkers)
+	for range killWorkers {
 		wg.Go(func() {
 			pending := rand.Perm(events)
 			for len(pending) > 0 {

@@ -89,6 +89,17 @@ type Options struct {
 	// asked for explicitly, whatever the server's or session's default;
 	// SQLite's only level (SERIALIZABLE).
 	InboxTxOptions *sql.TxOptions
+
+	// DisableSharing sends every call in round trips of its own. By
+	// default the claims of concurrent callers (and their completions by
+	// [Store.Complete]) share round trips: those that arrive while a batch
+	// is on the wire go out together, in key-hash order, as one multi-row
+	// statement once it returns, up to 64 rows. Each row is still fenced by
+	// its caller's token and answered with its own result, a row that fails
+	// fails alone (its caller retries it on its own), and a caller alone is
+	// sent at once: no timer holds a call back. The inbox's completion
+	// ([Store.CompleteInTx]) always stays in its business transaction.
+	DisableSharing bool
 }
 
 var identPart = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)

@@ -75,6 +75,18 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// The conformance suite with Options.DisableSharing (TestConformance runs
+// with the default, sharing), on PostgreSQL: every call in statements of its
+// own.
+func TestConformanceUnshared(t *testing.T) {
+	t.Parallel()
+	st, _ := newStoreWith(t, sqlstore.Postgres, func(o *sqlstore.Options) { o.DisableSharing = true })
+	deduptest.Run(t, func(*testing.T) dedup.Store { return st }, deduptest.Features{
+		Parallel:    true,
+		Granularity: 10 * time.Millisecond,
+	})
+}
+
 var errBoom = errors.New("handler failed")
 
 // TestInboxConcurrentConsumers runs 8 consumers that all see every event

@@ -21,7 +21,8 @@ import (
 //
 // It is safe for concurrent use by many goroutines and processes sharing the
 // table. Every method is one statement or one short transaction on the
-// record of its key, fenced by the owner token where the record is changed,
+// record of its key (Claim and Complete share theirs with concurrent
+// callers unless Options.DisableSharing, each row still on its own), fenced by the owner token where the record is changed,
 // and every expiry is judged on the database's clock. The store starts no
 // goroutine of its own ([Store.StartCleanup] starts one on request).
 type Store struct {
@@ -37,6 +38,13 @@ type Store struct {
 
 	gate       inboxGate    // inbox transactions under way, for Extend
 	inboxCheck atomic.Int32 // MySQL: how the inbox tells its transaction is open (inboxCheck*)
+
+	// Sharing of round trips (nil with Options.DisableSharing).
+	bq         *batchQueries
+	claims     *batcher[*claimCall]
+	completes  *batcher[*completeCall]
+	statements atomic.Int64 // claim and completion statements sent on their fast paths (for benchmarks)
+	failures   atomic.Int64 // shared statements that failed as a whole (for tests)
 }
 
 var (
@@ -59,7 +67,7 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{
+	s := &Store{
 		db:      db,
 		dialect: o.Dialect,
 		table:   o.Table,
@@ -67,7 +75,13 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 		log:     o.Logger,
 		opts:    o,
 		stmts:   make(map[string]*sql.Stmt),
-	}, nil
+	}
+	if !o.DisableSharing {
+		s.bq = &batchQueries{x: dialectSQL{d: o.Dialect, table: quoteIdent(o.Dialect, o.Table)}}
+		s.claims = &batcher[*claimCall]{send: s.sendClaims}
+		s.completes = &batcher[*completeCall]{send: s.sendCompletes}
+	}
+	return s, nil
 }
 
 // Dialect returns the store's dialect.
@@ -330,7 +344,11 @@ func decide(r row, req dedup.ClaimRequest) (dedup.ClaimResult, *acquisition, err
 //
 // A new key takes one INSERT. An existing key is read first; a record that
 // can be acquired is then locked, read again and updated in one short
-// transaction. A claim that acquires nothing changes nothing.
+// transaction. A claim that acquires nothing changes nothing. Unless
+// Options.DisableSharing, the INSERT and the read are shared with the
+// claims of concurrent callers (multi-row statements, each row answered on
+// its own); a key claimed twice in one such batch is answered, for the
+// second caller, as a claim that came second.
 func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest) (dedup.ClaimResult, error) {
 	if err := s.check(ctx, "claim", key); err != nil {
 		return dedup.ClaimResult{}, err
@@ -342,24 +360,54 @@ func (s *Store) Claim(ctx context.Context, key dedup.Key, req dedup.ClaimRequest
 		return dedup.ClaimResult{}, fmt.Errorf("%w: Token is %d bytes, more than %d", dedup.ErrInvalidRequest, len(req.Token), MaxTokenLen)
 	}
 	h := key.Hash()
+	start := startInsert
+	if s.claims != nil {
+		c := &claimCall{ctx: ctx, key: key, hash: h, req: req}
+		s.claims.run(c)
+		switch {
+		case c.done:
+			return c.res, s.wrap(ctx, "claim", c.err)
+		case c.held:
+			start = startLocked
+		case c.exists:
+			start = startRead
+		}
+	}
 	var res dedup.ClaimResult
 	err := s.retry(ctx, "claim", func() error {
 		var err error
-		res, err = s.claim(ctx, key, h[:], req)
+		res, err = s.claim(ctx, key, h[:], req, start)
+		start = startInsert
 		return err
 	})
 	return res, s.wrap(ctx, "claim", err)
 }
 
-func (s *Store) claim(ctx context.Context, key dedup.Key, hash []byte, req dedup.ClaimRequest) (dedup.ClaimResult, error) {
-	// The record may vanish (cleanup) between the steps; start over then.
-	for range 8 {
-		inserted, err := s.insert(ctx, key, hash, req)
-		if err != nil {
-			return dedup.ClaimResult{}, err
+// Where a claim on its own starts: a batch may have done the first steps.
+const (
+	startInsert = iota // from the beginning
+	startRead          // the key exists: read the record
+	startLocked        // the record can be acquired: lock, read, decide, update
+)
+
+// claim is a claim on its own, from start.
+func (s *Store) claim(ctx context.Context, key dedup.Key, hash []byte, req dedup.ClaimRequest, start int) (dedup.ClaimResult, error) {
+	if start == startLocked {
+		res, found, err := s.claimLocked(ctx, hash, req)
+		if err != nil || found {
+			return res, err
 		}
-		if inserted {
-			return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: 1}, nil
+	}
+	// The record may vanish (cleanup) between the steps; start over then.
+	for i := range 8 {
+		if i > 0 || start != startRead {
+			inserted, err := s.insert(ctx, key, hash, req)
+			if err != nil {
+				return dedup.ClaimResult{}, err
+			}
+			if inserted {
+				return dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: 1}, nil
+			}
 		}
 		st, err := s.stmt(ctx, s.q.selectRow)
 		if err != nil {
@@ -385,6 +433,7 @@ func (s *Store) claim(ctx context.Context, key dedup.Key, hash []byte, req dedup
 }
 
 func (s *Store) insert(ctx context.Context, key dedup.Key, hash []byte, req dedup.ClaimRequest) (bool, error) {
+	s.statements.Add(1)
 	res, err := s.exec(ctx, s.q.insert, hash, key.Scope, []byte(key.ID), []byte(req.Token),
 		durArg(s.dialect, req.Lease), durArg(s.dialect, req.Retention), nilIfEmpty(req.Fingerprint), replayArg(req.ReplayID))
 	if err != nil {
@@ -461,8 +510,8 @@ func (s *Store) claimLocked(ctx context.Context, hash []byte, req dedup.ClaimReq
 // already left the record in one of the idempotent states (MySQL reports 0
 // rows for an UPDATE that sets the values already there).
 func (s *Store) fenced(ctx context.Context, op string, key dedup.Key, token dedup.Token, idempotent int, query string, args ...any) error {
-	h := key.Hash()
 	err := s.retry(ctx, op, func() error {
+		s.statements.Add(1)
 		res, err := s.exec(ctx, query, args...)
 		if err != nil {
 			return err
@@ -470,21 +519,39 @@ func (s *Store) fenced(ctx context.Context, op string, key dedup.Key, token dedu
 		if n, err := res.RowsAffected(); err != nil || n > 0 {
 			return err
 		}
-		st, err := s.stmt(ctx, s.q.heldState)
-		if err != nil {
-			return err
-		}
-		var state int
-		switch err := st.QueryRowContext(ctx, h[:], []byte(token)).Scan(&state); {
-		case errors.Is(err, sql.ErrNoRows):
-			return s.leaseLost(op, key)
-		case err != nil:
-			return err
-		case state != idempotent:
-			return s.leaseLost(op, key)
-		}
-		return nil
+		return s.held(ctx, op, key, token, idempotent)
 	})
+	if errors.Is(err, dedup.ErrLeaseLost) {
+		return err
+	}
+	return s.wrap(ctx, op, err)
+}
+
+// held is fenced's check after an UPDATE that changed no row: nil when
+// token left the record in state idempotent, else an error wrapping
+// [dedup.ErrLeaseLost] (or the database's).
+func (s *Store) held(ctx context.Context, op string, key dedup.Key, token dedup.Token, idempotent int) error {
+	st, err := s.stmt(ctx, s.q.heldState)
+	if err != nil {
+		return err
+	}
+	s.statements.Add(1)
+	h := key.Hash()
+	var state int
+	switch err := st.QueryRowContext(ctx, h[:], []byte(token)).Scan(&state); {
+	case errors.Is(err, sql.ErrNoRows):
+		return s.leaseLost(op, key)
+	case err != nil:
+		return err
+	case state != idempotent:
+		return s.leaseLost(op, key)
+	}
+	return nil
+}
+
+// heldCheck is held on its own, retried like fenced.
+func (s *Store) heldCheck(ctx context.Context, op string, key dedup.Key, token dedup.Token, idempotent int) error {
+	err := s.retry(ctx, op, func() error { return s.held(ctx, op, key, token, idempotent) })
 	if errors.Is(err, dedup.ErrLeaseLost) {
 		return err
 	}
@@ -524,9 +591,29 @@ func (s *Store) extend(ctx context.Context, key dedup.Key, token dedup.Token, le
 	return s.fenced(ctx, "extend", key, token, stateInProgress, s.q.extend, d, d, hashArg(key), []byte(token))
 }
 
-// Complete implements [dedup.Store.Complete]: one UPDATE fenced by token.
+// Complete implements [dedup.Store.Complete]: one UPDATE fenced by token,
+// shared with the completions of concurrent callers unless
+// Options.DisableSharing.
 func (s *Store) Complete(ctx context.Context, key dedup.Key, token dedup.Token, retention time.Duration) error {
-	return s.finish(ctx, "complete", key, token, retention, stateDone)
+	if s.completes == nil {
+		return s.finish(ctx, "complete", key, token, retention, stateDone)
+	}
+	const op = "complete"
+	if err := s.check(ctx, op, key); err != nil {
+		return err
+	}
+	if retention <= 0 {
+		return fmt.Errorf("%w: retention must be > 0, got %v", dedup.ErrInvalidRequest, retention)
+	}
+	c := &completeCall{ctx: ctx, key: key, hash: key.Hash(), token: token, retention: retention}
+	s.completes.run(c)
+	switch {
+	case c.done:
+		return s.wrap(ctx, op, c.err)
+	case c.check:
+		return s.heldCheck(ctx, op, key, token, stateDone)
+	}
+	return s.finish(ctx, op, key, token, retention, stateDone)
 }
 
 // MarkDeadLettered implements [dedup.Store.MarkDeadLettered]: one UPDATE

@@ -35,7 +35,7 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		return nil, err
 	}
 	prefix := "idempo:" + runID + ":"
-	st, err := redisstore.New(client, &redisstore.Options{Prefix: prefix, Coalesce: true})
+	st, err := redisstore.New(client, &redisstore.Options{Prefix: prefix})
 	if err != nil {
 		_ = client.Close()
 		return nil, err
