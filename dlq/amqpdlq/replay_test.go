@@ -113,6 +113,41 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 	})
 }
 
+// A message with an "id" header and no UUID or message-id, dead-lettered
+// and replayed, keeps its event ID: the replay carries no UUID.
+func TestReplayKeepsMetadataEventID(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ReplayKeepsEventID(w.replayer, func(id, payload string) {
+		conn, err := amqp091.Dial(brokerURL())
+		require.NoError(t, err)
+		defer conn.Close()
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		require.NoError(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, ch.PublishWithContext(ctx, "", w.Topic, false, false, amqp091.Publishing{
+			Body: []byte(payload), Headers: amqp091.Table{"id": id},
+		}))
+		select {
+		case c := <-confirms:
+			require.True(t, c.Ack, "the broker confirmed the publish")
+		case <-ctx.Done():
+			t.Fatal("no publisher confirm within 30s")
+		}
+	})
+}
+
+// An event parked past the replay cap lists, shows and replays from the
+// parking stream like any dead letter.
+func TestParkedEntriesAreADLQ(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ParkedEntriesAreADLQ(w.replayer)
+}
+
 // A listing beside a running replay writes nothing and the replay skips
 // nothing.
 func TestListBesideReplay(t *testing.T) {

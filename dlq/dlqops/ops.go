@@ -19,8 +19,13 @@ import (
 const DefaultMaxReplays = 3
 
 // ParkingTopic returns where a replay sends the entries of dlqTopic past the
-// replay cap: dlqTopic + ".parked".
-func ParkingTopic(dlqTopic string) string { return dlqTopic + ".parked" }
+// replay cap: dlqTopic + ".parked". A parked entry is its dead-letter copy
+// as it was, so the parking topic is a DLQ like any other; a replay from
+// it (a topic ending in ".parked") goes to the original topic whatever
+// the cap.
+func ParkingTopic(dlqTopic string) string { return dlqTopic + parkedSuffix }
+
+const parkedSuffix = ".parked"
 
 // Config configures [Ops].
 type Config struct {

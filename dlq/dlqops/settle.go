@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -238,7 +239,8 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 		if dest == "" {
 			return "", ErrNoDestination
 		}
-		if e.Replays >= o.cfg.MaxReplays {
+		// From a parking topic the operator replays on purpose: no cap.
+		if e.Replays >= o.cfg.MaxReplays && !isParkingTopic(s.Topic) {
 			action, outcome, dest = ActionPark, resolution.Parked, ParkingTopic(s.Topic)
 		}
 	}
@@ -255,6 +257,9 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 	}
 	if dest != "" {
 		m := replayCopy(e)
+		if action == ActionPark {
+			m = parkedCopy(e)
+		}
 		m.SetContext(ctx)
 		if err := o.cfg.Publisher.Publish(dest, m); err != nil {
 			_ = o.cfg.Resolutions.Abort(context.WithoutCancel(ctx), key, b.Token)
@@ -270,17 +275,13 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 	return action, nil
 }
 
-// replayCopy builds the message a replay publishes: the original UUID (the
-// entry ID for an original that had none, so that replays of distinct
-// entries stay distinct events), payload and metadata without idempo's
-// failure keys, the replay count raised and a replay marker that admits one
-// new claim.
+// replayCopy builds the message a replay publishes: the original UUID
+// (empty for an original that had none: a replay invents no ID, so the
+// consumer's extractor finds the event ID it found the first time), payload
+// and metadata without idempo's failure keys, the replay count raised and a
+// replay marker that admits one new claim.
 func replayCopy(e Entry) *message.Message {
-	id := e.OriginalUUID
-	if id == "" {
-		id = e.ID
-	}
-	m := message.NewMessage(id, e.Message.Payload)
+	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
 	for k, v := range e.Message.Metadata {
 		// The original Kafka key stays, so the replay lands on the key's partition.
 		if strings.HasPrefix(k, "idempo_") && k != dlqmeta.KeyPartitionKey {
@@ -292,3 +293,16 @@ func replayCopy(e Entry) *message.Message {
 	m.Metadata[dlqmeta.KeyReplayID] = e.ID
 	return m
 }
+
+// parkedCopy builds the message parking publishes: the dead-letter copy
+// itself (UUID, payload and every metadata key, the entry ID, original
+// topic and failure keys included), so that the parking topic lists, shows
+// and replays like any DLQ.
+func parkedCopy(e Entry) *message.Message {
+	m := message.NewMessage(e.Message.UUID, e.Message.Payload)
+	maps.Copy(m.Metadata, e.Message.Metadata)
+	return m
+}
+
+// isParkingTopic reports whether topic is a parking topic ([ParkingTopic]).
+func isParkingTopic(topic string) bool { return strings.HasSuffix(topic, parkedSuffix) }
