@@ -37,7 +37,7 @@ type ReplayOptions struct {
 	// To overrides the destination (default: each entry's original topic).
 	To string
 	// DryRun counts what the replay would do, changes nothing, and returns
-	// a snapshot token in [Result.Snapshot].
+	// a snapshot token in [Result.Snapshot] (none when it counted nothing).
 	DryRun bool
 	// Snapshot, the token of a dry run, makes the replay act on exactly the
 	// entries that dry run counted (see [Ops.Replay]).
@@ -73,8 +73,9 @@ type Result struct {
 	// Failures); the others were settled all the same.
 	Failed   int           `json:"failed"`
 	Failures []*EntryError `json:"failures,omitempty"`
-	// Snapshot, after a dry run, is the token that makes a replay or purge
-	// act on exactly the entries counted ([ReplayOptions.Snapshot]).
+	// Snapshot, after a dry run that counted entries, is the token that
+	// makes a replay or purge act on exactly them ([ReplayOptions.Snapshot]);
+	// empty when the dry run counted none.
 	Snapshot string `json:"snapshot,omitempty"`
 }
 
@@ -140,7 +141,7 @@ var ErrEntriesFailed = errors.New("dlqops: some entries failed")
 // of a purge or of another topic or selection yields an error matching
 // [ErrSnapshot].
 func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOptions) (Result, error) {
-	s := &snapshot{V: 1, Kind: kindReplay, Topic: topic, To: opts.To, Filter: f}
+	s := &snapshot{V: snapshotVersion, Kind: kindReplay, Topic: topic, To: opts.To, Filter: f}
 	return o.start(ctx, s, opts.Snapshot, opts.DryRun, opts.Progress)
 }
 
@@ -148,7 +149,7 @@ func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOpt
 // no longer shows them (the DLQ itself stays append-only). Failures are
 // handled, and opts.Snapshot taken, as by [Ops.Replay].
 func (o *Ops) Purge(ctx context.Context, topic string, f Filter, opts PurgeOptions) (Result, error) {
-	s := &snapshot{V: 1, Kind: kindPurge, Topic: topic, Filter: f}
+	s := &snapshot{V: snapshotVersion, Kind: kindPurge, Topic: topic, Filter: f}
 	return o.start(ctx, s, opts.Snapshot, opts.DryRun, opts.Progress)
 }
 
@@ -166,7 +167,7 @@ func (o *Ops) start(ctx context.Context, s *snapshot, token string, dry bool, pr
 		return Result{}, err
 	}
 	res, err := o.run(ctx, t, false, dry, progress)
-	if dry {
+	if dry && t.N > 0 {
 		res.Snapshot = token
 	}
 	return res, err
@@ -213,7 +214,7 @@ func (o *Ops) run(ctx context.Context, s *snapshot, build, dry bool, progress fu
 	}
 	if build {
 		s.N = n
-		if dry {
+		if dry && n > 0 { // a token of nothing would act on nothing
 			res.Snapshot = s.encode()
 		}
 	} else if gone := s.N - n; gone > 0 {
