@@ -278,7 +278,8 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 
 // replayCopy builds the message a replay publishes: the original UUID
 // (empty for an original that had none: a replay invents no ID, so the
-// consumer's extractor finds the event ID it found the first time), payload
+// consumer's extractor finds the event ID it found the first time; nor
+// does it carry the copy's own AMQP message-id), payload
 // and metadata without idempo's failure keys, the replay count raised and a
 // replay marker that admits one new claim.
 func replayCopy(e Entry) *message.Message {
@@ -290,10 +291,19 @@ func replayCopy(e Entry) *message.Message {
 		}
 		m.Metadata[k] = v
 	}
+	// On RabbitMQ a copy of a message without a message-id got its own UUID
+	// (the entry ID) as message-id: the copy's, not the original's.
+	if id, ok := m.Metadata[amqpMessageIDKey]; ok && id == e.Message.UUID && id != e.OriginalUUID {
+		delete(m.Metadata, amqpMessageIDKey)
+	}
 	m.Metadata[dlqmeta.KeyReplays] = strconv.Itoa(e.Replays + 1)
 	m.Metadata[dlqmeta.KeyReplayID] = e.ID
 	return m
 }
+
+// amqpMessageIDKey is where the RabbitMQ preset (broker/amqp.MessageIDKey)
+// keeps a message's message-id property.
+const amqpMessageIDKey = "amqp_message_id"
 
 // parkedCopy builds the message parking publishes: the dead-letter copy
 // itself (UUID, payload and every metadata key, the entry ID, original

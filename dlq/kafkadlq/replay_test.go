@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
+	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
@@ -219,7 +220,7 @@ func TestListBesideReplay(t *testing.T) {
 func TestReplayKeepsMetadataEventID(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.ReplayKeepsEventID(w.Publisher, func(id, payload string) {
+	w.ReplayKeepsEventID(w.Publisher, dedup.FirstOf(dedup.UUID(), dedup.Metadata("id")), func(id, payload string) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation())
 		require.NoError(t, err)
 		defer cl.Close()

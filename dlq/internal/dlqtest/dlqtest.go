@@ -25,6 +25,7 @@ import (
 	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/resolution"
 	"github.com/idempo/idempo/internal/dlqmeta"
+	"github.com/idempo/idempo/internal/wire"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -192,6 +193,9 @@ func replayMessage(e dlqops.Entry) *message.Message {
 		if !strings.HasPrefix(k, "idempo_") || k == dlqmeta.KeyPartitionKey {
 			m.Metadata.Set(k, v)
 		}
+	}
+	if m.Metadata.Get(wire.AMQPMessageIDKey) == e.Message.UUID && e.OriginalUUID != e.Message.UUID {
+		delete(m.Metadata, wire.AMQPMessageIDKey) // the copy's own message-id
 	}
 	m.Metadata.Set(dlqmeta.KeyReplays, strconv.Itoa(e.Replays+1))
 	m.Metadata.Set(dlqmeta.KeyReplayID, e.ID)
@@ -369,15 +373,15 @@ func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce 
 }
 
 // ReplayKeepsEventID dead-letters a record of a producer that sets no
-// message UUID but an "id" header (produce writes it to Topic, as kcat
-// would), with the consumer's extractor FirstOf(UUID, Metadata("id")), and
-// checks that its replay carries no UUID, so the consumer extracts the
-// same event ID: one effect under that ID, and a repeated replay is a
-// duplicate.
-func (w *World) ReplayKeepsEventID(pub message.Publisher, produce func(id, payload string)) {
+// message UUID (nor, on RabbitMQ, a message-id) but an "id" header (produce
+// writes it to Topic, as kcat would), with the consumer's extractor
+// extract (FirstOf(UUID, ..., Metadata("id"))), and checks that its replay
+// carries no ID of its own, so the consumer extracts the same event ID:
+// one effect under that ID, and a repeated replay is a duplicate.
+func (w *World) ReplayKeepsEventID(pub message.Publisher, extract dedup.Extractor, produce func(id, payload string)) {
 	t := w.t
 	t.Helper()
-	w.EventID = dedup.FirstOf(dedup.UUID(), dedup.Metadata("id"))
+	w.EventID = extract
 	w.Run()
 	produce("ext-1", "poison")
 	ops := w.Ops(pub)
