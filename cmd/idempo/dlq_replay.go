@@ -30,7 +30,8 @@ original UUID, payload and metadata, marked as a replay: the consumer's dedup
 admits each replay once, and a repeated replay is a duplicate. An entry is
 marked replayed only after the broker confirmed the republish, so a crash
 leaves it unresolved, never lost. An event replayed --max-replays times goes
-to the parking topic (the DLQ topic + ".parked") instead. An entry that
+to the parking topic (the DLQ topic + ".parked") instead, as its dead-letter
+copy: a DLQ like any other, whose replays go to the original topic. An entry that
 cannot be replayed (e.g. no original topic and no --to) is reported and left
 unresolved, the rest are replayed, and the exit status is 3. A dry run
 prints a snapshot token: --snapshot TOKEN then replays exactly the entries

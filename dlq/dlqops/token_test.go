@@ -72,3 +72,18 @@ func TestDefaultOperatorWithoutUSER(t *testing.T) {
 	require.NotEmpty(t, by)
 	require.False(t, strings.HasPrefix(by, "@"), "resolved_by %q names nobody", by)
 }
+
+// Whatever the token, CheckSnapshot answers with an ErrSnapshot in plain
+// words, never a decoder's message.
+func FuzzCheckSnapshot(f *testing.F) {
+	f.Add("s1.xyz")
+	f.Add("s2.eyJ2IjoyfQ")
+	f.Add("s1." + base64.RawURLEncoding.EncodeToString([]byte(`{"v":1,"k":"purge","t":"t","n":1}`)))
+	f.Fuzz(func(t *testing.T, token string) {
+		if err := dlqops.CheckSnapshot(token); err != nil {
+			require.ErrorIs(t, err, dlqops.ErrSnapshot)
+			require.NotContains(t, err.Error(), "invalid character")
+			require.NotContains(t, err.Error(), "illegal base64")
+		}
+	})
+}
