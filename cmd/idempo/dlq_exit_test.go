@@ -127,3 +127,45 @@ func TestDLQShowOneOtherEntry(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "failure history (1 other entry of this event)")
 }
+
+// An entry parked past --max-replays lists, shows and replays from the
+// parking topic: its dead-letter copy was parked, not the replay message.
+func TestDLQParkingTopicIsADLQ(t *testing.T) {
+	emb, err := embedded.Start(embedded.Config{})
+	require.NoError(t, err)
+	defer emb.Close()
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	now := time.Now()
+	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	r, err := dlq.New(dlq.Config{Publisher: pub})
+	require.NoError(t, err)
+	m := message.NewMessage("ev-p", []byte("p"))
+	m.Metadata.Set(dlqmeta.KeyReplays, "1") // a replay that failed again
+	require.NoError(t, r.Publish(context.Background(), m, dlq.Info{OriginalTopic: "orders", Handler: "billing", Scope: "billing", EventID: "ev-p", Deliveries: 1, Failure: perm}))
+	id := dlqmeta.EntryID("billing", "ev-p", "ev-p", 1)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+	cli := func(topic string, args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, append(append([]string{"dlq"}, args...), "--broker", emb.URL(), "--store", store, "--topic", topic)...)
+	}
+	code, out, errOut := cli("orders.dlq", "replay", "--all-unresolved", "--max-replays", "1")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "replayed 0, parked 1")
+
+	code, out, errOut = cli("orders.dlq.parked", "list")
+	require.Equal(t, 0, code, errOut)
+	rows := jsonLines(t, out)
+	require.Len(t, rows, 1)
+	require.Equal(t, id, rows[0]["id"])
+	require.Equal(t, "orders", rows[0]["original_topic"])
+	require.Equal(t, dlq.ReasonPermanent, rows[0]["reason"])
+	require.Nil(t, rows[0]["problems"])
+	code, out, errOut = cli("orders.dlq.parked", "show", id)
+	require.Equal(t, 0, code, errOut)
+	require.NotContains(t, out, "problem")
+	code, out, errOut = cli("orders.dlq.parked", "replay", "--all-unresolved", "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "would replay "+id+" (event ev-p, replays 1) to orders")
+}
