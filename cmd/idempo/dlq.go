@@ -14,6 +14,7 @@ import (
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/dlq/resolution"
 )
 
 // printDLQHelp prints the help of idempo dlq.
@@ -24,10 +25,11 @@ reads it without consuming (Kafka: no consumer group; RabbitMQ: a stream
 queue), and replay and purge record their resolution, with who and when, in
 the resolution store (--store).
 
-Exit status: 0 ok; 1 no such entry, or nothing matched the given --id, or
-nothing done; 2 usage, setup or broker/store errors; 3 replay or purge could
-not settle some entries (each is reported; the others were settled); 130
-interrupted.`, [][2]string{
+Exit status: 0 ok, also when a filter or --all-unresolved selects
+nothing; 1 no such entry, a given --id or --snapshot had nothing left to do,
+or a purge was declined; 2 usage, setup or broker/store errors; 3 replay or
+purge could not settle some entries (each is reported; the others were
+settled); 130 interrupted.`, [][2]string{
 			{"list", "list unresolved entries (--all: resolved ones too)"},
 			{"show ID", "one entry: payload, metadata and failure history"},
 			{"replay", "republish entries to their original topic (or --to), marked as a\nreplay so the consumer's dedup admits them once"},
@@ -92,6 +94,8 @@ type dlqCommon struct {
 	broker, store, topic string
 	timeout              time.Duration
 	maxReplays           int
+	// operator names who acts in the resolution records (replay, purge).
+	operator string
 	// replay opens a publisher to replay through, too.
 	replay bool
 }
@@ -118,6 +122,9 @@ func (c *dlqCommon) validateTarget() error {
 	}
 	if c.maxReplays < 1 {
 		return fmt.Errorf("--max-replays must be >= 1, got %d", c.maxReplays)
+	}
+	if len(c.operator) > resolution.MaxLen {
+		return fmt.Errorf("--operator is %d bytes, more than %d", len(c.operator), resolution.MaxLen)
 	}
 	return nil
 }
@@ -154,7 +161,7 @@ func openDLQ(ctx context.Context, c *dlqCommon, e *env) error {
 		_ = st.Close()
 		_ = broker.Close()
 	}
-	e.ops, err = dlqops.New(dlqops.Config{Source: broker.Source, Resolutions: st.Store, Publisher: broker.Replay, MaxReplays: c.maxReplays})
+	e.ops, err = dlqops.New(dlqops.Config{Source: broker.Source, Resolutions: st.Store, Publisher: broker.Replay, MaxReplays: c.maxReplays, Operator: c.operator})
 	if err != nil {
 		e.close()
 		e.close = func() {}
@@ -186,7 +193,7 @@ func (f *dlqFilters) filterFlags(fs *flag.FlagSet) {
 	fs.Var(&f.ids, "id", "entry `ID` (repeatable)")
 	fs.StringVar(&f.originalTopic, "original-topic", "", "only entries dead-lettered from this topic")
 	fs.StringVar(&f.handler, "handler", "", "only entries of this handler")
-	fs.StringVar(&f.errorClass, "error-class", "", "only entries with this error class: permanent, retryable, panic")
+	fs.StringVar(&f.errorClass, "error-class", "", "only entries with this error class: "+strings.Join(dlqErrorClasses, ", "))
 	fs.StringVar(&f.reason, "reason", "", "only entries with this reason: "+strings.Join(dlqReasons, ", "))
 	fs.StringVar(&f.since, "since", "", "only entries dead-lettered at or after this time: RFC 3339, or a duration such as 1h (within the last hour)")
 	fs.StringVar(&f.until, "until", "", "only entries dead-lettered before this time: RFC 3339, or a duration such as 30m (more than 30 minutes ago)")
@@ -197,6 +204,9 @@ var dlqReasons = []string{
 	dlq.ReasonMissingEventID, dlq.ReasonInvalidEventID, dlq.ReasonInvalidScope, dlq.ReasonIDCollision, dlq.ReasonMalformed,
 }
 
+// dlqErrorClasses are the values of idempo_error_class (docs/dlq.md).
+var dlqErrorClasses = []string{"permanent", "retryable", "panic"}
+
 func (f *dlqFilters) filter(now time.Time) (dlqops.Filter, error) {
 	out := dlqops.Filter{
 		IDs: f.ids, OriginalTopic: f.originalTopic, Handler: f.handler,
@@ -204,6 +214,9 @@ func (f *dlqFilters) filter(now time.Time) (dlqops.Filter, error) {
 	}
 	if f.reason != "" && !slices.Contains(dlqReasons, f.reason) {
 		return out, fmt.Errorf("--reason %q is not one of %s", f.reason, strings.Join(dlqReasons, ", "))
+	}
+	if f.errorClass != "" && !slices.Contains(dlqErrorClasses, f.errorClass) {
+		return out, fmt.Errorf("--error-class %q is not one of %s", f.errorClass, strings.Join(dlqErrorClasses, ", "))
 	}
 	var err error
 	if out.Since, err = parseWhen("--since", f.since, now); err != nil {
@@ -260,6 +273,9 @@ func (s *dlqSelection) selection(now time.Time) (dlqops.Filter, error) {
 	if s.snapshot != "" {
 		if len(f.ids) > 0 || narrows || s.allUnresolved {
 			return dlqops.Filter{}, errors.New("--snapshot holds its dry run's selection: drop --id, the filters and --all-unresolved")
+		}
+		if err := dlqops.CheckSnapshot(s.snapshot); err != nil {
+			return dlqops.Filter{}, fmt.Errorf("--snapshot: %w", err)
 		}
 		return dlqops.Filter{}, nil
 	}

@@ -30,7 +30,8 @@ original UUID, payload and metadata, marked as a replay: the consumer's dedup
 admits each replay once, and a repeated replay is a duplicate. An entry is
 marked replayed only after the broker confirmed the republish, so a crash
 leaves it unresolved, never lost. An event replayed --max-replays times goes
-to the parking topic (the DLQ topic + ".parked") instead. An entry that
+to the parking topic (the DLQ topic + ".parked") instead, as its dead-letter
+copy: a DLQ like any other, whose replays go to the original topic. An entry that
 cannot be replayed (e.g. no original topic and no --to) is reported and left
 unresolved, the rest are replayed, and the exit status is 3. A dry run
 prints a snapshot token: --snapshot TOKEN then replays exactly the entries
@@ -42,6 +43,7 @@ func (o *dlqReplay) flags(fs *flag.FlagSet) {
 	o.selectionFlags(fs, "replay")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be replayed, and a snapshot token; change nothing")
 	fs.StringVar(&o.to, "to", "", "publish every replay to this topic instead of each entry's original topic")
+	o.operatorFlag(fs)
 	o.registerJSON(fs, "print the counts as one JSON object")
 }
 
@@ -65,7 +67,7 @@ func (s replaySummary) text(w io.Writer) {
 		if s.Skipped > 0 {
 			fmt.Fprintf(w, "(%d held by another operator right now)\n", s.Skipped)
 		}
-		fmt.Fprintf(w, "snapshot: %s\n", s.Snapshot)
+		printSnapshot(w, "replay", s.Snapshot)
 		return
 	}
 	fmt.Fprintf(w, "replayed %d, parked %d, skipped %d, failed %d\n", s.Replayed, s.Parked, s.Skipped, s.Failed)
@@ -94,6 +96,9 @@ func (o *dlqReplay) Run(ctx context.Context, e *env) (result, error) {
 		}
 	}}
 	res, err := e.ops.Replay(ctx, o.topic, o.f, opts)
+	if errors.Is(err, dlqops.ErrSnapshot) {
+		return nil, err // refused before anything was read: no counts
+	}
 	if progress && !o.dryRun && len(seen) > 0 {
 		fmt.Fprintln(e.stderr)
 	}
@@ -101,7 +106,16 @@ func (o *dlqReplay) Run(ctx context.Context, e *env) (result, error) {
 	if err == nil {
 		err = unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
 	}
-	return replaySummary(res), err
+	if err == nil && o.snapshot != "" && res.Replayed+res.Parked == 0 {
+		err = snapshotSpent(res.Skipped)
+	}
+	return replaySummary(res), failuresAbove(err, res)
+}
+
+// operatorFlag adds --operator (replay and purge: the commands that
+// record who acted).
+func (c *dlqCommon) operatorFlag(fs *flag.FlagSet) {
+	fs.StringVar(&c.operator, "operator", "", "`NAME` recorded as who resolved the entries (default $USER@hostname; without $USER the account's name)")
 }
 
 // dlqPurge is idempo dlq purge.
@@ -127,6 +141,7 @@ func (o *dlqPurge) flags(fs *flag.FlagSet) {
 	o.selectionFlags(fs, "purge")
 	fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be purged, and a snapshot token; change nothing")
+	o.operatorFlag(fs)
 	o.registerJSON(fs, "print the counts as one JSON object")
 }
 
@@ -151,7 +166,7 @@ type purgeSummary dlqops.Result
 func (s purgeSummary) text(w io.Writer) {
 	if s.DryRun {
 		fmt.Fprintf(w, "dry run: would purge %d, fail %d; nothing was changed\n", s.Purged, s.Failed)
-		fmt.Fprintf(w, "snapshot: %s\n", s.Snapshot)
+		printSnapshot(w, "purge", s.Snapshot)
 		return
 	}
 	fmt.Fprintf(w, "purged %d, skipped %d, failed %d\n", s.Purged, s.Skipped, s.Failed)
@@ -165,16 +180,26 @@ func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
 			fmt.Fprintf(e.stdout, "would purge %s (event %s)\n", en.ID, dash(en.EventID))
 		}
 	}})
+	if errors.Is(err, dlqops.ErrSnapshot) {
+		return nil, err // refused before anything was read: no counts
+	}
 	if err != nil {
 		printFailures(e.stderr, "purge", dry.Failures)
-		return purgeSummary(dry), err
+		return purgeSummary(dry), failuresAbove(err, dry)
 	}
 	if o.dryRun {
-		return purgeSummary(dry), unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
+		err := unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
+		if err == nil && o.snapshot != "" && dry.Purged == 0 {
+			err = snapshotSpent(dry.Skipped)
+		}
+		return purgeSummary(dry), err
 	}
 	if dry.Purged == 0 {
 		if err := unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen); err != nil {
 			return nil, err
+		}
+		if o.snapshot != "" {
+			return purgeSummary{Skipped: dry.Skipped}, snapshotSpent(dry.Skipped)
 		}
 		fmt.Fprintln(e.stdout, "nothing to purge")
 		return nil, nil
@@ -194,14 +219,43 @@ func (o *dlqPurge) Run(ctx context.Context, e *env) (result, error) {
 	if err == nil {
 		err = unmatchedIDs(ctx, e.ops, o.topic, o.ids, seen)
 	}
-	return purgeSummary(res), err
+	return purgeSummary(res), failuresAbove(err, res)
 }
 
 // printFailures reports each entry a replay or purge could not settle.
 func printFailures(stderr io.Writer, cmd string, failures []*dlqops.EntryError) {
 	for _, f := range failures {
+		if errors.Is(f, dlqops.ErrNoDestination) {
+			fmt.Fprintf(stderr, "idempo dlq %s: entry %s at %s has no original topic: replay it with --id %s --to TOPIC\n", cmd, f.ID, f.Position, f.ID)
+			continue
+		}
 		fmt.Fprintf(stderr, "idempo dlq %s: %v\n", cmd, f)
 	}
+}
+
+// failuresAbove shortens the error of a replay or purge that could not
+// settle some entries, each reported by printFailures already.
+func failuresAbove(err error, res dlqops.Result) error {
+	if !errors.Is(err, dlqops.ErrEntriesFailed) {
+		return err
+	}
+	n := res.Replayed + res.Parked + res.Purged + res.Skipped + res.Failed
+	return fmt.Errorf("%w: %d of %d entries (each reported above)", dlqops.ErrEntriesFailed, res.Failed, n)
+}
+
+// snapshotSpent is the error of a --snapshot with nothing left to do:
+// another operator resolved (or holds) each of its entries since.
+func snapshotSpent(skipped int) error {
+	return fmt.Errorf("%w: every entry of the snapshot (%d) was resolved since, or is held by another operator", errNothingToDo, skipped)
+}
+
+// printSnapshot prints a dry run's token and how to use it; nothing when
+// the dry run counted no entry (no token).
+func printSnapshot(w io.Writer, verb, token string) {
+	if token == "" {
+		return
+	}
+	fmt.Fprintf(w, "snapshot: %s\n(pass --snapshot %s to %s exactly these entries)\n", token, token, verb)
 }
 
 // unmatchedIDs explains the given IDs that no unresolved entry matched.

@@ -245,9 +245,11 @@ func TestDLQCollidingEntryIDs(t *testing.T) {
 		select {
 		case m := <-ch:
 			m.Ack()
-			require.NotContains(t, events, m.UUID, "each replay is its own event")
-			events[m.UUID] = string(m.Payload)
-			require.True(t, ids[m.UUID], "a replay without an original UUID carries its entry ID")
+			require.Empty(t, m.UUID, "a replay invents no UUID")
+			id := m.Metadata.Get(dlqmeta.KeyReplayID)
+			require.NotContains(t, events, id, "each replay is its own event")
+			events[id] = string(m.Payload)
+			require.True(t, ids[id], "a replay without an original UUID carries its entry ID as its marker")
 		case <-ctx.Done():
 			t.Fatalf("got %d of %d replays", len(events), n)
 		}

@@ -52,7 +52,11 @@ func (s *shownEntry) text(w io.Writer) {
 		row("problem", p)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nfailure history (%d other entries of this event)\n", len(s.History))
+	others := "other entries"
+	if len(s.History) == 1 {
+		others = "other entry"
+	}
+	fmt.Fprintf(w, "\nfailure history (%d %s of this event)\n", len(s.History), others)
 	if len(s.History) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  ID\tDEAD-LETTERED\tREPLAYS\tREASON\tSTATUS\tERROR")

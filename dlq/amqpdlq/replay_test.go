@@ -9,6 +9,8 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempo/idempo/broker/amqp"
+	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq/amqpdlq"
 	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
@@ -111,6 +113,42 @@ func TestIDLessDeadLettersReplayOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A message with an "id" header and no UUID or message-id, dead-lettered
+// and replayed, keeps its event ID: the replay carries no UUID, and no
+// message-id either (not the copy's own), for an extractor that reads it.
+func TestReplayKeepsMetadataEventID(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ReplayKeepsEventID(w.replayer, dedup.FirstOf(dedup.UUID(), amqp.MessageID(), dedup.Metadata("id")), func(id, payload string) {
+		conn, err := amqp091.Dial(brokerURL())
+		require.NoError(t, err)
+		defer conn.Close()
+		ch, err := conn.Channel()
+		require.NoError(t, err)
+		require.NoError(t, ch.Confirm(false))
+		confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, ch.PublishWithContext(ctx, "", w.Topic, false, false, amqp091.Publishing{
+			Body: []byte(payload), Headers: amqp091.Table{"id": id},
+		}))
+		select {
+		case c := <-confirms:
+			require.True(t, c.Ack, "the broker confirmed the publish")
+		case <-ctx.Done():
+			t.Fatal("no publisher confirm within 30s")
+		}
+	})
+}
+
+// An event parked past the replay cap lists, shows and replays from the
+// parking stream like any dead letter.
+func TestParkedEntriesAreADLQ(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ParkedEntriesAreADLQ(w.replayer)
 }
 
 // A listing beside a running replay writes nothing and the replay skips

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,8 +20,13 @@ import (
 const DefaultMaxReplays = 3
 
 // ParkingTopic returns where a replay sends the entries of dlqTopic past the
-// replay cap: dlqTopic + ".parked".
-func ParkingTopic(dlqTopic string) string { return dlqTopic + ".parked" }
+// replay cap: dlqTopic + ".parked". A parked entry is its dead-letter copy
+// as it was, so the parking topic is a DLQ like any other; a replay from
+// it (a topic ending in ".parked") goes to the original topic whatever
+// the cap.
+func ParkingTopic(dlqTopic string) string { return dlqTopic + parkedSuffix }
+
+const parkedSuffix = ".parked"
 
 // Config configures [Ops].
 type Config struct {
@@ -36,7 +42,8 @@ type Config struct {
 	// sends the entry to [ParkingTopic] instead. Defaults to 3.
 	MaxReplays int
 	// Operator names who acts, in the resolution records. Defaults to
-	// $USER@hostname.
+	// $USER@hostname; without $USER, the account the process runs as, else
+	// "unknown".
 	Operator string
 	// Lease is how long a replay holds an entry while it republishes it: a
 	// replay killed mid-way leaves the entry in progress this long. Defaults
@@ -82,10 +89,30 @@ func New(cfg Config) (*Ops, error) {
 		cfg.Lease = time.Minute
 	}
 	if cfg.Operator == "" {
-		host, _ := os.Hostname()
-		cfg.Operator = os.Getenv("USER") + "@" + host
+		cfg.Operator = defaultOperator()
 	}
 	return &Ops{cfg: cfg}, nil
+}
+
+// defaultOperator is $USER, else the account the process runs as, else
+// "unknown", then "@" and the host name (when it has one).
+func defaultOperator() string {
+	name := os.Getenv("USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	if host, _ := os.Hostname(); host != "" {
+		name += "@" + host
+	}
+	if len(name) > resolution.MaxLen {
+		name = name[:resolution.MaxLen]
+	}
+	return name
 }
 
 // ErrNotFound is returned by [Ops.Show] for an unknown entry ID.

@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempo/idempo/dedup"
 	dedupmem "github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/dlqops"
@@ -200,10 +201,14 @@ func TestPurge(t *testing.T) {
 
 // idLessStack is a consumer whose handler records each event it processes;
 // messages with neither an event ID nor a UUID are dead-lettered to bus as
-// missing_event_id.
+// missing_event_id. Its extractor ends with the replay marker, as
+// docs/dlq.md advises for ID-less producers: a replay invents no UUID.
 func idLessStack(t *testing.T, bus *sliceDLQ) (func(*message.Message), func() map[string]int) {
 	t.Helper()
-	stack, err := middleware.New(middleware.Config{Store: dedupmem.New(nil), DLQ: dlq.Config{Publisher: bus}, Scope: "billing", Logger: quiet})
+	stack, err := middleware.New(middleware.Config{
+		Store: dedupmem.New(nil), DLQ: dlq.Config{Publisher: bus}, Scope: "billing", Logger: quiet,
+		EventID: dedup.FirstOf(dedup.UUID(), dedup.Metadata(dlqmeta.KeyReplayID)),
+	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stack.Close() })
 	var mu sync.Mutex
@@ -211,7 +216,7 @@ func idLessStack(t *testing.T, bus *sliceDLQ) (func(*message.Message), func() ma
 	h := stack.Middleware(func(m *message.Message) ([]*message.Message, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		effects[m.UUID+"="+string(m.Payload)]++
+		effects[m.UUID+"/"+m.Metadata.Get(dlqmeta.KeyReplayID)+"="+string(m.Payload)]++
 		return nil, nil
 	})
 	deliver := func(m *message.Message) {
@@ -324,9 +329,10 @@ func TestCollidingCopiesAreSeparateEntries(t *testing.T) {
 	require.Equal(t, dlqops.Result{Replayed: 10}, res, "a repeated copy is resolved with its first")
 	uuids := map[string]string{}
 	for _, m := range bus.take("orders") {
-		uuids[m.UUID] = string(m.Payload)
+		require.Empty(t, m.UUID, "the originals had no UUID: a replay invents none")
+		uuids[m.Metadata.Get(dlqmeta.KeyReplayID)] = string(m.Payload)
 	}
-	require.Len(t, uuids, 10, "each entry replays as its own event")
+	require.Len(t, uuids, 10, "each entry replays as its own event (named by its replay marker)")
 	require.Empty(t, list(t, ops, "orders.dlq", dlqops.Filter{}), "nothing unresolved is left")
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -36,7 +37,7 @@ type ReplayOptions struct {
 	// To overrides the destination (default: each entry's original topic).
 	To string
 	// DryRun counts what the replay would do, changes nothing, and returns
-	// a snapshot token in [Result.Snapshot].
+	// a snapshot token in [Result.Snapshot] (none when it counted nothing).
 	DryRun bool
 	// Snapshot, the token of a dry run, makes the replay act on exactly the
 	// entries that dry run counted (see [Ops.Replay]).
@@ -72,8 +73,9 @@ type Result struct {
 	// Failures); the others were settled all the same.
 	Failed   int           `json:"failed"`
 	Failures []*EntryError `json:"failures,omitempty"`
-	// Snapshot, after a dry run, is the token that makes a replay or purge
-	// act on exactly the entries counted ([ReplayOptions.Snapshot]).
+	// Snapshot, after a dry run that counted entries, is the token that
+	// makes a replay or purge act on exactly them ([ReplayOptions.Snapshot]);
+	// empty when the dry run counted none.
 	Snapshot string `json:"snapshot,omitempty"`
 }
 
@@ -139,7 +141,7 @@ var ErrEntriesFailed = errors.New("dlqops: some entries failed")
 // of a purge or of another topic or selection yields an error matching
 // [ErrSnapshot].
 func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOptions) (Result, error) {
-	s := &snapshot{V: 1, Kind: kindReplay, Topic: topic, To: opts.To, Filter: f}
+	s := &snapshot{V: snapshotVersion, Kind: kindReplay, Topic: topic, To: opts.To, Filter: f}
 	return o.start(ctx, s, opts.Snapshot, opts.DryRun, opts.Progress)
 }
 
@@ -147,7 +149,7 @@ func (o *Ops) Replay(ctx context.Context, topic string, f Filter, opts ReplayOpt
 // no longer shows them (the DLQ itself stays append-only). Failures are
 // handled, and opts.Snapshot taken, as by [Ops.Replay].
 func (o *Ops) Purge(ctx context.Context, topic string, f Filter, opts PurgeOptions) (Result, error) {
-	s := &snapshot{V: 1, Kind: kindPurge, Topic: topic, Filter: f}
+	s := &snapshot{V: snapshotVersion, Kind: kindPurge, Topic: topic, Filter: f}
 	return o.start(ctx, s, opts.Snapshot, opts.DryRun, opts.Progress)
 }
 
@@ -165,7 +167,7 @@ func (o *Ops) start(ctx context.Context, s *snapshot, token string, dry bool, pr
 		return Result{}, err
 	}
 	res, err := o.run(ctx, t, false, dry, progress)
-	if dry {
+	if dry && t.N > 0 {
 		res.Snapshot = token
 	}
 	return res, err
@@ -212,7 +214,7 @@ func (o *Ops) run(ctx context.Context, s *snapshot, build, dry bool, progress fu
 	}
 	if build {
 		s.N = n
-		if dry {
+		if dry && n > 0 { // a token of nothing would act on nothing
 			res.Snapshot = s.encode()
 		}
 	} else if gone := s.N - n; gone > 0 {
@@ -238,7 +240,8 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 		if dest == "" {
 			return "", ErrNoDestination
 		}
-		if e.Replays >= o.cfg.MaxReplays {
+		// From a parking topic the operator replays on purpose: no cap.
+		if e.Replays >= o.cfg.MaxReplays && !isParkingTopic(s.Topic) {
 			action, outcome, dest = ActionPark, resolution.Parked, ParkingTopic(s.Topic)
 		}
 	}
@@ -255,6 +258,9 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 	}
 	if dest != "" {
 		m := replayCopy(e)
+		if action == ActionPark {
+			m = parkedCopy(e)
+		}
 		m.SetContext(ctx)
 		if err := o.cfg.Publisher.Publish(dest, m); err != nil {
 			_ = o.cfg.Resolutions.Abort(context.WithoutCancel(ctx), key, b.Token)
@@ -270,17 +276,14 @@ func (o *Ops) settleOne(ctx context.Context, s *snapshot, e Entry, dry bool) (Ac
 	return action, nil
 }
 
-// replayCopy builds the message a replay publishes: the original UUID (the
-// entry ID for an original that had none, so that replays of distinct
-// entries stay distinct events), payload and metadata without idempo's
-// failure keys, the replay count raised and a replay marker that admits one
-// new claim.
+// replayCopy builds the message a replay publishes: the original UUID
+// (empty for an original that had none: a replay invents no ID, so the
+// consumer's extractor finds the event ID it found the first time; nor
+// does it carry the copy's own AMQP message-id), payload
+// and metadata without idempo's failure keys, the replay count raised and a
+// replay marker that admits one new claim.
 func replayCopy(e Entry) *message.Message {
-	id := e.OriginalUUID
-	if id == "" {
-		id = e.ID
-	}
-	m := message.NewMessage(id, e.Message.Payload)
+	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
 	for k, v := range e.Message.Metadata {
 		// The original Kafka key stays, so the replay lands on the key's partition.
 		if strings.HasPrefix(k, "idempo_") && k != dlqmeta.KeyPartitionKey {
@@ -288,7 +291,29 @@ func replayCopy(e Entry) *message.Message {
 		}
 		m.Metadata[k] = v
 	}
+	// On RabbitMQ a copy of a message without a message-id got its own UUID
+	// (the entry ID) as message-id: the copy's, not the original's.
+	if id, ok := m.Metadata[amqpMessageIDKey]; ok && id == e.Message.UUID && id != e.OriginalUUID {
+		delete(m.Metadata, amqpMessageIDKey)
+	}
 	m.Metadata[dlqmeta.KeyReplays] = strconv.Itoa(e.Replays + 1)
 	m.Metadata[dlqmeta.KeyReplayID] = e.ID
 	return m
 }
+
+// amqpMessageIDKey is where the RabbitMQ preset (broker/amqp.MessageIDKey)
+// keeps a message's message-id property.
+const amqpMessageIDKey = "amqp_message_id"
+
+// parkedCopy builds the message parking publishes: the dead-letter copy
+// itself (UUID, payload and every metadata key, the entry ID, original
+// topic and failure keys included), so that the parking topic lists, shows
+// and replays like any DLQ.
+func parkedCopy(e Entry) *message.Message {
+	m := message.NewMessage(e.Message.UUID, e.Message.Payload)
+	maps.Copy(m.Metadata, e.Message.Metadata)
+	return m
+}
+
+// isParkingTopic reports whether topic is a parking topic ([ParkingTopic]).
+func isParkingTopic(topic string) bool { return strings.HasSuffix(topic, parkedSuffix) }

@@ -73,21 +73,43 @@ func (s *snapshot) encode() string {
 	return tokenTag + base64.RawURLEncoding.EncodeToString(b)
 }
 
+// snapshotVersion is the version of the tokens this package writes and
+// the only one it reads.
+const snapshotVersion = 1
+
+// CheckSnapshot reports why token is not a snapshot token a dry run
+// printed (an error matching [ErrSnapshot]), or nil: what a command can
+// check before it opens anything. Whether the token fits the request
+// (its kind, topic, selection) is judged by [Ops.Replay] and [Ops.Purge].
+func CheckSnapshot(token string) error {
+	_, err := decodeSnapshot(token)
+	return err
+}
+
 func decodeSnapshot(token string) (*snapshot, error) {
+	notOurs := fmt.Errorf("%w: not a snapshot token printed by a dry run (copy it whole from the dry run's \"snapshot:\" line)", ErrSnapshot)
 	raw, ok := strings.CutPrefix(strings.TrimSpace(token), tokenTag)
 	if !ok {
-		return nil, fmt.Errorf("%w: it does not start with %q (copy it whole from the dry run)", ErrSnapshot, tokenTag)
+		if v, rest, found := strings.Cut(strings.TrimSpace(token), "."); found && rest != "" && len(v) > 1 && v[0] == 's' {
+			if n, err := strconv.Atoi(v[1:]); err == nil {
+				return nil, fmt.Errorf("%w: version %d is not understood (this idempo understands version %d, tokens starting with %q)", ErrSnapshot, n, snapshotVersion, tokenTag)
+			}
+		}
+		return nil, notOurs
 	}
 	b, err := base64.RawURLEncoding.DecodeString(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
+		return nil, notOurs
 	}
 	var s snapshot
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
+		return nil, notOurs
 	}
-	if s.V != 1 || (s.Kind != kindReplay && s.Kind != kindPurge) || s.Topic == "" || s.N < 0 {
-		return nil, fmt.Errorf("%w: version %d, kind %q, topic %q", ErrSnapshot, s.V, s.Kind, s.Topic)
+	if s.V != snapshotVersion {
+		return nil, fmt.Errorf("%w: version %d is not understood (this idempo understands version %d)", ErrSnapshot, s.V, snapshotVersion)
+	}
+	if (s.Kind != kindReplay && s.Kind != kindPurge) || s.Topic == "" || s.N < 0 {
+		return nil, notOurs
 	}
 	if s.Ends == nil {
 		s.Ends = map[string]int64{}

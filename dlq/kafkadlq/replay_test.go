@@ -15,6 +15,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/broker/kafka/embedded"
+	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/internal/dlqtest"
 	"github.com/idempo/idempo/dlq/kafkadlq"
@@ -212,4 +213,29 @@ func TestListBesideReplay(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.ListBesideReplay(w.Publisher)
+}
+
+// A record with an "id" header and no UUID (as kcat writes it), dead-
+// lettered and replayed, keeps its event ID: the replay carries no UUID.
+func TestReplayKeepsMetadataEventID(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ReplayKeepsEventID(w.Publisher, dedup.FirstOf(dedup.UUID(), dedup.Metadata("id")), func(id, payload string) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(w.emb.Addrs()...), kgo.AllowAutoTopicCreation())
+		require.NoError(t, err)
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{
+			Topic: w.Topic, Value: []byte(payload), Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}},
+		}).FirstErr())
+	})
+}
+
+// An event parked past the replay cap lists, shows and replays from the
+// parking topic like any dead letter.
+func TestParkedEntriesAreADLQ(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ParkedEntriesAreADLQ(w.Publisher)
 }

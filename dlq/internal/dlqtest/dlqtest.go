@@ -25,6 +25,7 @@ import (
 	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/resolution"
 	"github.com/idempo/idempo/internal/dlqmeta"
+	"github.com/idempo/idempo/internal/wire"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
 )
@@ -65,6 +66,9 @@ type World struct {
 	// Broken makes the handler fail permanently for "poison" payloads while
 	// it is set. NewWorld sets it.
 	Broken atomic.Bool
+	// EventID is the stack's extractor, set before Run (default: the
+	// stack's, the message UUID). Effects are counted per event ID.
+	EventID dedup.Extractor
 
 	t       *testing.T
 	mu      sync.Mutex
@@ -85,7 +89,7 @@ func (w *World) Run() {
 	t := w.t
 	t.Helper()
 	stack, err := middleware.New(middleware.Config{
-		Store: w.Store, DLQ: dlq.Config{Publisher: w.DLQPublisher}, Logger: quiet,
+		Store: w.Store, DLQ: dlq.Config{Publisher: w.DLQPublisher}, Logger: quiet, EventID: w.EventID,
 		Retry: retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 2},
 	})
 	require.NoError(t, err)
@@ -114,8 +118,12 @@ func (w *World) handle(m *message.Message) ([]*message.Message, error) {
 	if w.Broken.Load() && string(m.Payload) == "poison" {
 		return nil, retry.Permanent(errors.New("bug: cannot bill " + m.UUID))
 	}
+	id := m.UUID
+	if w.EventID != nil {
+		id, _ = w.EventID(m) // what the stack extracted: it ran the handler
+	}
 	w.mu.Lock()
-	w.effects[m.UUID]++
+	w.effects[id]++
 	w.mu.Unlock()
 	return nil, nil
 }
@@ -177,13 +185,18 @@ func (w *World) Redeliver(marker string, entries ...dlqops.Entry) {
 }
 
 // replayMessage builds what a replay of e publishes, to deliver it again:
-// the original UUID, or the entry ID for an original that had none.
+// the original UUID (empty for an original that had none), the original
+// metadata and the replay marker.
 func replayMessage(e dlqops.Entry) *message.Message {
-	id := e.OriginalUUID
-	if id == "" {
-		id = e.ID
+	m := message.NewMessage(e.OriginalUUID, e.Message.Payload)
+	for k, v := range e.Message.Metadata {
+		if !strings.HasPrefix(k, "idempo_") || k == dlqmeta.KeyPartitionKey {
+			m.Metadata.Set(k, v)
+		}
 	}
-	m := message.NewMessage(id, e.Message.Payload)
+	if m.Metadata.Get(wire.AMQPMessageIDKey) == e.Message.UUID && e.OriginalUUID != e.Message.UUID {
+		delete(m.Metadata, wire.AMQPMessageIDKey) // the copy's own message-id
+	}
 	m.Metadata.Set(dlqmeta.KeyReplays, strconv.Itoa(e.Replays+1))
 	m.Metadata.Set(dlqmeta.KeyReplayID, e.ID)
 	return m
@@ -322,6 +335,9 @@ func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing
 func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce func(payloads []string)) {
 	t := w.t
 	t.Helper()
+	// A replay invents no ID: the consumer names a replayed ID-less event
+	// by its replay marker (docs/dlq.md).
+	w.EventID = dedup.FirstOf(dedup.UUID(), dedup.Metadata(dlqmeta.KeyReplayID))
 	w.Run()
 	payloads := make([]string, n)
 	for i := range payloads {
@@ -348,12 +364,94 @@ func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce 
 	require.Equal(t, dlqops.Result{Replayed: n}, res)
 	replayed := make([]string, 0, n)
 	for _, e := range entries {
-		replayed = append(replayed, e.ID) // a replay without an original UUID carries the entry ID
+		replayed = append(replayed, e.ID) // a replay without an original UUID carries the entry ID as its marker
 	}
 	w.WaitEffects(replayed...)
 	w.Redeliver("idless-marker", entries...)
 	w.RequireOnce(replayed...)
 	require.Empty(t, List(t, ops, w.DLQTopic, dlqops.Filter{}), "nothing unresolved is left")
+}
+
+// ReplayKeepsEventID dead-letters a record of a producer that sets no
+// message UUID (nor, on RabbitMQ, a message-id) but an "id" header (produce
+// writes it to Topic, as kcat would), with the consumer's extractor
+// extract (FirstOf(UUID, ..., Metadata("id"))), and checks that its replay
+// carries no ID of its own, so the consumer extracts the same event ID:
+// one effect under that ID, and a repeated replay is a duplicate.
+func (w *World) ReplayKeepsEventID(pub message.Publisher, extract dedup.Extractor, produce func(id, payload string)) {
+	t := w.t
+	t.Helper()
+	w.EventID = extract
+	w.Run()
+	produce("ext-1", "poison")
+	ops := w.Ops(pub)
+	entries := WaitEntries(t, ops, w.DLQTopic, 1)
+	e := entries[0]
+	require.Equal(t, "ext-1", e.EventID)
+	require.Empty(t, e.OriginalUUID, "the producer set no UUID")
+	w.Broken.Store(false)
+	res, err := ops.Replay(context.Background(), w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{Replayed: 1}, res)
+	w.WaitEffects("ext-1")
+	w.Redeliver("keeps-marker", e)
+	w.RequireOnce("ext-1")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	require.Len(t, w.effects, 2, "the replay has the event ID of the original, no other: %v", w.effects)
+}
+
+// ParkedEntriesAreADLQ replays a failing event until it is parked (replay
+// cap 1) and checks that the parking topic is a DLQ like any other: its
+// entry lists without problems, with the entry ID, original topic, reason
+// and replay count of the dead letter it parks, and shows; a replay from
+// it goes to the original topic (no cap there) and is processed once.
+func (w *World) ParkedEntriesAreADLQ(pub message.Publisher) {
+	t := w.t
+	t.Helper()
+	w.Run()
+	w.Publish("park-0", "poison")
+	ctx := context.Background()
+	ops, err := dlqops.New(dlqops.Config{Source: w.Source, Resolutions: w.Resolutions, Publisher: pub, MaxReplays: 1})
+	require.NoError(t, err)
+	first := WaitEntries(t, ops, w.DLQTopic, 1)
+	// By ID: a stream read may reach the copy this replay's failure adds.
+	res, err := ops.Replay(ctx, w.DLQTopic, dlqops.Filter{IDs: []string{first[0].ID}}, dlqops.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{Replayed: 1}, res)
+	again := WaitEntries(t, ops, w.DLQTopic, 1) // the replay failed again
+	require.Equal(t, 1, again[0].Replays)
+	require.NotEqual(t, first[0].ID, again[0].ID)
+	res, err = ops.Replay(ctx, w.DLQTopic, dlqops.Filter{}, dlqops.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{Parked: 1}, res)
+
+	parking := dlqops.ParkingTopic(w.DLQTopic)
+	parked := WaitEntries(t, ops, parking, 1)
+	p := parked[0]
+	require.Empty(t, p.Problems, "a parked entry is an idempo dead letter")
+	require.Equal(t, again[0].ID, p.ID, "it keeps its entry ID")
+	require.Equal(t, w.Topic, p.OriginalTopic)
+	require.Equal(t, "park-0", p.EventID)
+	require.Equal(t, "park-0", p.OriginalUUID)
+	require.Equal(t, Handler, p.Handler)
+	require.Equal(t, dlq.ReasonPermanent, p.Reason)
+	require.Equal(t, 1, p.Replays)
+	require.Equal(t, again[0].DeadLetteredAt, p.DeadLetteredAt)
+	shown, err := ops.Show(ctx, parking, p.ID)
+	require.NoError(t, err)
+	require.Empty(t, shown.Problems)
+
+	w.Broken.Store(false)
+	dry, err := ops.Replay(ctx, parking, dlqops.Filter{}, dlqops.ReplayOptions{DryRun: true})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{DryRun: true, Replayed: 1, Snapshot: dry.Snapshot}, dry, "a replay from the parking topic is not parked again")
+	res, err = ops.Replay(ctx, parking, dlqops.Filter{}, dlqops.ReplayOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dlqops.Result{Replayed: 1}, res)
+	w.WaitEffects("park-0")
+	w.RequireOnce("park-0")
+	require.Empty(t, List(t, ops, parking, dlqops.Filter{}))
 }
 
 // CrashHelperEnv, when set in a test binary's environment, makes its
