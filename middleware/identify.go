@@ -81,6 +81,13 @@ func (s *Stack) identify(d *delivery) (settled bool, err error) {
 	if err == nil && id == "" {
 		err = dedup.ErrMissingEventID
 	}
+	if errors.Is(err, dedup.ErrMissingEventID) {
+		// A replay of an entry whose producer set no ID: the event is the
+		// entry, named by its replay marker, so each replay runs once.
+		if rid := d.msg.Metadata.Get(dlqmeta.KeyReplayID); rid != "" {
+			id, err = rid, nil
+		}
+	}
 	if err == nil {
 		key := dedup.Key{Scope: d.scope, ID: id}
 		if err = key.Validate(); err == nil {

@@ -12,7 +12,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/dedup"
 	dedupmem "github.com/idempo/idempo/dedup/memstore"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/dlqops"
@@ -202,12 +201,12 @@ func TestPurge(t *testing.T) {
 // idLessStack is a consumer whose handler records each event it processes;
 // messages with neither an event ID nor a UUID are dead-lettered to bus as
 // missing_event_id. Its extractor ends with the replay marker, as
-// docs/dlq.md advises for ID-less producers: a replay invents no UUID.
+// With the default extractor: a replay invents no UUID, and the stack names
+// a replayed ID-less event by its replay marker (docs/dlq.md).
 func idLessStack(t *testing.T, bus *sliceDLQ) (func(*message.Message), func() map[string]int) {
 	t.Helper()
 	stack, err := middleware.New(middleware.Config{
 		Store: dedupmem.New(nil), DLQ: dlq.Config{Publisher: bus}, Scope: "billing", Logger: quiet,
-		EventID: dedup.FirstOf(dedup.UUID(), dedup.Metadata(dlqmeta.KeyReplayID)),
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stack.Close() })

@@ -122,6 +122,9 @@ func (w *World) handle(m *message.Message) ([]*message.Message, error) {
 	if w.EventID != nil {
 		id, _ = w.EventID(m) // what the stack extracted: it ran the handler
 	}
+	if id == "" { // a replayed ID-less event: the stack named it by its marker
+		id = m.Metadata.Get(dlqmeta.KeyReplayID)
+	}
 	w.mu.Lock()
 	w.effects[id]++
 	w.mu.Unlock()
@@ -335,9 +338,9 @@ func (w *World) ReplayProcessesOnce(pub message.Publisher, check func(t *testing
 func (w *World) IDLessReplayProcessesOnce(n int, pub message.Publisher, produce func(payloads []string)) {
 	t := w.t
 	t.Helper()
-	// A replay invents no ID: the consumer names a replayed ID-less event
-	// by its replay marker (docs/dlq.md).
-	w.EventID = dedup.FirstOf(dedup.UUID(), dedup.Metadata(dlqmeta.KeyReplayID))
+	// A replay invents no ID: the stack names a replayed ID-less event by
+	// its replay marker, with the default extractor (docs/dlq.md).
+	w.EventID = nil
 	w.Run()
 	payloads := make([]string, n)
 	for i := range payloads {
