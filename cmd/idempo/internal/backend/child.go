@@ -72,12 +72,14 @@ func startEmbeddedChild(partitions int) (string, func() error, error) {
 	stop := func() error {
 		_ = stdin.Close()
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				return fmt.Errorf("embedded kafka process: %w", err)
+			}
 			return nil
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
-			return errors.New("embedded kafka process did not stop within 10s; killed")
+			return fmt.Errorf("embedded kafka process did not stop within 10s; killed (%v)", <-exited)
 		}
 	}
 	lines := make(chan string, 1)

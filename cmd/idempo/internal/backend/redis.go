@@ -41,9 +41,11 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 		return nil, err
 	}
 	drop := func(ctx context.Context) error { return unlinkPrefix(ctx, client, prefix) }
-	return &Store{Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop,
+	return &Store{
+		Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop,
 		ServerCPU: func(ctx context.Context) (time.Duration, error) { return commandCPU(ctx, client) },
-		closers:   []func() error{client.Close}}, nil
+		closers:   []func() error{client.Close},
+	}, nil
 }
 
 // unlinkPrefix removes every key that starts with prefix.
