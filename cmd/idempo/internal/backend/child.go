@@ -79,7 +79,7 @@ func startEmbeddedChild(partitions int) (string, func() error, error) {
 			return nil
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			return fmt.Errorf("embedded kafka process did not stop within 10s; killed (%v)", <-exited)
+			return fmt.Errorf("embedded kafka process did not stop within 10s; killed (%w)", <-exited)
 		}
 	}
 	lines := make(chan string, 1)
