@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -29,4 +30,25 @@ func FuzzParseCommandCPU(f *testing.F) {
 	f.Fuzz(func(t *testing.T, info string) {
 		_ = parseCommandCPU(info) // never panics
 	})
+}
+
+// A server that answers with an error is not reported as unreachable: the
+// operator fixes the URL, not the network. A closed port is unreachable.
+func TestReachSaysWhetherTheServerAnswered(t *testing.T) {
+	ctx := context.Background()
+	for url, want := range map[string]string{
+		"redis://127.0.0.1:6379/99":                   "answered with an error",
+		"postgres://no_such_role@127.0.0.1:5432/test": "answered with an error",
+		"mysql://root@127.0.0.1:3306/no_such_db":      "answered with an error",
+		"redis://127.0.0.1:1/0":                       "is unreachable",
+		"postgres://postgres@127.0.0.1:1/test":        "is unreachable",
+	} {
+		spec, err := ParseStore(url)
+		require.NoError(t, err, url)
+		st, err := OpenStore(ctx, spec, "reach")
+		if err == nil {
+			_ = st.Close()
+		}
+		require.ErrorContains(t, err, want, url)
+	}
 }

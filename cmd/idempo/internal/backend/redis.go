@@ -24,7 +24,7 @@ func openRedisClient(ctx context.Context, spec Spec) (*redis.Client, error) {
 	client := redis.NewClient(opts)
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("redis at %s is unreachable: %w", opts.Addr, err)
+		return nil, fmt.Errorf("redis at %s %s: %w", opts.Addr, reach(err), err)
 	}
 	return client, nil
 }

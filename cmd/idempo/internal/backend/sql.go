@@ -85,7 +85,7 @@ func openSQLDB(ctx context.Context, spec Spec, runID string) (*sqlDB, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("unreachable: %w", err)
+		return nil, fmt.Errorf("the server %s: %w", reach(err), err)
 	}
 	if spec.Kind != SQLite {
 		db.SetMaxOpenConns(32)
