@@ -243,6 +243,10 @@ func (rep report) text(w io.Writer) {
 			fmt.Fprintf(w, "ordering %s (%d partitions, %d keys, %v of work per message) is %.2f× as fast as partition order.\n",
 				r.Ordering, r.Partitions, r.Keys, time.Duration(r.WorkMS*float64(time.Millisecond)), r.RatioVsSequential)
 		}
+		if r.FloorEventsPerSec > 0 {
+			fmt.Fprintf(w, "the store alone (claim and complete of fresh keys, %d in flight) does %s events/s: idempo reaches %.2f of it.\n",
+				r.Variants.Idempo.PeakInFlight, bench.FormatCount(r.FloorEventsPerSec), r.RatioVsFloor)
+		}
 		if s := r.Variants.Idempo.StoreServerUSPerMsg; s > 0 {
 			fmt.Fprintf(w, "the store's server spent %.1f µs of CPU per message on idempo's commands (all its clients' commands during the rounds).\n", s)
 		}

@@ -200,6 +200,14 @@ type Report struct {
 	WorkMS     float64 `json:"work_ms"`
 	// Variants holds the figures of each variant (empty with Rounds -1).
 	Variants Variants `json:"variants"`
+	// FloorEventsPerSec is the store alone on Redis: as many goroutines as
+	// the idempo variant had messages in flight at its peak, claiming and
+	// completing fresh keys through the store's own client (shared
+	// pipelines), no broker or router; 0 for other stores.
+	FloorEventsPerSec float64 `json:"floor_events_per_s,omitempty"`
+	// RatioVsFloor is idempo's events/s divided by FloorEventsPerSec: the
+	// share of the store's own best the whole stack reaches.
+	RatioVsFloor float64 `json:"ratio_vs_floor,omitempty"`
 	// RatioVsBare is idempo's time per message divided by bare's.
 	RatioVsBare float64 `json:"ratio_vs_bare"`
 	// RatioVsWatermill is idempo's time per message divided by Watermill's
@@ -253,6 +261,8 @@ type VariantResult struct {
 	// lease. It should be 0 (see middleware.Config.MaxClaims); always 0
 	// for the variants without a stack.
 	LeaseLost int64 `json:"lease_lost"`
+	// PeakInFlight is the most messages in the handler chain at once.
+	PeakInFlight int `json:"peak_in_flight"`
 	// ElapsedMS is the sum of the rounds' consumption times.
 	ElapsedMS float64 `json:"elapsed_ms"`
 	// EventsPerSec is Messages / elapsed.

@@ -50,6 +50,7 @@ func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
 
 // roundFigures is what one round of one variant measured.
 type roundFigures struct {
+	peak         int64
 	serverCPU    time.Duration // the store server's, where it reports it
 	leaseLost    int64
 	cpu          time.Duration
@@ -106,6 +107,16 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		if seq := rep.Variants.Sequential; seq != nil {
 			rep.RatioVsSequential = math.Round(seq.NsPerMsg/idem*1e4) / 1e4
 		}
+		if r.store.Spec.Kind == backend.Redis {
+			r.progress("measuring the store alone (floor)")
+			peak := rep.Variants.Idempo.PeakInFlight
+			fl, err := storeFloor(ctx, r.store.Store, "idempo-bench-"+o.RunID+"-floor", o.Events, peak)
+			if err != nil {
+				return nil, err
+			}
+			rep.FloorEventsPerSec = math.Round(fl*1e3) / 1e3
+			rep.RatioVsFloor = ratio(rep.Variants.Idempo.EventsPerSec, fl)
+		}
 	}
 	if o.Memory {
 		r.progress("measuring the store's memory")
@@ -122,6 +133,7 @@ func (v *VariantResult) add(round int, f roundFigures) {
 	v.Messages += f.messages
 	v.Redeliveries += f.redelivered
 	v.LeaseLost += f.leaseLost
+	v.PeakInFlight = max(v.PeakInFlight, int(f.peak))
 	v.CPUUSPerMsg += us(f.cpu) // divided in finish
 	v.StoreServerUSPerMsg += us(f.serverCPU)
 	v.ElapsedMS += ms(f.elapsed)
@@ -277,6 +289,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	released = true
 	return roundFigures{
 		serverCPU:    r.serverCPU(ctx) - serverBefore,
+		peak:         st.peak.Load(),
 		leaseLost:    release(),
 		cpu:          cpu,
 		messages:     n,
@@ -379,6 +392,8 @@ type roundState struct {
 	credits chan struct{}
 
 	startOnce sync.Once
+	inFlight  atomic.Int64
+	peak      atomic.Int64 // the most messages in the handler at once
 	before    runtime.MemStats
 	cpuBefore time.Duration
 	start     int64        // unix nanos of the first delivery
@@ -408,8 +423,13 @@ func (s *roundState) begin() {
 func (s *roundState) measure(next message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		s.startOnce.Do(s.begin)
+		if k := s.inFlight.Add(1); k > s.peak.Load() {
+			for p := s.peak.Load(); k > p && !s.peak.CompareAndSwap(p, k); p = s.peak.Load() {
+			}
+		}
 		start := time.Now()
 		outs, err := next(msg)
+		s.inFlight.Add(-1)
 		if err != nil {
 			s.errMu.Lock()
 			if s.err == nil {
