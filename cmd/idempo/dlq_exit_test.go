@@ -6,13 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
-	"github.com/idempo/idempo/broker/kafka"
-	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/internal/dlqmeta"
 )
@@ -24,14 +21,8 @@ import (
 // one that did says how to use it; --operator names who acted; an entry
 // without a destination names --to.
 func TestDLQExitStatusAndTokens(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	emb, pub := startKafkaDLQ(t)
+	perm := permanentFailure()
 	deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
@@ -109,14 +100,8 @@ func TestDLQExitStatusAndTokens(t *testing.T) {
 
 // show counts the failure history in good English.
 func TestDLQShowOneOtherEntry(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	emb, pub := startKafkaDLQ(t)
+	perm := permanentFailure()
 	id := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	r, err := dlq.New(dlq.Config{Publisher: pub})
 	require.NoError(t, err)
@@ -131,14 +116,8 @@ func TestDLQShowOneOtherEntry(t *testing.T) {
 // An entry parked past --max-replays lists, shows and replays from the
 // parking topic: its dead-letter copy was parked, not the replay message.
 func TestDLQParkingTopicIsADLQ(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	emb, pub := startKafkaDLQ(t)
+	perm := permanentFailure()
 	r, err := dlq.New(dlq.Config{Publisher: pub})
 	require.NoError(t, err)
 	m := message.NewMessage("ev-p", []byte("p"))

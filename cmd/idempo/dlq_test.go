@@ -69,6 +69,25 @@ func TestDLQBadInput(t *testing.T) {
 }
 
 // deadLetter publishes a dead-letter copy the way the middleware does.
+// startKafkaDLQ starts an embedded cluster and a publisher on it, both
+// closed when the test ends.
+func startKafkaDLQ(t *testing.T) (*embedded.Cluster, *kafka.Publisher) {
+	t.Helper()
+	emb, err := embedded.Start(embedded.Config{})
+	require.NoError(t, err)
+	t.Cleanup(emb.Close)
+	pub, err := kafka.NewPublisher(emb.Config(""), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	return emb, pub
+}
+
+// permanentFailure is the history of a handler that failed once, for good.
+func permanentFailure() dlq.Failure {
+	now := time.Now()
+	return dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+}
+
 func deadLetter(t *testing.T, pub message.Publisher, origTopic, handler, eventID, payload string, f dlq.Failure) string {
 	t.Helper()
 	r, err := dlq.New(dlq.Config{Publisher: pub})
@@ -95,12 +114,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 }
 
 func TestDLQOnKafka(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
+	emb, pub := startKafkaDLQ(t)
 	now := time.Now()
 	id := deadLetter(t, pub, "orders", "billing", "ev-k", "k-payload", dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now})
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
@@ -142,14 +156,8 @@ func TestDLQOnKafka(t *testing.T) {
 // tool) is reported by ID, the others are replayed all the same, and the
 // exit status says some failed; a dry run reports it too.
 func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	emb, pub := startKafkaDLQ(t)
+	perm := permanentFailure()
 	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	bad := message.NewMessage("bad-uuid", []byte("from another tool"))
 	bad.Metadata.Set(dlqmeta.KeyEntryID, "bad-entry")
@@ -197,12 +205,7 @@ func TestDLQReplayGoesOnPastABadEntry(t *testing.T) {
 // producers without IDs left in a DLQ before entry IDs told them apart)
 // list as separate entries and replay as separate events.
 func TestDLQCollidingEntryIDs(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
+	emb, pub := startKafkaDLQ(t)
 	const n = 20
 	for i := range n {
 		m := message.NewMessage("shared", []byte(fmt.Sprintf("payload-%d", i)))
@@ -259,14 +262,8 @@ func TestDLQCollidingEntryIDs(t *testing.T) {
 // A dry run prints a snapshot token; replay and purge given it act on
 // exactly the entries the dry run counted, not on later dead letters.
 func TestDLQSnapshot(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	defer emb.Close()
-	pub, err := kafka.NewPublisher(emb.Config(""), nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	now := time.Now()
-	perm := dlq.Failure{Reason: dlq.ReasonPermanent, Error: "nope", ErrorClass: "permanent", Attempts: 1, FirstFailure: now, LastFailure: now}
+	emb, pub := startKafkaDLQ(t)
+	perm := permanentFailure()
 	idA := deadLetter(t, pub, "orders", "billing", "ev-a", "a", perm)
 	idB := deadLetter(t, pub, "orders", "billing", "ev-b", "b", perm)
 	common := []string{"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"), "--topic", "orders.dlq"}
