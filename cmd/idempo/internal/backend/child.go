@@ -21,8 +21,10 @@ const embeddedChildEnv = "IDEMPO_EMBEDDED_KAFKA_CHILD"
 // ServeEmbeddedChild runs the embedded Kafka cluster when this process was
 // started for it by [InChildProcess]: it prints the cluster's URL on a line
 // of its own, serves until its standard input closes (the parent closed it,
-// or died), closes the cluster and returns true. In any other process it
-// returns false at once. The idempo binary calls it first thing.
+// or died), closes the cluster and returns true; if the cluster cannot
+// start it says why on standard error and exits with status 1. In any
+// other process it returns false at once. The idempo binary calls it first
+// thing.
 func ServeEmbeddedChild() bool {
 	v, ok := os.LookupEnv(embeddedChildEnv)
 	if !ok {
@@ -32,7 +34,7 @@ func ServeEmbeddedChild() bool {
 	emb, err := embedded.Start(embedded.Config{Partitions: max(partitions, 1)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idempo: embedded kafka:", err)
-		return true
+		os.Exit(1)
 	}
 	fmt.Println(emb.URL())
 	_, _ = io.Copy(io.Discard, os.Stdin)

@@ -101,11 +101,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			rep.Variants.of(v).finish(lat[v])
 		}
 		idem := rep.Variants.Idempo.NsPerMsg
-		rep.RatioVsBare = math.Round(idem/rep.Variants.Bare.NsPerMsg*1e4) / 1e4
-		rep.RatioVsWatermill = math.Round(idem/rep.Variants.Watermill.NsPerMsg*1e4) / 1e4
+		rep.RatioVsBare = ratio(idem, rep.Variants.Bare.NsPerMsg)
+		rep.RatioVsWatermill = ratio(idem, rep.Variants.Watermill.NsPerMsg)
 		rep.RatioVsSequential = 1
 		if seq := rep.Variants.Sequential; seq != nil {
-			rep.RatioVsSequential = math.Round(seq.NsPerMsg/idem*1e4) / 1e4
+			rep.RatioVsSequential = ratio(seq.NsPerMsg, idem)
 		}
 		if r.store.Spec.Kind == backend.Redis {
 			r.progress("measuring the store alone (floor)")
