@@ -124,6 +124,8 @@ type Store struct {
 	prefix string
 	log    *slog.Logger
 	co     *coalescer // nil with Options.DisableSharing
+	// trips counts the round trips of script calls (see SharingStats).
+	trips sharingCounters
 }
 
 var _ dedup.Store = (*Store)(nil)
@@ -161,7 +163,7 @@ func New(client redis.UniversalClient, opts *Options) (*Store, error) {
 	}
 	s := &Store{client: client, prefix: o.Prefix, log: o.Logger}
 	if !o.DisableSharing {
-		s.co = &coalescer{client: client}
+		s.co = &coalescer{client: client, trips: &s.trips}
 	}
 	if o.EvictionPolicyCheck != EvictionCheckOff {
 		ctx, cancel := context.WithTimeout(context.Background(), startupTimeout)
@@ -309,6 +311,7 @@ func (s *Store) eval(ctx context.Context, script *redis.Script, keys []string, a
 	if s.co != nil {
 		return s.co.run(ctx, script, keys, args...)
 	}
+	s.trips.add(1)
 	return script.Run(ctx, s.client, keys, args...).Result()
 }
 

@@ -529,6 +529,9 @@ func TestCallsSharePipelines(t *testing.T) {
 	}
 	require.Equal(t, workers*perWorker*4, piped+alone, "one script per call")
 	require.Positive(t, piped, "concurrent calls shared pipelines")
+	st := b.store.SharingStats()
+	require.Equal(t, int64(workers*perWorker*4+2), st.Calls, "SharingStats counts every call")
+	require.Greater(t, st.CallsPerRoundTrip(), 1.0, "SharingStats counts shared pipelines: %+v", st)
 	t.Logf("%d calls: %d in pipelines, %d alone", piped+alone, piped, alone)
 }
 
@@ -553,4 +556,30 @@ func TestSharedCallsSurviveScriptFlush(t *testing.T) {
 		}
 		wg.Wait()
 	}
+}
+
+// Without sharing, every call is a round trip of its own, however many
+// goroutines call at once: SharingStats says one call per round trip.
+func TestSharingStatsUnshared(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, redisstore.Options{DisableSharing: true})
+	require.Zero(t, b.store.SharingStats().CallsPerRoundTrip(), "no call yet")
+	const workers, perWorker = 16, 20
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				k := dedup.Key{Scope: "unshared", ID: fmt.Sprintf("w%d-e%d", w, i)}
+				r := claimReq(time.Minute, time.Hour)
+				_, err := b.store.Claim(b.ctx, k, r)
+				if assert.NoError(t, err) {
+					assert.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := b.store.SharingStats()
+	require.Equal(t, redisstore.SharingStats{RoundTrips: workers * perWorker * 2, Calls: workers * perWorker * 2}, st)
+	require.InDelta(t, 1.0, st.CallsPerRoundTrip(), 0)
 }
