@@ -107,7 +107,7 @@ type Options struct {
 // Store is a [dedup.Store] on Redis: a single node, Sentinel (failover) or
 // Cluster, through any go-redis [redis.UniversalClient].
 //
-// Each record is one Redis hash whose key carries a hash tag, and every
+// Each record is one Redis string whose key carries a hash tag, and every
 // method is one Lua script on that key (EVALSHA, with EVAL when the server
 // does not have the script cached yet), so it is one atomic step judged on
 // the server's clock. Claim and Complete are one round trip each.
@@ -229,7 +229,7 @@ func checkOne(ctx context.Context, c redis.UniversalClient, addr string) error {
 // RedisKey returns the Redis key that holds key's record: the prefix, then
 // the unpadded base64url SHA-256 of [dedup.Key.Encode] inside braces (the
 // Redis Cluster hash tag). Operators can inspect a record with
-// HGETALL on it. It makes no round trip and is safe for concurrent use.
+// EVAL "return {cmsgpack.unpack(redis.call('GET', KEYS[1]))}" 1 KEY. It makes no round trip and is safe for concurrent use.
 func (s *Store) RedisKey(key dedup.Key) string {
 	h := key.Hash()
 	b := make([]byte, 0, len(s.prefix)+2+base64.RawURLEncoding.EncodedLen(len(h)))
