@@ -40,11 +40,22 @@ adds ratio_vs_sequential: how many times faster the chosen ordering is. Use
 --partitions, --keys and --work (time the handler spends per message, as for
 an I/O call) to shape the workload.
 
+With --inbox (SQL stores) the variants are no_inbox, a handler running one
+business INSERT in a transaction of its own per message without dedup, and
+idempo as the transactional inbox with the same INSERT through
+sqlstore.TxFromContext; the report adds ratio_vs_no_inbox, the share of the
+business transaction's throughput the inbox keeps.
+
 It prints per variant events/s (first delivery to last ack), p50/p99
 handler-to-ack latency, allocations and CPU time per message (the whole
 process, broker client included; the embedded Kafka cluster runs in a child
 process, so every variant reaches it over a socket), the leases the stack
-lost, and idempo's cost (time per message) relative to the other two. Every message must be acked with its effect exactly once: otherwise the
+lost, the mean batch of the store's statements (SQL: rows per claim and
+per completion statement; Redis: script calls per round trip), and idempo's
+cost (time per message) relative to the other two. On Redis it adds
+ratio_vs_floor: idempo's events/s against go-redis alone sending the
+store's claim and complete scripts for fresh keys, pipelined, as many in
+flight as idempo had. Every message must be acked with its effect exactly once: otherwise the
 run fails with exit status 1 and no figures.
 
 With --matrix it runs every broker × store combination (default: gochannel,
@@ -117,6 +128,11 @@ func (c *benchCommand) Validate() error {
 	}
 	if c.matrix && o.Inbox {
 		return errors.New("--inbox runs one store, not --matrix")
+	}
+	if o.Inbox {
+		if spec, err := backend.ParseStore(o.Store); err == nil && spec.Kind != backend.Postgres && spec.Kind != backend.MySQL && spec.Kind != backend.SQLite {
+			return fmt.Errorf("--inbox needs a SQL store (postgres, mysql or sqlite), got %s", spec)
+		}
 	}
 	if c.matrix && !set["events"] {
 		o.Events = bench.DefaultMatrixEvents
@@ -262,9 +278,11 @@ func (rep report) text(w io.Writer) {
 		if s := r.Variants.Idempo.StoreServerUSPerMsg; s > 0 {
 			fmt.Fprintf(w, "the store's server spent %.1f µs of CPU per message on idempo's commands (all its clients' commands during the rounds).\n", s)
 		}
-		if v := r.Variants.Idempo; v.ClaimRowsPerStatement > 0 {
+		if v := r.Variants.Idempo; v.ClaimRowsPerStatement > 0 && v.CompleteRowsPerStatement > 0 {
 			fmt.Fprintf(w, "the store's statements carried %.1f claims and %.1f completions each on average (shared between handlers in flight).\n",
 				v.ClaimRowsPerStatement, v.CompleteRowsPerStatement)
+		} else if v.ClaimRowsPerStatement > 0 {
+			fmt.Fprintf(w, "the store's claim statements carried %.1f claims each on average (shared between handlers in flight).\n", v.ClaimRowsPerStatement)
 		} else if v.CallsPerRoundTrip > 0 {
 			fmt.Fprintf(w, "the store's round trips carried %.1f script calls each on average (pipelines shared between handlers in flight).\n", v.CallsPerRoundTrip)
 		}

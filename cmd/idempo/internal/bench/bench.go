@@ -212,8 +212,9 @@ type Report struct {
 	// and complete scripts (EVALSHA, the store's arguments) for fresh keys,
 	// as many in flight as the idempo variant had at its peak, pipelined
 	// over one connection per CPU, without the store's code, a broker or a
-	// router: the best any client reaches with these scripts. 0 for other
-	// stores.
+	// router: the best any client reaches with these scripts. It runs
+	// Events messages in every round, after the variants; this is their
+	// total over their total time. 0 for other stores.
 	FloorEventsPerSec float64 `json:"floor_events_per_s,omitempty"`
 	// RatioVsFloor is idempo's events/s divided by FloorEventsPerSec: the
 	// share of the scripts' best the whole stack reaches.

@@ -24,8 +24,9 @@ import (
 // the keys in flight, then their completions, and so on. No store code
 // (the keys are made before the clock starts), broker, router or handler
 // is involved, so its messages per second are the best a client reaches
-// with these scripts and this many messages in flight.
-func redisFloor(ctx context.Context, client *redis.Client, st *redisstore.Store, scope string, n, inFlight int) (float64, error) {
+// with these scripts and this many messages in flight. It returns the time
+// the n messages took.
+func redisFloor(ctx context.Context, client *redis.Client, st *redisstore.Store, scope string, n, inFlight int) (time.Duration, error) {
 	for _, s := range []*redis.Script{redisscripts.Claim, redisscripts.Finish} {
 		if err := s.Load(ctx, client).Err(); err != nil {
 			return 0, fmt.Errorf("store floor: load the scripts: %w", err)
@@ -90,7 +91,7 @@ func redisFloor(ctx context.Context, client *redis.Client, st *redisstore.Store,
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return max(time.Since(start), 1), nil
 }
 
 // pipe sends the commands fill queues as one pipeline and checks that each
