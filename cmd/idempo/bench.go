@@ -40,11 +40,22 @@ adds ratio_vs_sequential: how many times faster the chosen ordering is. Use
 --partitions, --keys and --work (time the handler spends per message, as for
 an I/O call) to shape the workload.
 
+With --inbox (SQL stores) the variants are no_inbox, a handler running one
+business INSERT in a transaction of its own per message without dedup, and
+idempo as the transactional inbox with the same INSERT through
+sqlstore.TxFromContext; the report adds ratio_vs_no_inbox, the share of the
+business transaction's throughput the inbox keeps.
+
 It prints per variant events/s (first delivery to last ack), p50/p99
 handler-to-ack latency, allocations and CPU time per message (the whole
 process, broker client included; the embedded Kafka cluster runs in a child
 process, so every variant reaches it over a socket), the leases the stack
-lost, and idempo's cost (time per message) relative to the other two. Every message must be acked with its effect exactly once: otherwise the
+lost, the mean batch of the store's statements (SQL: rows per claim and
+per completion statement; Redis: script calls per round trip), and idempo's
+cost (time per message) relative to the other two. On Redis it adds
+ratio_vs_floor: idempo's events/s against go-redis alone sending the
+store's claim and complete scripts for fresh keys, pipelined, as many in
+flight as idempo had. Every message must be acked with its effect exactly once: otherwise the
 run fails with exit status 1 and no figures.
 
 With --matrix it runs every broker × store combination (default: gochannel,
@@ -71,6 +82,7 @@ func (c *benchCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Keys, "keys", bench.DefaultKeys, "record keys the messages are spread over")
 	fs.DurationVar(&o.Work, "work", 0, "time the handler spends on each message, as for an I/O call (e.g. 1ms)")
 	c.registerJSON(fs, "print exactly one JSON object on stdout")
+	fs.BoolVar(&o.Inbox, "inbox", false, "SQL stores: the transactional inbox (one business INSERT per message through sqlstore.TxFromContext) against the same business transaction without dedup (variants no_inbox and idempo; ratio_vs_no_inbox)")
 	fs.BoolVar(&o.Memory, "memory", false, "also measure what the store keeps per key (in-flight keys in memory; MEMORY USAGE in Redis; table size per row in SQL)")
 	fs.IntVar(&o.MemoryKeys, "memory-keys", bench.DefaultMemoryKeys, "in-flight keys claimed in the memory store for --memory (server stores write at most 10000)")
 	fs.BoolVar(&c.matrix, "matrix", false, "run every --brokers × --stores combination and print one markdown table")
@@ -113,6 +125,14 @@ func (c *benchCommand) Validate() error {
 	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.matrix && (set["broker"] || set["store"]) {
 		return errors.New("--matrix takes --brokers and --stores, not --broker and --store")
+	}
+	if c.matrix && o.Inbox {
+		return errors.New("--inbox runs one store, not --matrix")
+	}
+	if o.Inbox {
+		if spec, err := backend.ParseStore(o.Store); err == nil && spec.Kind != backend.Postgres && spec.Kind != backend.MySQL && spec.Kind != backend.SQLite {
+			return fmt.Errorf("--inbox needs a SQL store (postgres, mysql or sqlite), got %s", spec)
+		}
 	}
 	if c.matrix && !set["events"] {
 		o.Events = bench.DefaultMatrixEvents
@@ -233,22 +253,38 @@ func (rep report) text(w io.Writer) {
 				res  bench.VariantResult
 			}{"sequential", *r.Variants.Sequential})
 		}
+		if r.Variants.NoInbox != nil {
+			rows[0].name, rows[0].res = "no_inbox", *r.Variants.NoInbox
+			rows = append(rows[:1], rows[2])
+		}
 		for _, v := range rows {
 			fmt.Fprintf(w, "  %-10s %12s %10s %10s %10s %11.1f %10s %10.1f\n", v.name,
 				bench.FormatCount(v.res.EventsPerSec), bench.FormatCount(v.res.NsPerMsg),
 				bench.FormatUS(v.res.P50US), bench.FormatUS(v.res.P99US), v.res.AllocsPerMsg, bench.FormatCount(v.res.BytesPerMsg), v.res.CPUUSPerMsg)
 		}
-		fmt.Fprintf(w, "\nidempo costs %.2f× bare and %.2f× watermill per message (cost = time per message).\n", r.RatioVsBare, r.RatioVsWatermill)
+		if r.Variants.NoInbox != nil {
+			fmt.Fprintf(w, "\nthe inbox keeps %.2f of the business transaction's throughput without it (ratio_vs_no_inbox).\n", r.RatioVsNoInbox)
+		} else {
+			fmt.Fprintf(w, "\nidempo costs %.2f× bare and %.2f× watermill per message (cost = time per message).\n", r.RatioVsBare, r.RatioVsWatermill)
+		}
 		if r.Variants.Sequential != nil {
 			fmt.Fprintf(w, "ordering %s (%d partitions, %d keys, %v of work per message) is %.2f× as fast as partition order.\n",
 				r.Ordering, r.Partitions, r.Keys, time.Duration(r.WorkMS*float64(time.Millisecond)), r.RatioVsSequential)
 		}
 		if r.FloorEventsPerSec > 0 {
-			fmt.Fprintf(w, "the store alone (claim and complete of fresh keys, %d in flight) does %s events/s: idempo reaches %.2f of it.\n",
+			fmt.Fprintf(w, "go-redis alone sending the store's claim and complete scripts (fresh keys, %d in flight, pipelined) does %s events/s: idempo reaches %.2f of it.\n",
 				r.Variants.Idempo.PeakInFlight, bench.FormatCount(r.FloorEventsPerSec), r.RatioVsFloor)
 		}
 		if s := r.Variants.Idempo.StoreServerUSPerMsg; s > 0 {
 			fmt.Fprintf(w, "the store's server spent %.1f µs of CPU per message on idempo's commands (all its clients' commands during the rounds).\n", s)
+		}
+		if v := r.Variants.Idempo; v.ClaimRowsPerStatement > 0 && v.CompleteRowsPerStatement > 0 {
+			fmt.Fprintf(w, "the store's statements carried %.1f claims and %.1f completions each on average (shared between handlers in flight).\n",
+				v.ClaimRowsPerStatement, v.CompleteRowsPerStatement)
+		} else if v.ClaimRowsPerStatement > 0 {
+			fmt.Fprintf(w, "the store's claim statements carried %.1f claims each on average (shared between handlers in flight).\n", v.ClaimRowsPerStatement)
+		} else if v.CallsPerRoundTrip > 0 {
+			fmt.Fprintf(w, "the store's round trips carried %.1f script calls each on average (pipelines shared between handlers in flight).\n", v.CallsPerRoundTrip)
 		}
 		if lost := r.Variants.Idempo.LeaseLost + seqLeaseLost(r); lost > 0 {
 			fmt.Fprintf(w, "warning: the stack lost %d leases (more claims at once than the store served in a lease); see middleware.Config.MaxClaims.\n", lost)

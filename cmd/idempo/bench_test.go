@@ -106,6 +106,8 @@ func TestBenchBadInputIsAClearError(t *testing.T) {
 		{[]string{"bench", "--rounds", "0"}, "without --memory"},
 		{[]string{"bench", "--consumers", "0"}, "--consumers must be > 0"},
 		{[]string{"bench", "--matrix", "--store", "memory"}, "--matrix takes --brokers and --stores"},
+		{[]string{"bench", "--matrix", "--inbox"}, "--inbox runs one store"},
+		{[]string{"bench", "--inbox", "--store", "memory"}, "--inbox needs a SQL store"},
 		{[]string{"bench", "extra"}, "unexpected arguments"},
 		{[]string{"bench", "--ordering", "total"}, `--ordering "total" is not partition, key or unordered`},
 		{[]string{"bench", "--partitions", "0"}, "--partitions must be > 0"},
@@ -128,6 +130,7 @@ func TestBenchOnRedis(t *testing.T) {
 	require.Positive(t, idempo["store_server_us_per_msg"], "Redis's CPU per message, from INFO commandstats")
 	require.Positive(t, rep["floor_events_per_s"], "the store alone at the same concurrency")
 	require.Positive(t, rep["ratio_vs_floor"])
+	require.GreaterOrEqual(t, idempo["calls_per_round_trip"], 1.0, "the mean pipeline")
 	require.Positive(t, idempo["peak_in_flight"])
 	require.Positive(t, rep["ratio_vs_bare"])
 	require.Positive(t, rep["ratio_vs_watermill"])
@@ -153,4 +156,16 @@ func TestBenchMatrix(t *testing.T) {
 func TestBenchCommandLineRedactsAndQuotes(t *testing.T) {
 	require.Equal(t, "idempo bench --matrix --brokers gochannel,amqp://guest:xxxxx@h:5672/ '--stores=postgres://u@h/db?sslmode=disable&x=1'",
 		commandLine([]string{"--matrix", "--brokers", "gochannel,amqp://guest:guest@h:5672/", "--stores=postgres://u@h/db?sslmode=disable&x=1"}))
+}
+
+// --inbox on PostgreSQL: the business transaction without dedup against the
+// transactional inbox, and the share of its throughput the inbox keeps.
+func TestBenchInbox(t *testing.T) {
+	rep := benchJSON(t, "--store", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "--inbox", "--events", "300", "--rounds", "1", "--warmup", "0", "--in-flight", "8")
+	vs := rep["variants"].(map[string]any)
+	require.EqualValues(t, 300, vs["no_inbox"].(map[string]any)["messages"])
+	idempo := vs["idempo"].(map[string]any)
+	require.EqualValues(t, 300, idempo["messages"])
+	require.GreaterOrEqual(t, idempo["claim_rows_per_statement"], 1.0)
+	require.Positive(t, rep["ratio_vs_no_inbox"])
 }

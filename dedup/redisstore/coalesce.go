@@ -17,6 +17,7 @@ import (
 // once, as without coalescing.
 type coalescer struct {
 	client redis.UniversalClient
+	trips  *sharingCounters
 
 	mu      sync.Mutex
 	leading bool
@@ -97,6 +98,7 @@ func (c *coalescer) lead(self *scriptCall) {
 // server answers with NOSCRIPT (its script cache was flushed) is sent again
 // on its own, which loads the script.
 func (c *coalescer) send(batch []*scriptCall) {
+	c.trips.add(len(batch))
 	if len(batch) == 1 {
 		call := batch[0]
 		call.cmd = call.script.Run(call.ctx, c.client, call.keys, call.args...)

@@ -20,16 +20,18 @@
 //
 // # Records
 //
-// Each key has one record, a Redis hash under [Store.RedisKey]: the prefix,
-// then the SHA-256 of [dedup.Key.Encode] in unpadded base64url inside braces.
-// The braces are a Redis Cluster hash tag, so each record lives in one slot.
-// The hash holds the fields state, token, lease_until (milliseconds by the
-// server's TIME), deliveries, fp (the fingerprint), failure (the due-for-DLQ
-// note) and replay (the replay ID of the last acquiring claim that carried
-// one); its PEXPIRE is the record's
-// retention. A done record takes 216 bytes of server memory by MEMORY USAGE
-// with the default prefix (264 with a 32-byte fingerprint); plan for about 300
-// per record, expiry entry included.
+// Each key has one record, a Redis string under [Store.RedisKey]: the
+// prefix, then the SHA-256 of [dedup.Key.Encode] in unpadded base64url inside
+// braces. The braces are a Redis Cluster hash tag, so each record lives in
+// one slot. The string is a MessagePack stream of seven values: state,
+// token, lease_until (milliseconds by the server's TIME), deliveries, fp
+// (the fingerprint, "" if none), replay (the replay ID of the last acquiring
+// claim that carried one, "" if none) and failure (the due-for-DLQ note);
+// its expiry (SET … PX) is the record's retention. A done record takes 184
+// bytes of server memory by MEMORY USAGE with the default prefix and no
+// fingerprint; plan for about 250 per record with a fingerprint, expiry
+// entry included. Records written as hashes (before November 2026) are not
+// read: a script meeting one fails with WRONGTYPE.
 //
 // # Atomicity and clocks
 //
@@ -39,7 +41,7 @@
 // costs two (Claim and Complete). By default the scripts of concurrent calls
 // share round trips: those that arrive while a pipeline is on the wire go
 // out together in the next one (see [Options].DisableSharing). Leases and retention are judged on the
-// server's clock (TIME and PEXPIRE inside the scripts) and rounded up to
+// server's clock (TIME and SET … PX inside the scripts) and rounded up to
 // whole milliseconds.
 //
 // # Errors and timeouts

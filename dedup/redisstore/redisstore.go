@@ -107,7 +107,7 @@ type Options struct {
 // Store is a [dedup.Store] on Redis: a single node, Sentinel (failover) or
 // Cluster, through any go-redis [redis.UniversalClient].
 //
-// Each record is one Redis hash whose key carries a hash tag, and every
+// Each record is one Redis string whose key carries a hash tag, and every
 // method is one Lua script on that key (EVALSHA, with EVAL when the server
 // does not have the script cached yet), so it is one atomic step judged on
 // the server's clock. Claim and Complete are one round trip each.
@@ -124,6 +124,8 @@ type Store struct {
 	prefix string
 	log    *slog.Logger
 	co     *coalescer // nil with Options.DisableSharing
+	// trips counts the round trips of script calls (see SharingStats).
+	trips sharingCounters
 }
 
 var _ dedup.Store = (*Store)(nil)
@@ -161,7 +163,7 @@ func New(client redis.UniversalClient, opts *Options) (*Store, error) {
 	}
 	s := &Store{client: client, prefix: o.Prefix, log: o.Logger}
 	if !o.DisableSharing {
-		s.co = &coalescer{client: client}
+		s.co = &coalescer{client: client, trips: &s.trips}
 	}
 	if o.EvictionPolicyCheck != EvictionCheckOff {
 		ctx, cancel := context.WithTimeout(context.Background(), startupTimeout)
@@ -227,7 +229,7 @@ func checkOne(ctx context.Context, c redis.UniversalClient, addr string) error {
 // RedisKey returns the Redis key that holds key's record: the prefix, then
 // the unpadded base64url SHA-256 of [dedup.Key.Encode] inside braces (the
 // Redis Cluster hash tag). Operators can inspect a record with
-// HGETALL on it. It makes no round trip and is safe for concurrent use.
+// EVAL "return {cmsgpack.unpack(redis.call('GET', KEYS[1]))}" 1 KEY. It makes no round trip and is safe for concurrent use.
 func (s *Store) RedisKey(key dedup.Key) string {
 	h := key.Hash()
 	b := make([]byte, 0, len(s.prefix)+2+base64.RawURLEncoding.EncodedLen(len(h)))
@@ -309,6 +311,7 @@ func (s *Store) eval(ctx context.Context, script *redis.Script, keys []string, a
 	if s.co != nil {
 		return s.co.run(ctx, script, keys, args...)
 	}
+	s.trips.add(1)
 	return script.Run(ctx, s.client, keys, args...).Result()
 }
 

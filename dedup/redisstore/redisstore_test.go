@@ -284,9 +284,10 @@ func TestErrorsNameOperationAndKey(t *testing.T) {
 	require.ErrorIs(t, err, dedup.ErrLeaseLost)
 	require.Contains(t, err.Error(), "record done")
 
-	// A Redis error reply is wrapped, not flattened: a key of the wrong type.
+	// A Redis error reply is wrapped, not flattened: a key of the wrong
+	// type (a hash, as the record layout before 2026-11 was).
 	k2 := dedup.Key{Scope: "orders", ID: "clobbered"}
-	require.NoError(t, b.client.Set(b.ctx, b.store.RedisKey(k2), "not a hash", time.Minute).Err())
+	require.NoError(t, b.client.HSet(b.ctx, b.store.RedisKey(k2), "state", "done").Err())
 	_, err = b.store.Claim(b.ctx, k2, claimReq(time.Minute, time.Hour))
 	var rerr redis.Error
 	require.ErrorAs(t, err, &rerr)
@@ -335,7 +336,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 }
 
 // TestRecordOnTheServer shows the record's layout and that expiry is set on
-// the server (PEXPIRE), not computed by the client.
+// the server (SET … PX), not computed by the client.
 func TestRecordOnTheServer(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -345,31 +346,51 @@ func TestRecordOnTheServer(t *testing.T) {
 	_, err := b.store.Claim(b.ctx, k, r)
 	require.NoError(t, err)
 	rk := b.store.RedisKey(k)
-	fields, err := b.client.HGetAll(b.ctx, rk).Result()
-	require.NoError(t, err)
-	require.Equal(t, "in_progress", fields["state"])
-	require.Equal(t, string(r.Token), fields["token"])
-	require.Equal(t, "1", fields["deliveries"])
-	require.Equal(t, string(r.Fingerprint), fields["fp"])
+	rec := readRecord(t, b.ctx, b.client, rk)
+	require.Equal(t, "in_progress", rec.state)
+	require.Equal(t, string(r.Token), rec.token)
+	require.Equal(t, int64(1), rec.deliveries)
+	require.Equal(t, string(r.Fingerprint), rec.fp)
+	require.Empty(t, rec.replay)
 	tm, err := b.client.Time(b.ctx).Result()
 	require.NoError(t, err)
-	require.NotEmpty(t, fields["lease_until"])
-	var until int64
-	_, err = fmt.Sscan(fields["lease_until"], &until)
-	require.NoError(t, err)
-	require.InDelta(t, tm.Add(30*time.Second).UnixMilli(), until, float64(10*time.Second/time.Millisecond), "lease_until is on the server's clock")
+	require.InDelta(t, tm.Add(30*time.Second).UnixMilli(), rec.leaseUntil, float64(10*time.Second/time.Millisecond), "lease_until is on the server's clock")
 	ttl, err := b.client.PTTL(b.ctx, rk).Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, 30*time.Minute)
 	require.LessOrEqual(t, ttl, time.Hour)
 
 	require.NoError(t, b.store.Complete(b.ctx, k, r.Token, 5*time.Minute))
-	state, err := b.client.HGet(b.ctx, rk, "state").Result()
-	require.NoError(t, err)
-	require.Equal(t, "done", state)
+	require.Equal(t, "done", readRecord(t, b.ctx, b.client, rk).state)
 	ttl, err = b.client.PTTL(b.ctx, rk).Result()
 	require.NoError(t, err)
 	require.LessOrEqual(t, ttl, 5*time.Minute, "Complete sets the retention from now")
+}
+
+// record is a record's fields as the server holds them.
+type record struct {
+	state, token, fp, replay, failure string
+	leaseUntil, deliveries            int64
+}
+
+// readRecord reads the record at key rk (a MessagePack string) on the
+// server.
+func readRecord(t *testing.T, ctx context.Context, c redis.UniversalClient, rk string) record {
+	t.Helper()
+	v, err := c.Eval(ctx, `local v = redis.call('GET', KEYS[1]) return {cmsgpack.unpack(v)}`, []string{rk}).Slice()
+	require.NoError(t, err)
+	require.Len(t, v, 7, "the record's fields")
+	var r record
+	var ok [7]bool
+	r.state, ok[0] = v[0].(string)
+	r.token, ok[1] = v[1].(string)
+	r.leaseUntil, ok[2] = v[2].(int64)
+	r.deliveries, ok[3] = v[3].(int64)
+	r.fp, ok[4] = v[4].(string)
+	r.replay, ok[5] = v[5].(string)
+	r.failure, ok[6] = v[6].(string)
+	require.Equal(t, [7]bool{true, true, true, true, true, true, true}, ok, "field types of %v", v)
+	return r
 }
 
 // TestEmptyDueNote: a due-for-DLQ note may be empty and is still reported non-nil.
@@ -493,7 +514,10 @@ func TestCallsSharePipelines(t *testing.T) {
 	require.NoError(t, err)
 	hook.take()
 	require.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
-	require.Equal(t, []string{"evalsha"}, hook.take(), "a lone call is one command, not a pipeline")
+	// EVAL follows when the server's script cache lacks the script (the
+	// first run of a changed script; TestSharedCallsSurviveScriptFlush
+	// flushes it meanwhile).
+	require.Contains(t, [][]string{{"evalsha"}, {"evalsha", "eval"}}, hook.take(), "a lone call is one command, not a pipeline")
 
 	const workers, perWorker = 16, 50
 	var wg sync.WaitGroup
@@ -529,6 +553,9 @@ func TestCallsSharePipelines(t *testing.T) {
 	}
 	require.Equal(t, workers*perWorker*4, piped+alone, "one script per call")
 	require.Positive(t, piped, "concurrent calls shared pipelines")
+	st := b.store.SharingStats()
+	require.Equal(t, int64(workers*perWorker*4+2), st.Calls, "SharingStats counts every call")
+	require.Greater(t, st.CallsPerRoundTrip(), 1.0, "SharingStats counts shared pipelines: %+v", st)
 	t.Logf("%d calls: %d in pipelines, %d alone", piped+alone, piped, alone)
 }
 
@@ -553,4 +580,30 @@ func TestSharedCallsSurviveScriptFlush(t *testing.T) {
 		}
 		wg.Wait()
 	}
+}
+
+// Without sharing, every call is a round trip of its own, however many
+// goroutines call at once: SharingStats says one call per round trip.
+func TestSharingStatsUnshared(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, redisstore.Options{DisableSharing: true})
+	require.Zero(t, b.store.SharingStats().CallsPerRoundTrip(), "no call yet")
+	const workers, perWorker = 16, 20
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				k := dedup.Key{Scope: "unshared", ID: fmt.Sprintf("w%d-e%d", w, i)}
+				r := claimReq(time.Minute, time.Hour)
+				_, err := b.store.Claim(b.ctx, k, r)
+				if assert.NoError(t, err) {
+					assert.NoError(t, b.store.Complete(b.ctx, k, r.Token, time.Hour))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := b.store.SharingStats()
+	require.Equal(t, redisstore.SharingStats{RoundTrips: workers * perWorker * 2, Calls: workers * perWorker * 2}, st)
+	require.InDelta(t, 1.0, st.CallsPerRoundTrip(), 0)
 }

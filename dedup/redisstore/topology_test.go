@@ -155,7 +155,5 @@ func TestSentinel(t *testing.T) {
 	require.Equal(t, dedup.StatusDone, res.Status)
 	// The record is on the master the Sentinel named.
 	direct := privateClient(t, master, nil)
-	state, err := direct.HGet(ctx, st.RedisKey(k), "state").Result()
-	require.NoError(t, err)
-	require.Equal(t, "done", state)
+	require.Equal(t, "done", readRecord(t, ctx, direct, st.RedisKey(k)).state)
 }

@@ -189,6 +189,7 @@ func (s *Store) claimRows(ctx context.Context, rows []*claimCall) error {
 		return err
 	}
 	s.statements.Add(1)
+	s.sharing.claim(n)
 	acquired := func(c *claimCall) {
 		c.done, c.res = true, dedup.ClaimResult{Status: dedup.StatusAcquired, Deliveries: 1}
 	}
@@ -337,6 +338,7 @@ func (s *Store) sendCompletes(batch []*completeCall) {
 		// caller's context.
 		c := rows[0]
 		s.statements.Add(1)
+		s.sharing.complete(1)
 		res, err := s.exec(c.ctx, s.q.finish, stateDone, durArg(s.dialect, c.retention), c.hash[:], []byte(c.token), stateDone)
 		if err != nil {
 			return // the caller completes on its own
@@ -371,6 +373,7 @@ func (s *Store) completeRows(ctx context.Context, rows []*completeCall) {
 		return
 	}
 	s.statements.Add(1)
+	s.sharing.complete(n)
 	res, err := st.ExecContext(ctx, args...)
 	if err != nil {
 		s.log.DebugContext(ctx, "sqlstore: a batch of completions failed; completing each on its own", "dialect", s.dialect, "rows", len(rows), "error", err)

@@ -44,6 +44,7 @@ type Store struct {
 	claims     *batcher[*claimCall]
 	completes  *batcher[*completeCall]
 	statements atomic.Int64 // claim and completion statements sent on their fast paths (for benchmarks)
+	sharing    sharingCounters
 	failures   atomic.Int64 // shared statements that failed as a whole (for tests)
 }
 
@@ -434,6 +435,7 @@ func (s *Store) claim(ctx context.Context, key dedup.Key, hash []byte, req dedup
 
 func (s *Store) insert(ctx context.Context, key dedup.Key, hash []byte, req dedup.ClaimRequest) (bool, error) {
 	s.statements.Add(1)
+	s.sharing.claim(1)
 	res, err := s.exec(ctx, s.q.insert, hash, key.Scope, []byte(key.ID), []byte(req.Token),
 		durArg(s.dialect, req.Lease), durArg(s.dialect, req.Retention), nilIfEmpty(req.Fingerprint), replayArg(req.ReplayID))
 	if err != nil {
@@ -628,6 +630,9 @@ func (s *Store) finish(ctx context.Context, op string, key dedup.Key, token dedu
 	}
 	if retention <= 0 {
 		return fmt.Errorf("%w: retention must be > 0, got %v", dedup.ErrInvalidRequest, retention)
+	}
+	if to == stateDone {
+		s.sharing.complete(1)
 	}
 	return s.fenced(ctx, op, key, token, to, s.q.finish,
 		to, durArg(s.dialect, retention), hashArg(key), []byte(token), to)

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/dedup"
@@ -107,7 +108,10 @@ type Store struct {
 	// commands so far (Redis: INFO commandstats), for per-message figures;
 	// nil for stores that do not report it.
 	ServerCPU func(ctx context.Context) (time.Duration, error)
-	closers   []func() error
+	// Redis is the store's client on Redis (for the benchmark's floor,
+	// which sends the store's scripts without the store); nil elsewhere.
+	Redis   *redis.Client
+	closers []func() error
 }
 
 // Close closes the store's connections.

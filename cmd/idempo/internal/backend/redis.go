@@ -44,6 +44,7 @@ func openRedis(ctx context.Context, spec Spec, runID string) (*Store, error) {
 	return &Store{
 		Spec: spec, Display: spec.String(), URL: spec.Raw, Store: st, Drop: drop,
 		ServerCPU: func(ctx context.Context) (time.Duration, error) { return commandCPU(ctx, client) },
+		Redis:     client,
 		closers:   []func() error{client.Close},
 	}, nil
 }

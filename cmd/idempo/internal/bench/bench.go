@@ -84,6 +84,14 @@ type Options struct {
 	// Work is how long the handler spends on each message (a sleep, as for
 	// an I/O call). Defaults to 0.
 	Work time.Duration
+	// Inbox (SQL stores) runs the transactional inbox against its
+	// baseline instead of the usual variants: the handler makes one
+	// business INSERT through sqlstore.TxFromContext under idempo's stack
+	// with middleware.Config.Transactional, and the baseline ([NoInbox])
+	// runs the same INSERT in a transaction of its own per message, without
+	// dedup, on the same broker, ordering and connection pool
+	// ([Report.RatioVsNoInbox]). The business table is the run's own.
+	Inbox bool
 	// Memory adds the store's memory figures ([Report.Memory]).
 	Memory bool
 	// MemoryKeys is how many in-flight keys the in-memory store is filled
@@ -200,13 +208,16 @@ type Report struct {
 	WorkMS     float64 `json:"work_ms"`
 	// Variants holds the figures of each variant (empty with Rounds -1).
 	Variants Variants `json:"variants"`
-	// FloorEventsPerSec is the store alone on Redis: as many goroutines as
-	// the idempo variant had messages in flight at its peak, claiming and
-	// completing fresh keys through the store's own client (shared
-	// pipelines), no broker or router; 0 for other stores.
+	// FloorEventsPerSec is go-redis alone on Redis: the store's own claim
+	// and complete scripts (EVALSHA, the store's arguments) for fresh keys,
+	// as many in flight as the idempo variant had at its peak, pipelined
+	// over one connection per CPU, without the store's code, a broker or a
+	// router: the best any client reaches with these scripts. It runs
+	// Events messages in every round, after the variants; this is their
+	// total over their total time. 0 for other stores.
 	FloorEventsPerSec float64 `json:"floor_events_per_s,omitempty"`
 	// RatioVsFloor is idempo's events/s divided by FloorEventsPerSec: the
-	// share of the store's own best the whole stack reaches.
+	// share of the scripts' best the whole stack reaches.
 	RatioVsFloor float64 `json:"ratio_vs_floor,omitempty"`
 	// RatioVsBare is idempo's time per message divided by bare's.
 	RatioVsBare float64 `json:"ratio_vs_bare"`
@@ -217,6 +228,10 @@ type Report struct {
 	// in PartitionOrder) divided by idempo's in the chosen ordering: how
 	// many times faster the ordering is. 1 with ordering "partition".
 	RatioVsSequential float64 `json:"ratio_vs_sequential"`
+	// RatioVsNoInbox (with Options.Inbox) is the NoInbox variant's time per
+	// message divided by idempo's: the share of the bare business
+	// transaction's throughput the transactional inbox keeps.
+	RatioVsNoInbox float64 `json:"ratio_vs_no_inbox,omitempty"`
 	// Memory holds the store's memory figures (with Options.Memory).
 	Memory  *MemoryResult `json:"memory,omitempty"`
 	Machine Machine       `json:"machine"`
@@ -224,12 +239,15 @@ type Report struct {
 
 // Variants holds one result per variant.
 type Variants struct {
-	Bare      VariantResult `json:"bare"`
-	Watermill VariantResult `json:"watermill"`
+	Bare      VariantResult `json:"bare"`      // zero with Options.Inbox
+	Watermill VariantResult `json:"watermill"` // zero with Options.Inbox
 	Idempo    VariantResult `json:"idempo"`
 	// Sequential is idempo in PartitionOrder, run only when the chosen
 	// ordering is another on Kafka.
 	Sequential *VariantResult `json:"sequential,omitempty"`
+	// NoInbox is the business transaction without dedup, run only with
+	// Options.Inbox (which runs neither bare nor watermill).
+	NoInbox *VariantResult `json:"no_inbox,omitempty"`
 }
 
 func (v *Variants) of(k Variant) *VariantResult {
@@ -243,6 +261,11 @@ func (v *Variants) of(k Variant) *VariantResult {
 			v.Sequential = &VariantResult{}
 		}
 		return v.Sequential
+	case NoInbox:
+		if v.NoInbox == nil {
+			v.NoInbox = &VariantResult{}
+		}
+		return v.NoInbox
 	default:
 		return &v.Idempo
 	}
@@ -288,6 +311,18 @@ type VariantResult struct {
 	// per message, in microseconds (Redis: INFO commandstats, every client's
 	// commands during the rounds); 0 for stores that do not report it.
 	StoreServerUSPerMsg float64 `json:"store_server_us_per_msg"`
+	// ClaimRowsPerStatement and CompleteRowsPerStatement are the mean batch
+	// sizes of the SQL store's statements during the rounds: the rows of
+	// each claim INSERT and of each completion UPDATE (1 when no two
+	// handlers shared one; see sqlstore.Store.SharingStats). 0 for other
+	// stores and for the variants that do not use the store.
+	ClaimRowsPerStatement    float64 `json:"claim_rows_per_statement,omitempty"`
+	CompleteRowsPerStatement float64 `json:"complete_rows_per_statement,omitempty"`
+	// CallsPerRoundTrip is the mean batch size of the Redis store's round
+	// trips during the rounds: the script calls of each pipeline (1 when no
+	// two handlers shared one; see redisstore.Store.SharingStats). 0 for
+	// other stores and for the variants that do not use the store.
+	CallsPerRoundTrip float64 `json:"calls_per_round_trip,omitempty"`
 	// Rounds has the figures of each recorded round, in order.
 	Rounds []RoundResult `json:"rounds"`
 }
@@ -317,6 +352,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	sspec, err := backend.ParseStore(opts.Store)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Inbox && sspec.Kind != backend.Postgres && sspec.Kind != backend.MySQL && sspec.Kind != backend.SQLite {
+		return nil, fmt.Errorf("--inbox needs a SQL store (postgres, mysql or sqlite), got %s", sspec)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()

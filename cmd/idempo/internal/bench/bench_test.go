@@ -55,6 +55,16 @@ func TestRunOnEveryStore(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, 100, rep.Variants.Idempo.Messages)
 			require.Positive(t, rep.RatioVsBare)
+			idem := rep.Variants.Idempo
+			if tc.kind == "redis" {
+				require.GreaterOrEqual(t, idem.CallsPerRoundTrip, 1.0, "the mean pipeline")
+				require.Positive(t, rep.FloorEventsPerSec, "go-redis alone with the store's scripts")
+				require.Positive(t, rep.RatioVsFloor)
+			} else {
+				require.GreaterOrEqual(t, idem.ClaimRowsPerStatement, 1.0, "the mean claim statement")
+				require.GreaterOrEqual(t, idem.CompleteRowsPerStatement, 1.0, "the mean completion statement")
+			}
+			require.Zero(t, rep.Variants.Bare.ClaimRowsPerStatement+rep.Variants.Bare.CallsPerRoundTrip, "bare uses no store")
 			m := rep.Memory
 			require.NotNil(t, m)
 			require.Equal(t, tc.kind, m.Store)
@@ -237,4 +247,28 @@ func TestFailedRowMakesTheMatrixFail(t *testing.T) {
 	res.Markdown(&md)
 	require.Contains(t, md.String(), "| b | — | s | FAILED |")
 	require.Contains(t, md.String(), "- b × s failed: x: bench: workload check failed")
+}
+
+// With Inbox, a SQL store runs the business transaction without dedup and
+// idempo's transactional inbox, and nothing else; another store is refused.
+func TestRunInbox(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{"postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "sqlite"} {
+		t.Run(url[:6], func(t *testing.T) {
+			t.Parallel()
+			rep, err := Run(context.Background(), Options{Store: url, Inbox: true, Events: 100, Rounds: 1, Warmup: -1, InFlight: 8})
+			require.NoError(t, err)
+			require.NotNil(t, rep.Variants.NoInbox)
+			require.Equal(t, 100, rep.Variants.NoInbox.Messages)
+			require.Equal(t, 100, rep.Variants.Idempo.Messages)
+			require.Zero(t, rep.Variants.Bare.Messages, "no bare variant")
+			require.Zero(t, rep.Variants.Watermill.Messages, "no watermill variant")
+			require.Nil(t, rep.Variants.Sequential)
+			require.Positive(t, rep.RatioVsNoInbox)
+			require.GreaterOrEqual(t, rep.Variants.Idempo.ClaimRowsPerStatement, 1.0)
+			require.Zero(t, rep.Variants.Idempo.CompleteRowsPerStatement, "completions are in the business transactions")
+		})
+	}
+	_, err := Run(context.Background(), Options{Store: "memory", Inbox: true, Events: 10, Rounds: 1})
+	require.ErrorContains(t, err, "--inbox needs a SQL store")
 }

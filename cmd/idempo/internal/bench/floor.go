@@ -2,60 +2,117 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/dedup/redisstore"
+	"github.com/idempo/idempo/internal/redisscripts"
 )
 
-// storeFloor is the store alone at the stack's concurrency: workers
-// goroutines claim and complete n fresh keys, one message each, through the
-// store's own client (sharing pipelines or statements between them, as under
-// the stack). Its messages per second bound what the stack can reach on
-// this store with that many messages in flight; no broker, router or
-// handler is involved.
-func storeFloor(ctx context.Context, st dedup.Store, scope string, n, workers int) (float64, error) {
-	workers = max(workers, 1)
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
+// redisFloor is go-redis alone at the stack's concurrency, sending the
+// store's own scripts (EVALSHA, loaded beforehand) with the arguments the
+// store sends: n fresh keys, inFlight of them at a time, spread over one
+// connection per CPU; each connection pipelines the claims of its share of
+// the keys in flight, then their completions, and so on. No store code
+// (the keys are made before the clock starts), broker, router or handler
+// is involved, so its messages per second are the best a client reaches
+// with these scripts and this many messages in flight. It returns the time
+// the n messages took.
+func redisFloor(ctx context.Context, client *redis.Client, st *redisstore.Store, scope string, n, inFlight int) (time.Duration, error) {
+	for _, s := range []*redis.Script{redisscripts.Claim, redisscripts.Finish} {
+		if err := s.Load(ctx, client).Err(); err != nil {
+			return 0, fmt.Errorf("store floor: load the scripts: %w", err)
+		}
+	}
+	conns := max(min(runtime.GOMAXPROCS(0), inFlight), 1)
+	keys := make([]string, n)
+	tokens := make([]string, n)
+	for i := range keys {
+		keys[i] = st.RedisKey(dedup.Key{Scope: scope, ID: "f" + strconv.Itoa(i)})
+		tokens[i] = string(dedup.NewToken())
+	}
+	lease, ret := time.Minute.Milliseconds(), retention.Milliseconds()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
 	start := time.Now()
-	for range workers {
+	for c := range conns {
+		// Connection c takes keys c, c+conns, …, per (its share of
+		// inFlight) at a time.
+		per := max(inFlight/conns, 1)
 		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) || ctx.Err() != nil {
-					return
-				}
-				key := dedup.Key{Scope: scope, ID: "f" + strconv.FormatInt(i, 10)}
-				tok := dedup.NewToken()
-				res, err := st.Claim(ctx, key, dedup.ClaimRequest{Token: tok, Lease: time.Minute, Retention: retention})
-				if err == nil && res.Status != dedup.StatusAcquired {
-					err = fmt.Errorf("claim of fresh key %s: %v", key, res.Status)
-				}
+			var mine []int
+			for i := c; i < n; i += conns {
+				mine = append(mine, i)
+			}
+			cmds := make([]*redis.Cmd, 0, per)
+			for len(mine) > 0 && ctx.Err() == nil {
+				batch := mine[:min(per, len(mine))]
+				mine = mine[len(batch):]
+				err := pipe(ctx, client, "claim", func(p redis.Pipeliner) []*redis.Cmd {
+					cmds = cmds[:0]
+					for _, i := range batch {
+						cmds = append(cmds, redisscripts.Claim.EvalSha(ctx, p, []string{keys[i]}, tokens[i], lease, ret, "", ""))
+					}
+					return cmds
+				})
 				if err == nil {
-					err = st.Complete(ctx, key, tok, retention)
+					err = pipe(ctx, client, "complete", func(p redis.Pipeliner) []*redis.Cmd {
+						cmds = cmds[:0]
+						for _, i := range batch {
+							cmds = append(cmds, redisscripts.Finish.EvalSha(ctx, p, []string{keys[i]}, tokens[i], ret, "done"))
+						}
+						return cmds
+					})
 				}
 				if err != nil {
-					once.Do(func() { firstErr = err })
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return 0, fmt.Errorf("store floor: %w", firstErr)
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("store floor: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return max(time.Since(start), 1), nil
+}
+
+// pipe sends the commands fill queues as one pipeline and checks that each
+// of those it returns answered 1: a fresh key acquired, a held record
+// completed.
+func pipe(ctx context.Context, client *redis.Client, what string, fill func(redis.Pipeliner) []*redis.Cmd) error {
+	p := client.Pipeline()
+	cmds := fill(p)
+	if _, err := p.Exec(ctx); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for _, c := range cmds {
+		v, err := c.Int64()
+		if err != nil {
+			return fmt.Errorf("%s of a fresh key: %w", what, err)
+		}
+		if v != 1 {
+			return fmt.Errorf("%s of a fresh key: reply %v, want 1", what, v)
+		}
+	}
+	return nil
 }
 
 // ratio rounds a/b to four decimals (0 when b is 0).

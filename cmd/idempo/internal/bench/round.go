@@ -17,6 +17,7 @@ import (
 
 	"github.com/idempo/idempo/broker/kafka"
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/dedup/redisstore"
 )
 
 // publishWorkers is how many goroutines publish a round to Kafka or
@@ -31,6 +32,8 @@ type runner struct {
 	clean    *cleaner
 	ordering kafka.Ordering
 	variants []Variant
+	// bizInsert is the business INSERT of an inbox run (Options.Inbox).
+	bizInsert string
 }
 
 func newRunner(ctx context.Context, opts Options, broker *backend.Broker, store *backend.Store) (*runner, error) {
@@ -43,15 +46,28 @@ func newRunner(ctx context.Context, opts Options, broker *backend.Broker, store 
 	if broker.Spec.Kind == backend.Kafka && r.ordering != kafka.PartitionOrder {
 		r.variants = append(r.variants, Sequential)
 	}
+	if opts.Inbox {
+		r.variants = inboxVariants[:]
+		if err := r.setupInbox(ctx); err != nil {
+			c.close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
-func (r *runner) close(ctx context.Context) { r.clean.close(ctx) }
+func (r *runner) close(ctx context.Context) {
+	if r.opts.Inbox {
+		r.dropInbox(ctx)
+	}
+	r.clean.close(ctx)
+}
 
 // roundFigures is what one round of one variant measured.
 type roundFigures struct {
 	peak         int64
 	serverCPU    time.Duration // the store server's, where it reports it
+	sharing      sharing       // the store's round trips and what they carried
 	leaseLost    int64
 	cpu          time.Duration
 	messages     int
@@ -85,6 +101,8 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			}
 		}
 		lat := map[Variant][]time.Duration{}
+		shared := map[Variant]sharing{}
+		var floor time.Duration // the Redis floor's time over all rounds
 		for round := 1; round <= o.Rounds; round++ {
 			for j := range r.variants {
 				v := r.variants[(round-1+j)%len(r.variants)]
@@ -95,10 +113,23 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 				res := rep.Variants.of(v)
 				res.add(round, f)
 				lat[v] = append(lat[v], f.lat...)
+				shared[v] = shared[v].plus(f.sharing)
+			}
+			if r.store.Spec.Kind == backend.Redis {
+				// The floor in every round, after the variants, at the
+				// idempo variant's peak so far.
+				r.progress(fmt.Sprintf("round %d measuring go-redis alone (floor)", round))
+				rst, _ := r.store.Store.(*redisstore.Store)
+				d, err := redisFloor(ctx, r.store.Redis, rst, "idempo-bench-"+o.RunID+"-floor-"+strconv.Itoa(round), o.Events, rep.Variants.Idempo.PeakInFlight)
+				if err != nil {
+					return nil, err
+				}
+				floor += d
 			}
 		}
 		for _, v := range r.variants {
 			rep.Variants.of(v).finish(lat[v])
+			rep.Variants.of(v).setBatches(shared[v], r.store.Spec.Kind == backend.Redis)
 		}
 		idem := rep.Variants.Idempo.NsPerMsg
 		rep.RatioVsBare = ratio(idem, rep.Variants.Bare.NsPerMsg)
@@ -107,13 +138,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		if seq := rep.Variants.Sequential; seq != nil {
 			rep.RatioVsSequential = ratio(seq.NsPerMsg, idem)
 		}
-		if r.store.Spec.Kind == backend.Redis {
-			r.progress("measuring the store alone (floor)")
-			peak := rep.Variants.Idempo.PeakInFlight
-			fl, err := storeFloor(ctx, r.store.Store, "idempo-bench-"+o.RunID+"-floor", o.Events, peak)
-			if err != nil {
-				return nil, err
-			}
+		if nb := rep.Variants.NoInbox; nb != nil {
+			rep.RatioVsNoInbox = ratio(nb.NsPerMsg, idem)
+		}
+		if floor > 0 {
+			fl := float64(o.Events*o.Rounds) / floor.Seconds()
 			rep.FloorEventsPerSec = math.Round(fl*1e3) / 1e3
 			rep.RatioVsFloor = ratio(rep.Variants.Idempo.EventsPerSec, fl)
 		}
@@ -239,6 +268,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 		})
 	}
 	serverBefore := r.serverCPU(ctx)
+	sharingBefore := sharingOf(r.store.Store)
 	runtime.GC()
 	stopped := make(chan struct{})
 	var runErr error
@@ -289,6 +319,7 @@ func (r *runner) round(ctx context.Context, v Variant, label string, n int) (rou
 	released = true
 	return roundFigures{
 		serverCPU:    r.serverCPU(ctx) - serverBefore,
+		sharing:      sharingOf(r.store.Store).sub(sharingBefore),
 		peak:         st.peak.Load(),
 		leaseLost:    release(),
 		cpu:          cpu,

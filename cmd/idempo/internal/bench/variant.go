@@ -66,20 +66,27 @@ func (r *runner) middlewares(v Variant, name string) ([]message.HandlerMiddlewar
 			Timeout:    time.Second,
 		}
 		return []message.HandlerMiddleware{poison, rt.Middleware, dd.Middleware}, func() int64 { return 0 }, nil
+	case NoInbox:
+		return []message.HandlerMiddleware{r.ownTx}, func() int64 { return 0 }, nil
 	case Idempo, Sequential:
 		stack, err := middleware.New(middleware.Config{
-			Store:     r.store.Store,
-			DLQ:       dlq.Config{Publisher: r.broker.Publisher},
-			Scope:     name,
-			Retention: retention,
-			Retry:     retry.Policy{InitialInterval: retryInitial, MaxInterval: retryMax, MaxAttempts: retryTries},
-			NackDelay: 5 * time.Millisecond,
-			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Transactional: r.opts.Inbox,
+			Store:         r.store.Store,
+			DLQ:           dlq.Config{Publisher: r.broker.Publisher},
+			Scope:         name,
+			Retention:     retention,
+			Retry:         retry.Policy{InitialInterval: retryInitial, MaxInterval: retryMax, MaxAttempts: retryTries},
+			NackDelay:     5 * time.Millisecond,
+			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			return nil, nil, err
 		}
-		return []message.HandlerMiddleware{stack.Middleware}, func() int64 {
+		mws := []message.HandlerMiddleware{stack.Middleware}
+		if r.opts.Inbox {
+			mws = append(mws, r.inboxWrite)
+		}
+		return mws, func() int64 {
 			_ = stack.Close()
 			return stack.Stats().LeaseLost
 		}, nil
