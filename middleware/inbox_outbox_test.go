@@ -147,10 +147,35 @@ func TestInboxOutboxOutputsCommitWithTheEffect(t *testing.T) {
 				id := fmt.Sprintf("ev-%d", i)
 				want = append(want, middleware.OutputUUID("iob", id, 0), middleware.OutputUUID("iob", id, 1))
 			}
-			sort.Strings(want)
-			require.Equal(t, want, got, "exactly the outputs of the committed attempts, once each")
+			requireSameOnce(t, want, got)
 		})
 	}
+}
+
+// requireSameOnce fails unless got holds each of want exactly once and
+// nothing else, naming what is missing, doubled or foreign.
+func requireSameOnce(t *testing.T, want, got []string) {
+	t.Helper()
+	n := map[string]int{}
+	for _, g := range got {
+		n[g]++
+	}
+	var missing, doubled, foreign []string
+	for _, w := range want {
+		switch c := n[w]; {
+		case c == 0:
+			missing = append(missing, w)
+		case c > 1:
+			doubled = append(doubled, fmt.Sprintf("%s ×%d", w, c))
+		}
+		delete(n, w)
+	}
+	for g := range n {
+		foreign = append(foreign, g)
+	}
+	require.Empty(t, missing, "outputs lost (%d of %d)", len(missing), len(want))
+	require.Empty(t, doubled, "outputs published more than once: a rolled-back attempt's outputs escaped its transaction")
+	require.Empty(t, foreign, "outputs nobody committed")
 }
 
 // drainOutbox runs a relay into a capture until want messages arrived and

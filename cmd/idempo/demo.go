@@ -222,7 +222,7 @@ func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
 		ledgerRow{"rolled_back", l.RolledBack, "business transactions rolled back on purpose (unique_events counts the committed ones)"},
 		ledgerRow{"follow_up_effects", l.FollowUpEffects, "committed rows whose follow-up event had its effect at the second hop"},
 		ledgerRow{"phantom_effects", *l.PhantomEffects, "effects of rolled-back rows, at either hop"},
-		ledgerRow{"relay_republished", l.RelayRepublished, "publishes reported failed after the broker took them (published again, same UUID)"},
+		ledgerRow{"relay_republished", l.RelayRepublished, "relay publishes (of a batch) reported failed after the broker took them: the batch was published again, same UUIDs"},
 	)
 }
 
