@@ -38,23 +38,76 @@ const (
 // ErrOutboxStore is returned for --outbox with a store that is not SQL.
 var ErrOutboxStore = errors.New("--outbox needs a SQL --store (sqlite, sqlite://PATH, postgres://… or mysql://…): the producers' outbox and the consumers' inbox live in its database")
 
-// outboxRun is one run of the outbox demo.
-type outboxRun struct {
-	opts     Options
-	db       *sql.DB
-	dialect  sqlstore.Dialect
-	ob       *outbox.Outbox
-	tables   outboxTables
-	rollback []bool // planned rollbacks, by event
-	failOnce []atomic.Bool
-	repub    sync.Map // UUID → struct{}: publishes already reported failed once
+// OutboxWorld is the database side of an outbox run, shared by demo and
+// verify (whose producer and consumer processes each build their own on
+// the same tables): business rows, the outbox, the effects of both hops.
+// Safe for concurrent use.
+type OutboxWorld struct {
+	RunID  string
+	Events int
+	// Committed counts the business transactions this process committed.
+	Committed atomic.Int64
 
-	committed, rolledBack atomic.Int64
-	republished           atomic.Int64
-	published             atomic.Int64
+	db             *sql.DB
+	dialect        sqlstore.Dialect
+	ob             *outbox.Outbox
+	tables         outboxTables
+	topic1, topic2 string
+	failOnce       []atomic.Bool
 }
 
-type outboxTables struct{ biz, hop1, hop2, outbox string }
+type outboxTables struct{ biz, hop1, hop2 string }
+
+// NewOutboxWorld names the tables and topics of run (topics start with
+// topicPrefix) on db.
+func NewOutboxWorld(db *sql.DB, dialect sqlstore.Dialect, topicPrefix, runID string, events int) (*OutboxWorld, error) {
+	w := &OutboxWorld{
+		RunID: runID, Events: events, db: db, dialect: dialect,
+		tables: outboxTables{
+			biz: "idempo_ob_biz_" + runID, hop1: "idempo_ob_hop1_" + runID, hop2: "idempo_ob_hop2_" + runID,
+		},
+		topic1: topicPrefix + runID, topic2: topicPrefix + runID + ".follow-up",
+		failOnce: make([]atomic.Bool, events),
+	}
+	var err error
+	w.ob, err = outbox.New(db, &outbox.Options{Table: "idempo_outbox_" + runID})
+	return w, err
+}
+
+// Outbox is the run's outbox.
+func (r *OutboxWorld) Outbox() *outbox.Outbox { return r.ob }
+
+// Topic1 is where producers' events go; Topic2 the follow-ups.
+func (r *OutboxWorld) Topic1() string { return r.topic1 }
+
+// Topic2 is where the first hop's follow-up events go.
+func (r *OutboxWorld) Topic2() string { return r.topic2 }
+
+// StackConfig is base for hop 1 or 2: the transactional inbox, and at
+// hop 1 the chained outbox for the follow-up events.
+func (r *OutboxWorld) StackConfig(base middleware.Config, hop int) middleware.Config {
+	base.Transactional = true
+	base.Scope = "ob-" + r.RunID + "-hop" + strconv.Itoa(hop)
+	if hop == 1 {
+		base.Outbox, base.OutputTopic = r.ob, r.topic2
+	}
+	return base
+}
+
+// rollsBack reports whether event i's transaction is rolled back on purpose.
+func (r *OutboxWorld) rollsBack(i int) bool {
+	return chance("rollback"+strconv.Itoa(i), outboxRollbackPct)
+}
+
+// outboxRun is one run of the outbox demo.
+type outboxRun struct {
+	*OutboxWorld
+	opts Options
+	// repub holds the UUIDs whose publish was already reported failed once.
+	repub       sync.Map
+	republished atomic.Int64
+	published   atomic.Int64
+}
 
 // chance picks s with probability p percent, the same way in every run.
 func chance(s string, p uint32) bool {
@@ -109,25 +162,15 @@ func runOutbox(ctx context.Context, opts Options, bspec, sspec backend.Spec) (Le
 	if !ok {
 		return Ledger{}, ErrOutboxStore
 	}
-	r := &outboxRun{
-		opts: opts, db: ss.DB(), dialect: ss.Dialect(),
-		tables: outboxTables{
-			biz: "idempo_demo_biz_" + opts.RunID, hop1: "idempo_demo_hop1_" + opts.RunID,
-			hop2: "idempo_demo_hop2_" + opts.RunID, outbox: "idempo_outbox_" + opts.RunID,
-		},
-		rollback: make([]bool, opts.Events),
-		failOnce: make([]atomic.Bool, opts.Events),
-	}
-	for i := range r.rollback {
-		r.rollback[i] = chance("rollback"+strconv.Itoa(i), outboxRollbackPct)
-	}
-	if r.ob, err = outbox.New(r.db, &outbox.Options{Table: r.tables.outbox}); err != nil {
+	world, err := NewOutboxWorld(ss.DB(), ss.Dialect(), "idempo-demo-", opts.RunID, opts.Events)
+	if err != nil {
 		return Ledger{}, err
 	}
+	r := &outboxRun{OutboxWorld: world, opts: opts}
 	if !opts.Keep {
-		defer r.dropTables(context.WithoutCancel(ctx))
+		defer r.Drop(context.WithoutCancel(ctx), opts.Stderr)
 	}
-	if err := r.createTables(ctx); err != nil {
+	if err := r.Create(ctx); err != nil {
 		return Ledger{}, err
 	}
 	fmt.Fprintf(opts.Stderr, "idempo demo --outbox: broker: %s, store: %s, run %s, %d events (%d%% rolled back), %d consumers per hop, %d relays\n",
@@ -141,7 +184,7 @@ func runOutbox(ctx context.Context, opts Options, bspec, sspec backend.Spec) (Le
 
 func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *backend.Store) (Ledger, error) {
 	start := time.Now()
-	topic1, topic2 := Topic(r.opts.RunID), Topic(r.opts.RunID)+".follow-up"
+	topic1, topic2 := r.Topic1(), r.Topic2()
 	dlqTopic := DLQTopic(r.opts.RunID)
 	base := middleware.Config{
 		Store: store.Store, DLQ: dlq.Config{Publisher: broker.DLQ(), Topic: func(string, string) string { return dlqTopic }},
@@ -149,10 +192,7 @@ func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *
 		Retry:     retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 10},
 		NackDelay: 5 * time.Millisecond, Logger: r.opts.Logger,
 	}
-	cfg1 := base
-	cfg1.Scope, cfg1.Outbox, cfg1.OutputTopic = "demo-"+r.opts.RunID+"-hop1", r.ob, topic2
-	cfg2 := base
-	cfg2.Scope = "demo-" + r.opts.RunID + "-hop2"
+	cfg1, cfg2 := r.StackConfig(base, 1), r.StackConfig(base, 2)
 	if r.opts.StackHook != nil {
 		r.opts.StackHook(&cfg1)
 	}
@@ -187,7 +227,7 @@ func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *
 		return Ledger{}, err
 	}
 	for hop, topic := range []string{topic1, topic2} {
-		h := stacks[hop].Middleware(r.handler(hop + 1))
+		h := stacks[hop].Middleware(r.Handler(hop + 1))
 		for i := range r.opts.Consumers {
 			sub, err := broker.NewSubscriber(group+"-hop"+strconv.Itoa(hop+1), i)
 			if err != nil {
@@ -206,7 +246,7 @@ func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *
 	relayCtx, stopRelays := context.WithCancel(ctx)
 	relayDone := make(chan error, r.opts.Relays)
 	for range r.opts.Relays {
-		relay, err := outbox.NewRelay(r.ob, outbox.RelayConfig{Publisher: &flakyPublisher{r: r, next: broker.Publisher}, PollInterval: 10 * time.Millisecond})
+		relay, err := outbox.NewRelay(r.Outbox(), outbox.RelayConfig{Publisher: &flakyPublisher{r: r, next: broker.Publisher}, PollInterval: 10 * time.Millisecond})
 		if err != nil {
 			stopRelays()
 			return Ledger{}, err
@@ -218,7 +258,7 @@ func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *
 	var errOnce sync.Once
 	for w := range outboxProducers {
 		wg.Go(func() {
-			if err := r.produce(ctx, w, topic1); err != nil && ctx.Err() == nil {
+			if err := r.Produce(ctx, w, outboxProducers, r.opts.OutboxOutsideTx); err != nil && ctx.Err() == nil {
 				errOnce.Do(func() { prodErr = err })
 			}
 		})
@@ -244,10 +284,11 @@ func (r *outboxRun) execute(ctx context.Context, broker *backend.Broker, store *
 	if prodErr != nil {
 		return Ledger{}, prodErr
 	}
-	l, err := r.ledger(context.WithoutCancel(ctx), broker.KeepsOrder())
+	l, err := r.Ledger(context.WithoutCancel(ctx), broker.KeepsOrder())
 	if err != nil {
 		return Ledger{}, err
 	}
+	l.Published, l.RelayRepublished = int(r.published.Load()), r.republished.Load()
 	st1, st2 := stacks[0].Stats(), stacks[1].Stats()
 	l.Deliveries = st1.Processed + st1.Duplicates + st2.Processed + st2.Duplicates
 	l.DuplicatesSkipped = st1.Duplicates + st2.Duplicates

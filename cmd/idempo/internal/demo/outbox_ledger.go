@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,7 @@ const metaDemoEvent = "demo_event"
 var errHandlerAfterWrite = errors.New("demo: injected failure after the effect write")
 
 // sqlf writes a statement's '?' placeholders in the dialect's form.
-func (r *outboxRun) sqlf(s string) string {
+func (r *OutboxWorld) sqlf(s string) string {
 	if r.dialect != sqlstore.Postgres {
 		return s
 	}
@@ -35,7 +36,8 @@ func (r *outboxRun) sqlf(s string) string {
 	return b.String()
 }
 
-func (r *outboxRun) createTables(ctx context.Context) error {
+// Create creates the run's business, effect and outbox tables.
+func (r *OutboxWorld) Create(ctx context.Context) error {
 	serial := "BIGSERIAL PRIMARY KEY"
 	switch r.dialect {
 	case sqlstore.MySQL:
@@ -56,28 +58,40 @@ func (r *outboxRun) createTables(ctx context.Context) error {
 	return r.ob.Migrate(ctx)
 }
 
-func (r *outboxRun) dropTables(ctx context.Context) {
+// Drop removes the run's tables; failures go to stderr.
+func (r *OutboxWorld) Drop(ctx context.Context, stderr io.Writer) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t := r.ob.Table()
 	for _, name := range []string{r.tables.biz, r.tables.hop1, r.tables.hop2, t, t + "_leases", t + "_dead", t + "_keys"} {
 		if _, err := r.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+name); err != nil {
-			fmt.Fprintf(r.opts.Stderr, "idempo demo: could not drop %s: %v\n", name, err)
+			fmt.Fprintf(stderr, "idempo: could not drop %s: %v\n", name, err)
 		}
 	}
 }
 
 // produce writes the events of producer w's keys, each with its business
 // row in one transaction, rolling back the planned share.
-func (r *outboxRun) produce(ctx context.Context, w int, topic string) error {
+// Produce writes the events of producer w (of producers): each event's
+// business row and its event in one transaction, rolling back the
+// planned share. Events whose business row exists are skipped, so a
+// producer killed mid-way resumes where it stopped (its open transaction
+// was rolled back by the database). outsideTx breaks it on purpose: the
+// event is written after the business transaction ended.
+func (r *OutboxWorld) Produce(ctx context.Context, w, producers int, outsideTx bool) error {
+	done, err := r.committedIDs(ctx)
+	if err != nil {
+		return err
+	}
+	topic := r.Topic1()
 	insert := r.sqlf("INSERT INTO " + r.tables.biz + " (id, k, seq) VALUES (?, ?, ?)")
-	for i := range r.opts.Events {
-		if (i%Keys)%outboxProducers != w {
+	for i := range r.Events {
+		if (i%Keys)%producers != w || done[outboxEventID(r.RunID, i)] {
 			continue
 		}
 		var err error
 		for try := 0; try < 5; try++ {
-			if err = r.produceOne(ctx, insert, topic, i); err == nil || ctx.Err() != nil {
+			if err = r.produceOne(ctx, insert, topic, i, outsideTx); err == nil || ctx.Err() != nil {
 				break
 			}
 			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
@@ -89,36 +103,35 @@ func (r *outboxRun) produce(ctx context.Context, w int, topic string) error {
 	return nil
 }
 
-func (r *outboxRun) produceOne(ctx context.Context, insert, topic string, i int) error {
+func (r *OutboxWorld) produceOne(ctx context.Context, insert, topic string, i int, outsideTx bool) error {
 	tx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	id := outboxEventID(r.opts.RunID, i)
+	id := outboxEventID(r.RunID, i)
 	if _, err := tx.ExecContext(ctx, insert, id, KeyOf(i), i/Keys); err != nil {
 		return err
 	}
 	m := message.NewMessage(id, Payload(id, i))
 	m.Metadata.Set(metaDemoEvent, id)
 	SetKey(m, i)
-	if !r.opts.OutboxOutsideTx {
+	if !outsideTx {
 		if err := r.ob.Write(ctx, tx, topic, m); err != nil {
 			return err
 		}
 	}
-	if r.rollback[i] {
+	if r.rollsBack(i) {
 		if err := tx.Rollback(); err != nil {
 			return err
 		}
-		r.rolledBack.Add(1)
 	} else {
 		if err := tx.Commit(); err != nil {
 			return err
 		}
-		r.committed.Add(1)
+		r.Committed.Add(1)
 	}
-	if r.opts.OutboxOutsideTx {
+	if outsideTx {
 		return r.writeOwn(ctx, topic, m)
 	}
 	return nil
@@ -127,7 +140,7 @@ func (r *outboxRun) produceOne(ctx context.Context, insert, topic string, i int)
 // writeOwn is the broken build's write: the event in a transaction of
 // its own, after the business transaction ended (SQLite's one connection
 // rules out a second transaction beside it).
-func (r *outboxRun) writeOwn(ctx context.Context, topic string, m *message.Message) error {
+func (r *OutboxWorld) writeOwn(ctx context.Context, topic string, m *message.Message) error {
 	own, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -140,22 +153,23 @@ func (r *outboxRun) writeOwn(ctx context.Context, topic string, m *message.Messa
 }
 
 // eventIndex is the index of a run's event ID, or -1.
-func (r *outboxRun) eventIndex(id string) int {
-	s, ok := strings.CutPrefix(id, "ob-"+r.opts.RunID+"-")
+func (r *OutboxWorld) eventIndex(id string) int {
+	s, ok := strings.CutPrefix(id, "ob-"+r.RunID+"-")
 	if !ok {
 		return -1
 	}
 	i, err := strconv.Atoi(s)
-	if err != nil || i < 0 || i >= r.opts.Events {
+	if err != nil || i < 0 || i >= r.Events {
 		return -1
 	}
 	return i
 }
 
-// handler applies an event's effect at hop 1 or 2 in the inbox's
-// transaction; hop 1 also returns the follow-up event (written to the
-// outbox by the stack in the same transaction).
-func (r *outboxRun) handler(hop int) message.HandlerFunc {
+// Handler applies an event's effect at hop 1 or 2 in the inbox's
+// transaction; hop 1 fails once after its effect write for a share of
+// events, and returns the follow-up event (written to the outbox by the
+// stack in the same transaction).
+func (r *OutboxWorld) Handler(hop int) message.HandlerFunc {
 	table := r.tables.hop1
 	if hop == 2 {
 		table = r.tables.hop2
@@ -187,10 +201,31 @@ func (r *outboxRun) handler(hop int) message.HandlerFunc {
 	}
 }
 
+// Counts returns how many effect rows each hop has.
+func (r *OutboxWorld) Counts(ctx context.Context) (n [2]int) {
+	for h, t := range []string{r.tables.hop1, r.tables.hop2} {
+		_ = r.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n[h])
+	}
+	return n
+}
+
 // wait returns once both hops have an effect for every committed row, the
 // outbox is drained and nothing has changed for a moment (so late
 // duplicates had their chance to show), or when ctx ends (reporting true).
 func (r *outboxRun) wait(ctx context.Context) bool {
+	return r.Wait(ctx, func() bool { return true }, func(n [2]int) {
+		if r.opts.Progress {
+			fmt.Fprintf(r.opts.Stderr, "\r\033[Kcommitted %d, first hop %d, second hop %d", r.Committed.Load(), n[0], n[1])
+		}
+	})
+}
+
+// Wait returns once the producers are done (producersDone), both hops
+// have an effect for every committed row, the outbox is drained and
+// nothing has changed for a moment (so late duplicates had their chance
+// to show), or when ctx ends (reporting true). progress is called on
+// every check.
+func (r *OutboxWorld) Wait(ctx context.Context, producersDone func() bool, progress func(n [2]int)) bool {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last [2]int
@@ -201,17 +236,15 @@ func (r *outboxRun) wait(ctx context.Context) bool {
 			return true
 		case <-tick.C:
 		}
-		var n [2]int
-		for h, t := range []string{r.tables.hop1, r.tables.hop2} {
-			if err := r.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+t).Scan(&n[h]); err != nil {
-				continue
+		n := r.Counts(ctx)
+		committed := -1
+		if producersDone() {
+			if c, err := r.committedIDs(ctx); err == nil {
+				committed = len(c)
 			}
 		}
-		committed := int(r.committed.Load())
-		if r.opts.Progress {
-			fmt.Fprintf(r.opts.Stderr, "\r\033[Kcommitted %d, first hop %d, second hop %d", committed, n[0], n[1])
-		}
-		if n == last && n[0] >= committed && n[1] >= committed && r.drained(ctx) {
+		progress(n)
+		if committed >= 0 && n == last && n[0] >= committed && n[1] >= committed && r.drained(ctx) {
 			stable++
 		} else {
 			stable = 0
@@ -223,7 +256,7 @@ func (r *outboxRun) wait(ctx context.Context) bool {
 	}
 }
 
-func (r *outboxRun) drained(ctx context.Context) bool {
+func (r *OutboxWorld) drained(ctx context.Context) bool {
 	st, err := r.ob.Status(ctx)
 	if err != nil {
 		return false
@@ -239,30 +272,28 @@ func (r *outboxRun) drained(ctx context.Context) bool {
 // ledger judges the run from the database: every committed row has one
 // effect at each hop, no rolled-back row has any, and each key's effects
 // follow its commit order (where the broker keeps order).
-func (r *outboxRun) ledger(ctx context.Context, ordered bool) (Ledger, error) {
-	committed := make([]bool, r.opts.Events)
-	rows, err := r.db.QueryContext(ctx, "SELECT id FROM "+r.tables.biz)
+//
+// It fills the fields it can judge: UniqueEvents (committed rows),
+// RolledBack, Effects, FollowUpEffects, Lost, Unsettled, DoubleEffects,
+// PhantomEffects and OrderViolations (when ordered).
+func (r *OutboxWorld) Ledger(ctx context.Context, ordered bool) (Ledger, error) {
+	ids, err := r.committedIDs(ctx)
 	if err != nil {
 		return Ledger{}, err
 	}
+	committed := make([]bool, r.Events)
 	n := 0
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return Ledger{}, err
-		}
+	for id := range ids {
 		if i := r.eventIndex(id); i >= 0 {
 			committed[i] = true
 			n++
 		}
 	}
-	_ = rows.Close()
-	l := Ledger{UniqueEvents: n, RolledBack: r.opts.Events - n, Published: int(r.published.Load()), RelayRepublished: r.republished.Load()}
+	l := Ledger{UniqueEvents: n, RolledBack: r.Events - n}
 	phantom, violations := 0, 0
 	var counts [2][]int
 	for h, t := range []string{r.tables.hop1, r.tables.hop2} {
-		counts[h] = make([]int, r.opts.Events)
+		counts[h] = make([]int, r.Events)
 		lastSeq := map[string]int{}
 		rows, err := r.db.QueryContext(ctx, "SELECT event_id, k, seq FROM "+t+" ORDER BY n")
 		if err != nil {
@@ -290,7 +321,7 @@ func (r *outboxRun) ledger(ctx context.Context, ordered bool) (Ledger, error) {
 		}
 		_ = rows.Close()
 	}
-	for i := range r.opts.Events {
+	for i := range r.Events {
 		if !committed[i] {
 			continue
 		}
@@ -314,4 +345,22 @@ func (r *outboxRun) ledger(ctx context.Context, ordered bool) (Ledger, error) {
 		l.OrderViolations = &violations
 	}
 	return l, nil
+}
+
+// committedIDs reads the IDs of the committed business rows.
+func (r *OutboxWorld) committedIDs(ctx context.Context) (map[string]bool, error) {
+	rows, err := r.db.QueryContext(ctx, "SELECT id FROM "+r.tables.biz)
+	if err != nil {
+		return nil, fmt.Errorf("read the business rows: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	ids := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids[id] = true
+	}
+	return ids, rows.Err()
 }
