@@ -209,6 +209,14 @@ func (r *OutboxWorld) Counts(ctx context.Context) (n [2]int) {
 	return n
 }
 
+// CommittedCount returns how many business rows are committed (-1 when
+// the database cannot say).
+func (r *OutboxWorld) CommittedCount(ctx context.Context) int {
+	n := -1
+	_ = r.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+r.tables.biz).Scan(&n)
+	return n
+}
+
 // wait returns once both hops have an effect for every committed row, the
 // outbox is drained and nothing has changed for a moment (so late
 // duplicates had their chance to show), or when ctx ends (reporting true).
