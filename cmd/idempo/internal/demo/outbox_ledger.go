@@ -234,7 +234,7 @@ func (r *outboxRun) wait(ctx context.Context) bool {
 // to show), or when ctx ends (reporting true). progress is called on
 // every check.
 func (r *OutboxWorld) Wait(ctx context.Context, producersDone func() bool, progress func(n [2]int)) bool {
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var last [2]int
 	stable := 0
@@ -247,9 +247,7 @@ func (r *OutboxWorld) Wait(ctx context.Context, producersDone func() bool, progr
 		n := r.Counts(ctx)
 		committed := -1
 		if producersDone() {
-			if c, err := r.committedIDs(ctx); err == nil {
-				committed = len(c)
-			}
+			committed = r.CommittedCount(ctx)
 		}
 		progress(n)
 		if committed >= 0 && n == last && n[0] >= committed && n[1] >= committed && r.drained(ctx) {
