@@ -68,7 +68,7 @@ func Example() {
 	placeOrder("o-2", false) // rolled back: no event
 	placeOrder("o-3", true)
 
-	broker := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
+	broker := gochannel.NewGoChannel(gochannel.Config{Persistent: true, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	defer broker.Close()
 	events, err := broker.Subscribe(ctx, "orders.placed")
 	if err != nil {

@@ -165,7 +165,7 @@ func TestLateLowerIDPublished(t *testing.T) {
 			waitFor(t, 20*time.Second, "the lower id published", func() bool { return len(rec.snapshot()) == 2 })
 			got := rec.snapshot()
 			require.Equal(t, []string{early.UUID, late.UUID}, []string{got[0].uuid, got[1].uuid})
-			require.Zero(t, e.count(t, "", ""))
+			waitFor(t, 20*time.Second, "both rows marked", func() bool { return e.count(t, "", "") == 0 })
 		})
 	}
 }
@@ -208,11 +208,13 @@ func TestRelaysInParallel(t *testing.T) {
 			seen[p.uuid] = true
 		}
 		checkKeyOrder(t, got)
-		var total int64
-		for _, r := range relays {
-			total += r.Stats().Published
-		}
-		require.EqualValues(t, keys*perKey, total)
+		waitFor(t, 10*time.Second, "the relays' counters", func() bool {
+			var total int64
+			for _, r := range relays {
+				total += r.Stats().Published
+			}
+			return total == keys*perKey
+		})
 	})
 }
 
