@@ -181,10 +181,19 @@ func TestRelaysInParallel(t *testing.T) {
 		for range 3 {
 			cfg := fast(rec)
 			cfg.BatchSize = 16
+			// Long enough that no lease runs out on a loaded machine: a
+			// lost lease is the abnormal case, where duplicates are allowed.
+			cfg.Lease = 4 * time.Second
 			r, stop := runRelay(t, e.ob, cfg)
 			defer stop()
 			relays = append(relays, r)
 		}
+		waitFor(t, 30*time.Second, "the buckets shared by the three relays", func() bool {
+			var owners int
+			q := "SELECT COUNT(DISTINCT owner) FROM " + quote(d, e.ob.Table()+"_leases") + " WHERE bucket >= 0 AND owner <> ''"
+			require.NoError(t, e.db.QueryRow(q).Scan(&owners))
+			return owners == 3
+		})
 		const keys, perKey, writers = 12, 30, 4
 		var wg sync.WaitGroup
 		for w := range writers {
