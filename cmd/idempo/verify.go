@@ -132,7 +132,8 @@ func verifyText(res verify.Result, dlqNote string) *ledgerText {
 	if res.Outbox {
 		t.more = append(t.more,
 			ledgerRow{"outbox", res.Outbox, "producers, relays and consumers all ran as processes"},
-			ledgerRow{"kills_by_role", fmt.Sprintf("producer %d, relay %d, consumer %d", res.KillsByRole[verify.RoleProducer], res.KillsByRole[verify.RoleRelay], res.KillsByRole[verify.RoleConsumer]), ""})
+			ledgerRow{"kills_by_role", fmt.Sprintf("producer %d, relay %d, consumer %d", res.KillsByRole[verify.RoleProducer], res.KillsByRole[verify.RoleRelay], res.KillsByRole[verify.RoleConsumer]), ""},
+			ledgerRow{"crashes", res.Crashes, "processes that exited on their own and were started again"})
 	}
 	return t
 }

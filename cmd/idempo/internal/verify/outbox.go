@@ -89,6 +89,14 @@ func RunOutboxChild(ctx context.Context, o OutboxChildOptions) error {
 	if !ok {
 		return demo.ErrOutboxStore
 	}
+	// Several processes share the database's connection limit (PostgreSQL:
+	// 100 by default): producers and relays need few connections, the
+	// consumers one per claim in flight.
+	if o.Role == RoleConsumer {
+		ss.DB().SetMaxOpenConns(16)
+	} else {
+		ss.DB().SetMaxOpenConns(4)
+	}
 	world, err := demo.NewOutboxWorld(ss.DB(), ss.Dialect(), outboxTopicPrefix, o.RunID, o.Events)
 	if err != nil {
 		return err
@@ -163,7 +171,10 @@ type outboxHarness struct {
 	procs  map[string][]*outboxProc
 	mu     sync.Mutex
 	kills  map[string]int
-	stderr io.Writer
+	// crashes counts processes that exited on their own and were started
+	// again.
+	crashes int
+	stderr  io.Writer
 }
 
 func (h *outboxHarness) start(role string, i int) (*outboxProc, error) {
@@ -217,18 +228,43 @@ func (h *outboxHarness) kill(role string, rnd *rand.Rand) bool {
 	return true
 }
 
-// producersDone reports whether every producer exited on its own, and an
-// error when one failed.
-func (h *outboxHarness) producersDone() (bool, error) {
-	for _, p := range h.procs[RoleProducer] {
-		if !p.exited() {
-			return false, nil
-		}
-		if p.err != nil {
-			return false, fmt.Errorf("producer %d: %w", p.index, p.err)
+// maxCrashes bounds how often the processes of an outbox run may exit on
+// their own (a crash, or a start refused by a busy database) before the
+// run gives up.
+const maxCrashes = 20
+
+// reviveCrashed starts again every process that exited without being
+// killed (a producer that finished its events excepted), and fails the run
+// past maxCrashes.
+func (h *outboxHarness) reviveCrashed() error {
+	for role, ps := range h.procs {
+		for i, p := range ps {
+			if !p.exited() || (role == RoleProducer && p.err == nil) {
+				continue
+			}
+			h.crashes++
+			fmt.Fprintf(h.stderr, "idempo verify: %s %d exited on its own (%v); starting it again\n", role, i, p.err)
+			if h.crashes > maxCrashes {
+				return fmt.Errorf("%d processes exited on their own; the last, %s %d: %w", h.crashes, role, i, p.err)
+			}
+			np, err := h.start(role, i)
+			if err != nil {
+				return err
+			}
+			ps[i] = np
 		}
 	}
-	return true, nil
+	return nil
+}
+
+// producersDone reports whether every producer finished its events.
+func (h *outboxHarness) producersDone() bool {
+	for _, p := range h.procs[RoleProducer] {
+		if !p.exited() || p.err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (h *outboxHarness) stopAll() {
@@ -343,7 +379,7 @@ func runOutbox(ctx context.Context, o Options, bspec, sspec backend.Spec) (Resul
 		l.Interrupted, l.TimedOut, l.Lost = true, false, 0
 	}
 	r := Result{
-		Ledger: l, Inbox: true, Outbox: true,
+		Ledger: l, Inbox: true, Outbox: true, Crashes: h.crashes,
 		Kills:          h.kills[RoleProducer] + h.kills[RoleRelay] + h.kills[RoleConsumer],
 		KillsByRole:    map[string]int{RoleProducer: h.kills[RoleProducer], RoleRelay: h.kills[RoleRelay], RoleConsumer: h.kills[RoleConsumer]},
 		GuaranteeLevel: "outbox + sql-inbox: exactly one effect per committed change at each hop, none for a rolled-back one",
@@ -369,12 +405,11 @@ func (h *outboxHarness) drive(ctx context.Context, world *demo.OutboxWorld) (boo
 	// About 90% of the events commit.
 	expected := h.o.Events * 9 / 10
 	timedOut := world.Wait(ctx, func() bool {
-		ok, err := h.producersDone()
-		if err != nil && failed == nil {
+		if err := h.reviveCrashed(); err != nil && failed == nil {
 			failed = err
 			cancel()
 		}
-		return ok
+		return h.producersDone()
 	}, func(n [2]int) {
 		committed := world.CommittedCount(ctx)
 		if h.o.Progress {

@@ -104,6 +104,10 @@ type Result struct {
 	// Kills by kind of process (producer, relay, consumer).
 	Outbox      bool           `json:"outbox,omitempty"`
 	KillsByRole map[string]int `json:"kills_by_role,omitempty"`
+	// Crashes counts processes of an outbox run that exited on their own
+	// (e.g. refused by a database at its connection limit) and were
+	// started again.
+	Crashes int `json:"crashes,omitempty"`
 }
 
 // Verdict returns nil when the guarantees of the level hold: nothing lost,
