@@ -133,13 +133,16 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
-// fetch selects the oldest due rows of buckets in id order, leaving out
-// every row that follows a row of its key waiting for a retry.
+// fetch selects the oldest unsent rows of buckets in id order, leaving out
+// the keys that have a row waiting for a retry (that row is the key's
+// oldest unsent one: a relay publishes a key's rows in order and stops at
+// its first failure). It reads the index of unsent rows in id order, so the
+// cost does not grow with the backlog.
 func (r *Relay) fetch(ctx context.Context, buckets []int) ([]row, error) {
 	q := r.o.x.expand(`SELECT t.id, t.bucket, t.key_hash, t.msg_key, t.uuid, t.topic, t.payload, t.metadata, t.traceparent, t.attempts
 FROM {T} t
-WHERE t.bucket IN (` + intList(buckets) + `) AND t.sent_at IS NULL AND t.next_attempt_at <= {NOW}
-AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key_hash = t.key_hash AND p.id < t.id AND p.sent_at IS NULL AND p.next_attempt_at > {NOW})
+WHERE t.bucket IN (` + intList(buckets) + `) AND t.sent_at IS NULL
+AND t.key_hash NOT IN (SELECT p.key_hash FROM {T} p WHERE p.attempts > 0 AND p.sent_at IS NULL AND p.next_attempt_at > {NOW})
 ORDER BY t.id LIMIT ` + fmt.Sprint(r.cfg.BatchSize))
 	rs, err := r.o.db.QueryContext(ctx, q)
 	if err != nil {
