@@ -131,3 +131,35 @@ func TestRetentionBoundsTable(t *testing.T) {
 		waitFor(t, 30*time.Second, "every row marked", func() bool { return e.count(t, "", "sent_at IS NULL") == 0 })
 	})
 }
+
+// TestBackoffHoldsKey: a failed row is not tried again before its backoff,
+// and the later rows of its key wait for it while other keys go on.
+func TestBackoffHoldsKey(t *testing.T) {
+	t.Parallel()
+	forEachDialect(t, func(t *testing.T, d sqlstore.Dialect) {
+		e := newEnv(t, d, nil)
+		stuck := msg("stuck", 1)
+		var calls atomic.Int32
+		rec := &recorder{fail: func(_ string, m *message.Message) error {
+			if m.UUID == stuck.UUID {
+				calls.Add(1)
+				return errTransient
+			}
+			return nil
+		}}
+		cfg := fast(rec)
+		cfg.Backoff = outbox.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour}
+		r, stop := runRelay(t, e.ob, cfg)
+		defer stop()
+		e.write(t, "t", stuck, msg("stuck", 2), msg("other", 1))
+		waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == 1 && r.Stats().Failures == 1 })
+		for i := 2; i <= 4; i++ { // later passes
+			e.write(t, "t", msg("other", i))
+			waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == i })
+		}
+		for _, p := range rec.snapshot() {
+			require.Equal(t, "other", p.key, "the stuck key's later row waits")
+		}
+		require.EqualValues(t, 2, calls.Load(), "tried in the batch and alone, then not before the backoff")
+	})
+}
