@@ -163,3 +163,29 @@ func TestBackoffHoldsKey(t *testing.T) {
 		require.EqualValues(t, 2, calls.Load(), "tried in the batch and alone, then not before the backoff")
 	})
 }
+
+// TestOutageCountsNoAttempts: while the publisher fails every row of
+// several keys, attempts are not counted, so no row goes dead; the rows are
+// published once it is back.
+func TestOutageCountsNoAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sqlstore.SQLite, nil)
+	var down atomic.Bool
+	down.Store(true)
+	rec := &recorder{fail: func(string, *message.Message) error {
+		if down.Load() {
+			return errTransient
+		}
+		return nil
+	}}
+	cfg := fast(rec)
+	cfg.MaxAttempts = 2
+	r, stop := runRelay(t, e.ob, cfg)
+	defer stop()
+	e.write(t, "t", msg("a", 1), msg("b", 1), msg("c", 1))
+	waitFor(t, 20*time.Second, "several failed rounds", func() bool { return r.Stats().Failures >= 15 })
+	require.Zero(t, r.Stats().Dead, "an outage sends nothing to the dead table")
+	require.Zero(t, e.count(t, "", "attempts > 0"))
+	down.Store(false)
+	waitFor(t, 20*time.Second, "every row published after the outage", func() bool { return rec.unique() == 3 })
+}
