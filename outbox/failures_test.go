@@ -131,3 +131,61 @@ func TestRetentionBoundsTable(t *testing.T) {
 		waitFor(t, 30*time.Second, "every row marked", func() bool { return e.count(t, "", "sent_at IS NULL") == 0 })
 	})
 }
+
+// TestBackoffHoldsKey: a failed row is not tried again before its backoff,
+// and the later rows of its key wait for it while other keys go on.
+func TestBackoffHoldsKey(t *testing.T) {
+	t.Parallel()
+	forEachDialect(t, func(t *testing.T, d sqlstore.Dialect) {
+		e := newEnv(t, d, nil)
+		stuck := msg("stuck", 1)
+		var calls atomic.Int32
+		rec := &recorder{fail: func(_ string, m *message.Message) error {
+			if m.UUID == stuck.UUID {
+				calls.Add(1)
+				return errTransient
+			}
+			return nil
+		}}
+		cfg := fast(rec)
+		cfg.Backoff = outbox.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour}
+		r, stop := runRelay(t, e.ob, cfg)
+		defer stop()
+		e.write(t, "t", stuck, msg("stuck", 2), msg("other", 1))
+		waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == 1 && r.Stats().Failures == 1 })
+		for i := 2; i <= 4; i++ { // later passes
+			e.write(t, "t", msg("other", i))
+			waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == i })
+		}
+		for _, p := range rec.snapshot() {
+			require.Equal(t, "other", p.key, "the stuck key's later row waits")
+		}
+		require.EqualValues(t, 2, calls.Load(), "tried in the batch and alone, then not before the backoff")
+	})
+}
+
+// TestOutageCountsNoAttempts: while the publisher fails every row of
+// several keys, attempts are not counted, so no row goes dead; the rows are
+// published once it is back.
+func TestOutageCountsNoAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sqlstore.SQLite, nil)
+	var down atomic.Bool
+	down.Store(true)
+	rec := &recorder{fail: func(string, *message.Message) error {
+		if down.Load() {
+			return errTransient
+		}
+		return nil
+	}}
+	cfg := fast(rec)
+	cfg.MaxAttempts = 2
+	r, stop := runRelay(t, e.ob, cfg)
+	defer stop()
+	e.write(t, "t", msg("a", 1), msg("b", 1), msg("c", 1))
+	waitFor(t, 20*time.Second, "several failed rounds", func() bool { return r.Stats().Failures >= 15 })
+	require.Zero(t, r.Stats().Dead, "an outage sends nothing to the dead table")
+	require.Zero(t, e.count(t, "", "attempts > 0"))
+	down.Store(false)
+	waitFor(t, 20*time.Second, "every row published after the outage", func() bool { return rec.unique() == 3 })
+}

@@ -66,7 +66,10 @@ type RelayConfig struct {
 	// a fallback. Ignored on MySQL and SQLite. Defaults to false.
 	Notify bool
 	// MaxAttempts is the number of failed publishes after which a row is
-	// moved to the dead table. Defaults to [DefaultMaxAttempts].
+	// moved to the dead table. Defaults to [DefaultMaxAttempts]. A batch in
+	// which every row tried failed, in more than one key and never
+	// permanently, is taken for a publisher outage: its rows wait a backoff
+	// that grows with the outage and their attempts are not counted.
 	MaxAttempts int
 	// Backoff spaces the attempts of a failing row.
 	Backoff Backoff
@@ -126,9 +129,10 @@ type Relay struct {
 	owned  map[int]bucketLease
 	ptoken int64 // token of the presence row
 
-	busy sync.Mutex // held by a batch; voluntary releases wait for it
-	wake chan struct{}
-	ran  atomic.Bool
+	busy    sync.Mutex // held by a batch; voluntary releases wait for it
+	outages int        // consecutive batches taken for a publisher outage (under busy)
+	wake    chan struct{}
+	ran     atomic.Bool
 
 	published, failures, dead, batches atomic.Int64
 }
@@ -301,6 +305,10 @@ func (r *Relay) observe(kind RelayEventKind, topic string, n int, err error) {
 func (r *Relay) backoff(attempts int) time.Duration {
 	w := r.cfg.Backoff.InitialInterval
 	for i := 1; i < attempts && w < r.cfg.Backoff.MaxInterval; i++ {
+		if w > r.cfg.Backoff.MaxInterval/2 {
+			w = r.cfg.Backoff.MaxInterval
+			break
+		}
 		w *= 2
 	}
 	w = min(w, r.cfg.Backoff.MaxInterval)
