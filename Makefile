@@ -61,7 +61,8 @@ verify-full: services
 	$(GO) build -o .bench/idempo ./cmd/idempo
 	.bench/idempo verify --broker kafka --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 100000 --kills 20 --timeout 25m --json
 	.bench/idempo verify --broker amqp://guest:guest@127.0.0.1:5672/ --store redis://127.0.0.1:6379/0 --events 100000 --kills 20 --timeout 25m --json
-	.bench/idempo verify --outbox --broker amqp://guest:guest@127.0.0.1:5672/ --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 56000 --kills 24 --timeout 40m --json
+	.bench/idempo verify --outbox --broker kafka --ordering key --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 56000 --kills 24 --timeout 50m --json
+	.bench/idempo verify --outbox --broker amqp://guest:guest@127.0.0.1:5672/ --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 56000 --kills 24 --timeout 50m --json
 
 ## exports: count the public surface of the core packages (names per package)
 exports:
