@@ -4,7 +4,7 @@ LINT_VER  := v2.15.0
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 
-.PHONY: test test-loaded services lint fmt bench bench-save bench-compare bench-matrix demo stress exports
+.PHONY: test test-loaded services lint fmt bench bench-save bench-compare bench-matrix demo stress exports verify-full
 
 ## test: start the servers the suite needs, then run every test with -race
 test:
@@ -52,6 +52,17 @@ stress: services
 
 demo:
 	$(GO) run ./cmd/idempo demo
+
+## verify-full: the large verify runs recorded in docs/reliability.md
+## (100,000 events with 20 consumer kills on two stacks; 56,000 events
+## through outbox → broker → inbox with 24 kills of producers, relays and
+## consumers). About 15–25 minutes on 2 cores.
+verify-full: services
+	$(GO) build -o .bench/idempo ./cmd/idempo
+	.bench/idempo verify --broker kafka --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 100000 --kills 20 --timeout 25m --json
+	.bench/idempo verify --broker amqp://guest:guest@127.0.0.1:5672/ --store redis://127.0.0.1:6379/0 --events 100000 --kills 20 --timeout 25m --json
+	.bench/idempo verify --outbox --broker kafka --ordering key --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 56000 --kills 24 --timeout 50m --json
+	.bench/idempo verify --outbox --broker amqp://guest:guest@127.0.0.1:5672/ --store "postgres://postgres@127.0.0.1:5432/test?sslmode=disable" --events 56000 --kills 24 --timeout 50m --json
 
 ## exports: count the public surface of the core packages (names per package)
 exports:

@@ -112,6 +112,17 @@ type Config struct {
 	// OutputTopic is where outputs go. Defaults to the router handler's
 	// publish topic.
 	OutputTopic string
+	// Outbox, with Transactional, writes the messages a handler returns into
+	// the transactional inbox's transaction instead of publishing them:
+	// the handler's effect, its outputs and its completion commit together
+	// or not at all (consume-transform-produce with exactly-once effects; a
+	// relay publishes the outputs later). Outputs get the same derived UUIDs
+	// and topic as with OutputPublisher. *outbox.Outbox implements it; it
+	// must use the inbox store's database. New refuses it beside
+	// OutputPublisher, without Transactional, and with AllowMissingEventID
+	// (a message without an event ID is not claimed, so it has no
+	// transaction). Optional.
+	Outbox TxOutbox
 
 	// Logger receives one line per dead letter, lost lease, ignored ack and
 	// store failure. Defaults to slog.Default().
@@ -225,6 +236,16 @@ func (c Config) Validate() error {
 		}
 		if all := addSat(window, total); c.Retention < all {
 			return configError("Retention %v is shorter than the retry window plus the lease plus the redelivery delays (%v)", c.Retention, all)
+		}
+	}
+	if c.Outbox != nil {
+		switch {
+		case c.OutputPublisher != nil:
+			return configError("Outbox and OutputPublisher are both set: outputs go either into the inbox's transaction (Outbox) or straight to a publisher, not both")
+		case !c.Transactional:
+			return configError("Outbox needs Transactional (the SQL transactional inbox): outputs are written in its transaction")
+		case c.AllowMissingEventID:
+			return configError("Outbox cannot be used with AllowMissingEventID: a message without an event ID is not claimed and has no transaction to write its outputs in")
 		}
 	}
 	if c.Transactional {

@@ -23,6 +23,8 @@ type demoCommand struct {
 	ordering                    string
 	timeout                     time.Duration
 	verbose, keep               bool
+	outbox                      bool
+	relays                      int
 }
 
 func (*demoCommand) usage() (string, string, string) {
@@ -47,6 +49,8 @@ func (o *demoCommand) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	fs.BoolVar(&o.verbose, "verbose", false, "log the stack's warnings (dead letters, lost leases) to stderr")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on /metrics at this address while running (e.g. :9090)")
+	fs.BoolVar(&o.outbox, "outbox", false, "run the producer half too: producers write a business row and its event in one transaction (10% rolled back on purpose), relays publish the outbox, consumers apply the effect in the SQL inbox and emit a follow-up through the chained outbox to a second consumer; the ledger adds rolled_back, follow_up_effects and phantom_effects (needs a SQL --store)")
+	fs.IntVar(&o.relays, "relays", 2, "outbox relays running at once (with --outbox)")
 	fs.BoolVar(&o.keep, "keep", false, "keep what the run created on shared servers (topic, DLQ, dedup records); by default it is deleted at the end")
 }
 
@@ -58,6 +62,17 @@ func (o *demoCommand) Validate() error {
 		return fmt.Errorf("--in-flight must be >= 1, got %d", o.inFlight)
 	case o.consumers <= 0:
 		return fmt.Errorf("--consumers must be >= 1, got %d", o.consumers)
+	case o.relays <= 0:
+		return fmt.Errorf("--relays must be >= 1, got %d", o.relays)
+	}
+	if o.outbox {
+		spec, err := backend.ParseStore(o.store)
+		if err != nil {
+			return err
+		}
+		if k := spec.Kind; k != backend.SQLite && k != backend.Postgres && k != backend.MySQL {
+			return demo.ErrOutboxStore
+		}
 	}
 	if _, err := backend.ParseOrdering(o.ordering); err != nil {
 		return err
@@ -84,6 +99,8 @@ func (o *demoCommand) Run(ctx context.Context, e *env) (result, error) {
 		Logger:      logger,
 		MetricsAddr: o.metricsAddr,
 		Keep:        o.keep,
+		Outbox:      o.outbox,
+		Relays:      o.relays,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -91,9 +108,12 @@ func (o *demoCommand) Run(ctx context.Context, e *env) (result, error) {
 		}
 		return nil, err
 	}
+	ok := "\nOK: every event's effect happened once or it is in the DLQ; nothing lost."
+	if o.outbox {
+		ok = "\nOK: every committed change had its effect exactly once at each hop, none for a rolled-back one; nothing lost."
+	}
 	return verdict(&ledgerText{
-		title: "idempo demo ledger", ledger: ledger, dlqNote: dlqNote(o.broker, o.keep),
-		okText: "\nOK: every event's effect happened once or it is in the DLQ; nothing lost.",
+		title: "idempo demo ledger", ledger: ledger, dlqNote: dlqNote(o.broker, o.keep), okText: ok,
 	}, ledger.Verdict())
 }
 
@@ -168,7 +188,7 @@ type ledgerRow struct {
 
 // ledgerRows lists every field of the ledger's JSON form, in that order.
 func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
-	return []ledgerRow{
+	rows := []ledgerRow{
 		{"run_id", l.RunID, ""},
 		{"broker", l.Broker, ""},
 		{"store", l.Store, ""},
@@ -195,6 +215,15 @@ func ledgerRows(l demo.Ledger, dlqNote string) []ledgerRow {
 		{"interrupted", l.Interrupted, "the run was stopped (Ctrl-C): no verdict"},
 		{"elapsed_ms", l.ElapsedMS, ""},
 	}
+	if l.PhantomEffects == nil {
+		return rows
+	}
+	return append(rows,
+		ledgerRow{"rolled_back", l.RolledBack, "business transactions rolled back on purpose (unique_events counts the committed ones)"},
+		ledgerRow{"follow_up_effects", l.FollowUpEffects, "committed rows whose follow-up event had its effect at the second hop"},
+		ledgerRow{"phantom_effects", *l.PhantomEffects, "effects of rolled-back rows, at either hop"},
+		ledgerRow{"relay_republished", l.RelayRepublished, "relay publishes (of a batch) reported failed after the broker took them: the batch was published again, same UUIDs"},
+	)
 }
 
 // orderRow is the order_violations row: null where the broker keeps no order.

@@ -166,3 +166,29 @@ func TestDemoKafkaDeletesItsTopics(t *testing.T) {
 		}
 	}
 }
+
+// demo --outbox on the embedded default: exit 0, the outbox fields in the
+// JSON and every one of them in the text ledger; a store that is not SQL
+// is refused before anything starts.
+func TestDemoOutbox(t *testing.T) {
+	code, out, errOut := runCLI(t, "demo", "--outbox", "--json", "--events", "300")
+	require.Equal(t, 0, code, errOut)
+	var l map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &l))
+	for _, k := range []string{"lost", "double_effects", "phantom_effects"} {
+		require.Contains(t, l, k)
+		require.EqualValues(t, 0, l[k], k)
+	}
+	require.Positive(t, l["rolled_back"])
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	code, text, errOut := runCLI(t, "demo", "--outbox", "--events", "300")
+	require.Equal(t, 0, code, errOut)
+	requireRows(t, text, keys)
+
+	code, _, errOut = runCLI(t, "demo", "--outbox", "--store", "memory")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--outbox needs a SQL --store")
+}

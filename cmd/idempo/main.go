@@ -76,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = &verifyCommand{}
 	case "verify-consumer":
 		cmd = &verifyConsumer{}
+	case "verify-outbox-child":
+		cmd = &verifyOutboxChild{}
 	case "bench":
 		cmd = &benchCommand{}
 	case "dlq":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
+	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
@@ -53,6 +55,9 @@ func (c *verifyCommand) flags(fs *flag.FlagSet) {
 	c.registerJSON(fs, "print exactly one JSON object with the result on stdout")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
 	fs.StringVar(&o.Break, "break", "", "")
+	fs.BoolVar(&o.Outbox, "outbox", false, "run the producer half too: producer processes write business rows and their events in one transaction (10% rolled back), relay processes publish the outbox, consumers apply the effect in the SQL inbox and chain a follow-up through the outbox; producers, relays and consumers are killed in turn (--kills); adds phantom_effects to the verdict (needs a SQL --store)")
+	fs.IntVar(&o.Producers, "producers", 2, "producer processes (with --outbox)")
+	fs.IntVar(&o.Relays, "relays", 2, "relay processes (with --outbox)")
 	fs.BoolVar(&o.Debug, "debug", false, "let the consumers log their broker client's connection and rebalance events to stderr")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve the consumers' outcomes as Prometheus metrics on /metrics at this address while running")
 }
@@ -65,6 +70,22 @@ func (c *verifyCommand) Validate() error {
 		return fmt.Errorf("--consumers must be > 0, got %d", c.consumers)
 	case c.kills < 0:
 		return fmt.Errorf("--kills must be >= 0, got %d", c.kills)
+	case c.o.Producers <= 0:
+		return fmt.Errorf("--producers must be > 0, got %d", c.o.Producers)
+	case c.o.Relays <= 0:
+		return fmt.Errorf("--relays must be > 0, got %d", c.o.Relays)
+	}
+	if c.o.Outbox {
+		if c.noInbox {
+			return errors.New("--outbox runs the transactional inbox: it cannot be combined with --no-inbox")
+		}
+		spec, err := backend.ParseStore(c.o.Store)
+		if err != nil {
+			return err
+		}
+		if k := spec.Kind; k != backend.SQLite && k != backend.Postgres && k != backend.MySQL {
+			return demo.ErrOutboxStore
+		}
 	}
 	if _, err := backend.ParseOrdering(c.o.Ordering); err != nil {
 		return err
@@ -98,7 +119,7 @@ func (c *verifyCommand) Run(ctx context.Context, e *env) (result, error) {
 
 // verifyText is the result of verify: every field of its JSON form.
 func verifyText(res verify.Result, dlqNote string) *ledgerText {
-	return &ledgerText{
+	t := &ledgerText{
 		title: "idempo verify ledger", ledger: res.Ledger, json: res, dlqNote: dlqNote,
 		more: []ledgerRow{
 			{"kills", res.Kills, "consumers killed with SIGKILL and restarted"},
@@ -108,6 +129,53 @@ func verifyText(res verify.Result, dlqNote string) *ledgerText {
 			{"guarantee_level", res.GuaranteeLevel, ""},
 		},
 	}
+	if res.Outbox {
+		t.more = append(t.more,
+			ledgerRow{"outbox", res.Outbox, "producers, relays and consumers all ran as processes"},
+			ledgerRow{"kills_by_role", fmt.Sprintf("producer %d, relay %d, consumer %d", res.KillsByRole[verify.RoleProducer], res.KillsByRole[verify.RoleRelay], res.KillsByRole[verify.RoleConsumer]), ""},
+			ledgerRow{"crashes", res.Crashes, "processes that exited on their own and were started again"})
+	}
+	return t
+}
+
+// verifyOutboxChild is a producer, relay or consumer process of verify
+// --outbox; not for direct use.
+type verifyOutboxChild struct {
+	o verify.OutboxChildOptions
+}
+
+func (*verifyOutboxChild) usage() (string, string, string) {
+	return "verify-outbox-child", "idempo verify-outbox-child [flags]", "A producer, relay or consumer process of idempo verify --outbox; not for direct use."
+}
+
+func (c *verifyOutboxChild) flags(fs *flag.FlagSet) {
+	o := &c.o
+	fs.StringVar(&o.Role, "role", "", "producer, relay or consumer")
+	fs.StringVar(&o.Broker, "broker", "", "broker URL")
+	fs.StringVar(&o.Store, "store", "", "store URL")
+	fs.StringVar(&o.RunID, "run", "", "run ID")
+	fs.StringVar(&o.Ordering, "ordering", "partition", "Kafka ordering: partition, key or unordered")
+	fs.IntVar(&o.Events, "events", 0, "number of events")
+	fs.IntVar(&o.Index, "index", 0, "this process's number among its kind")
+	fs.IntVar(&o.Producers, "producers", 1, "producers sharing the events")
+	fs.DurationVar(&o.Lease, "lease", 2*time.Second, "the stack's and the relay's lease")
+	fs.StringVar(&o.Break, "break", "", "deliberately broken mode (tests)")
+}
+
+func (c *verifyOutboxChild) Validate() error {
+	switch c.o.Role {
+	case verify.RoleProducer, verify.RoleRelay, verify.RoleConsumer:
+		return nil
+	}
+	return fmt.Errorf("--role %q: want producer, relay or consumer", c.o.Role)
+}
+
+func (c *verifyOutboxChild) Run(ctx context.Context, e *env) (result, error) {
+	c.o.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	if err := verify.RunOutboxChild(ctx, c.o); err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%s %d: %w", c.o.Role, c.o.Index, err)
+	}
+	return nil, nil
 }
 
 // verifyConsumer is the consumer process verify starts; not for direct use.

@@ -93,3 +93,65 @@ func TestVerifyRejectsInProcessBackends(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "shared by processes")
 }
+
+// The outbox matrix: producers, relays and consumers as processes, each
+// kind killed and restarted, on PostgreSQL and MariaDB with RabbitMQ and
+// the embedded Kafka cluster (in key order). Every committed change has
+// exactly one effect at each hop and none exists for a rolled-back one.
+func TestVerifyOutboxMatrix(t *testing.T) {
+	const pg = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	const maria = "mysql://root@127.0.0.1:3306/test"
+	cases := []struct {
+		name string
+		o    verify.Options
+	}{
+		{"rabbitmq-postgres", verify.Options{Broker: rabbitURL, Store: pg}},
+		{"rabbitmq-mariadb", verify.Options{Broker: rabbitURL, Store: maria}},
+		{"kafka-key-postgres", verify.Options{Broker: "kafka", Ordering: "key", Store: pg}},
+		{"kafka-key-mariadb", verify.Options{Broker: "kafka", Ordering: "key", Store: maria}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Outbox, tc.o.Kills = true, 6
+			res := verifyRun(t, tc.o)
+			require.NoError(t, res.Verdict())
+			require.Zero(t, res.Lost)
+			require.Zero(t, res.DoubleEffects)
+			require.NotNil(t, res.PhantomEffects)
+			require.Zero(t, *res.PhantomEffects)
+			require.Positive(t, res.RolledBack, "some changes were rolled back")
+			require.Equal(t, res.UniqueEvents, res.FollowUpEffects, "every committed change reached the second hop")
+			for _, role := range []string{verify.RoleProducer, verify.RoleRelay, verify.RoleConsumer} {
+				require.Positive(t, res.KillsByRole[role], "a %s was killed", role)
+			}
+			if tc.o.Broker == "kafka" {
+				require.NotNil(t, res.OrderViolations)
+				require.Zero(t, *res.OrderViolations)
+			}
+		})
+	}
+}
+
+// A deliberately broken build, whose producers write the event after the
+// business transaction ended, makes verify --outbox fail: rolled-back
+// changes get effects.
+func TestVerifyOutboxCatchesAWriteOutsideTheTransaction(t *testing.T) {
+	res := verifyRun(t, verify.Options{
+		Broker: rabbitURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		Outbox: true, Kills: -1, Break: "outside-tx", Events: 300,
+	})
+	require.ErrorContains(t, res.Verdict(), "phantom_effects")
+	require.Positive(t, *res.PhantomEffects)
+}
+
+func TestVerifyOutboxRefusesWhatItCannotRun(t *testing.T) {
+	code, _, errOut := runCLI(t, "verify", "--outbox", "--store", "redis://127.0.0.1:6379/0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--outbox needs a SQL --store")
+	code, _, errOut = runCLI(t, "verify", "--outbox", "--no-inbox", "--store", "postgres://postgres@127.0.0.1:5432/test")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--no-inbox")
+	code, _, errOut = runCLI(t, "verify", "--outbox", "--broker", "gochannel", "--store", "postgres://postgres@127.0.0.1:5432/test")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "other processes can reach")
+}

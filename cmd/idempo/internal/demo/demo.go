@@ -65,6 +65,15 @@ type Options struct {
 	// records (SQL table, SQLite file, Redis keys). By default all of it is
 	// deleted at the end.
 	Keep bool
+	// Outbox runs the producer half too (see runOutbox): needs a SQL Store.
+	Outbox bool
+	// Relays is the number of outbox relays of an Outbox run. Default 2.
+	Relays int
+	// OutboxOutsideTx breaks an Outbox run on purpose: producers write the
+	// event in a transaction of its own, not the business one, so a
+	// rolled-back change still has its event (tests show the ledger
+	// catches it).
+	OutboxOutsideTx bool
 	// AfterSettled, if set, is called once every event is settled, before
 	// anything shuts down, with the metrics URL ("" without MetricsAddr).
 	AfterSettled func(metricsURL string)
@@ -111,6 +120,18 @@ type Ledger struct {
 	// DLQTopic is the run's dead-letter topic (RabbitMQ: stream queue), the
 	// --topic of `idempo dlq`.
 	DLQTopic string `json:"dlq_topic"`
+
+	// The --outbox run's own fields (absent otherwise). UniqueEvents is
+	// then the committed business rows, Effects those with their first-hop
+	// effect, and Lost those missing an effect at either hop.
+	RolledBack      int `json:"rolled_back,omitempty"`
+	FollowUpEffects int `json:"follow_up_effects,omitempty"`
+	// PhantomEffects counts effects, at either hop, of business rows whose
+	// transaction rolled back.
+	PhantomEffects *int `json:"phantom_effects,omitempty"`
+	// RelayRepublished counts publishes the relays saw fail after the
+	// broker took the message (a crash between publish and mark).
+	RelayRepublished int64 `json:"relay_republished,omitempty"`
 }
 
 // ErrVerdict is matched by the error of [Ledger.Verdict].
@@ -134,6 +155,9 @@ func (l Ledger) Verdict() error {
 	}
 	if l.DoubleEffects != 0 {
 		problems = append(problems, fmt.Sprintf("double_effects = %d", l.DoubleEffects))
+	}
+	if l.PhantomEffects != nil && *l.PhantomEffects != 0 {
+		problems = append(problems, fmt.Sprintf("phantom_effects = %d", *l.PhantomEffects))
 	}
 	if l.OrderViolations != nil && *l.OrderViolations != 0 {
 		problems = append(problems, fmt.Sprintf("order_violations = %d", *l.OrderViolations))
@@ -232,6 +256,9 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	}
 	if opts.Consumers < 1 {
 		return Ledger{}, fmt.Errorf("--consumers must be >= 1, got %d", opts.Consumers)
+	}
+	if opts.Outbox {
+		return runOutbox(ctx, opts, bspec, sspec)
 	}
 	plan, err := NewPlan("ev-"+opts.RunID, opts.Events, opts.Faults)
 	if err != nil {

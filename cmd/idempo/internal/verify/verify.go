@@ -79,6 +79,14 @@ type Options struct {
 	Progress bool
 	Logger   *slog.Logger
 	RunID    string
+	// Outbox runs the producer half too: Producers producer processes
+	// write business rows and their events in one transaction (some
+	// rolled back), Relays relay processes publish the outbox, and the
+	// consumer processes apply the effect in the SQL inbox and chain a
+	// follow-up event through the outbox to a second hop; every kind is
+	// killed in turn. Needs a SQL Store. Defaults: 2 producers, 2 relays.
+	Outbox            bool
+	Producers, Relays int
 	// Debug makes the consumers log their broker client's connection and
 	// rebalance events to Stderr.
 	Debug bool
@@ -92,6 +100,14 @@ type Result struct {
 	MaxAllowedDoubleEffects int    `json:"max_allowed_double_effects"`
 	Inbox                   bool   `json:"inbox"`
 	GuaranteeLevel          string `json:"guarantee_level"`
+	// Outbox marks a run of the producer half too; KillsByRole splits
+	// Kills by kind of process (producer, relay, consumer).
+	Outbox      bool           `json:"outbox,omitempty"`
+	KillsByRole map[string]int `json:"kills_by_role,omitempty"`
+	// Crashes counts processes of an outbox run that exited on their own
+	// (e.g. refused by a database at its connection limit) and were
+	// started again.
+	Crashes int `json:"crashes,omitempty"`
 }
 
 // Verdict returns nil when the guarantees of the level hold: nothing lost,
@@ -107,6 +123,9 @@ func (r Result) Verdict() error {
 	}
 	if r.OrderViolations != nil && *r.OrderViolations != 0 {
 		problems = append(problems, fmt.Sprintf("order_violations = %d", *r.OrderViolations))
+	}
+	if r.PhantomEffects != nil && *r.PhantomEffects != 0 {
+		problems = append(problems, fmt.Sprintf("phantom_effects = %d", *r.PhantomEffects))
 	}
 	if r.DoubleEffects > r.MaxAllowedDoubleEffects {
 		problems = append(problems, fmt.Sprintf("double_effects = %d > max_allowed_double_effects = %d", r.DoubleEffects, r.MaxAllowedDoubleEffects))
@@ -157,6 +176,12 @@ func (o *Options) setDefaults() {
 	if o.Ordering == "" {
 		o.Ordering = "partition"
 	}
+	if o.Producers <= 0 {
+		o.Producers = 2
+	}
+	if o.Relays <= 0 {
+		o.Relays = 2
+	}
 }
 
 // Run publishes the events, runs the consumer processes with kills and
@@ -169,6 +194,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	if bspec.Kind == backend.GoChannel {
 		return Result{}, errors.New("verify needs a broker other processes can reach: --broker kafka (embedded), kafka://… or amqp://… (gochannel lives in one process)")
+	}
+	if o.Outbox {
+		sspec, err := backend.ParseStore(o.Store)
+		if err != nil {
+			return Result{}, err
+		}
+		return runOutbox(ctx, o, bspec, sspec)
 	}
 	var own *ownRedis
 	if o.OwnRedis {
