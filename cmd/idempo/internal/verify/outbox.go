@@ -166,11 +166,11 @@ type outboxProc struct {
 
 // outboxHarness drives the processes of an outbox run.
 type outboxHarness struct {
-	o      Options
-	child  OutboxChildOptions
-	procs  map[string][]*outboxProc
-	mu     sync.Mutex
-	kills  map[string]int
+	o     Options
+	child OutboxChildOptions
+	procs map[string][]*outboxProc
+	mu    sync.Mutex
+	kills map[string]int
 	// crashes counts processes that exited on their own and were started
 	// again.
 	crashes int
