@@ -3,6 +3,12 @@ package backend
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/stdlib"
+	"modernc.org/sqlite"
 
 	"github.com/idempo/idempo/dedup/sqlstore"
 )
@@ -64,3 +70,45 @@ func OpenDB(ctx context.Context, spec Spec, runID string) (*DB, error) {
 	}
 	return &DB{DB: o.db, Dialect: o.dialect, Display: o.display, URL: o.childURL}, nil
 }
+
+// Connector returns a driver connector to the database a spec names, for a
+// caller that opens it through sql.OpenDB, e.g. to wrap the driver. A
+// SQLite spec uses path (its URL's path when path is ""), with the busy
+// timeout and immediate write transactions of sqlstore.OpenSQLite.
+func Connector(spec Spec, path string) (driver.Connector, error) {
+	switch spec.Kind {
+	case Postgres:
+		return stdlib.GetDefaultDriver().(driver.DriverContext).OpenConnector(spec.Raw)
+	case MySQL:
+		dsn, err := mysqlDSN(spec.URL)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, err
+		}
+		return mysql.NewConnector(cfg)
+	case SQLite:
+		if path == "" && spec.URL != nil {
+			path = spec.URL.Host + spec.URL.Path
+		}
+		if path == "" {
+			return nil, fmt.Errorf("%s: no file path", spec)
+		}
+		dsn := fmt.Sprintf("%s?_pragma=busy_timeout(%d)&_txlock=immediate", path, sqlstore.SQLiteBusyTimeout.Milliseconds())
+		return dsnConnector{dsn: dsn, drv: &sqlite.Driver{}}, nil
+	default:
+		return nil, fmt.Errorf("%s is not a SQL database", spec)
+	}
+}
+
+// dsnConnector is database/sql's own connector for drivers without
+// driver.DriverContext.
+type dsnConnector struct {
+	dsn string
+	drv driver.Driver
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
