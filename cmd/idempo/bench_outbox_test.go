@@ -15,8 +15,10 @@ func TestBenchOutbox(t *testing.T) {
 		{"postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"--outbox", "--broker", "kafka", "--events", "600", "--rounds", "2", "--batch", "64",
-				"--idle-messages", "20", "--idle-pause", "5ms", "--writers", "2", "--half-rate-for", "500ms"}
+			args := []string{
+				"--outbox", "--broker", "kafka", "--events", "600", "--rounds", "2", "--batch", "64",
+				"--idle-messages", "20", "--idle-pause", "5ms", "--writers", "2", "--half-rate-for", "500ms",
+			}
 			if tc.db != "" {
 				args = append(args, "--db", tc.db, "--notify")
 			}
