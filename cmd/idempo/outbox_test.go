@@ -331,8 +331,9 @@ func requireKeyOrder(t *testing.T, written, got, keys []string) {
 }
 
 // TestSeveralRelays: three relay processes on one table while rows are
-// committed publish every row, each key's rows in commit order; killing
-// one with SIGINT midway loses nothing.
+// committed publish every row, each key's rows in commit order (the first
+// delivery of each); stopping one with SIGINT and killing another with
+// SIGKILL midway loses nothing: the last one takes over their buckets.
 func TestSeveralRelays(t *testing.T) {
 	cluster, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
@@ -365,20 +366,25 @@ func TestSeveralRelays(t *testing.T) {
 					}
 				})
 			}
-			// Stop one relay while the writers are half-way.
-			for deadline := time.Now().Add(90 * time.Second); count() < 200 && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
+			// Stop one relay while the writers are half-way, and kill another
+			// (its leases run out after 2s) at three quarters.
+			waitCount := func(n int) {
+				for deadline := time.Now().Add(90 * time.Second); count() < n && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
 			}
+			waitCount(200)
 			require.Equal(t, 0, relays[0].interrupt(t), relays[0].stderr.String())
+			waitCount(300)
+			require.NoError(t, relays[1].cmd.Process.Kill())
+			<-relays[1].exited
 			wg.Wait()
 			require.False(t, t.Failed())
-			f.waitStatus(t, 0, 0, relays[1:]...)
+			f.waitStatus(t, 0, 0, relays[2])
 			got, keys := receiveUUIDs(t, cluster, topic, len(written))
 			require.Subset(t, got, written)
 			requireKeyOrder(t, written, got, keys)
-			for _, p := range relays[1:] {
-				require.Equal(t, 0, p.interrupt(t), p.stderr.String())
-			}
+			require.Equal(t, 0, relays[2].interrupt(t), relays[2].stderr.String())
 		})
 	}
 }
