@@ -4,13 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/tracing"
 )
-
-var errNotImplemented = errors.New("outbox: not implemented")
 
 // Outbox writes messages into an outbox table in callers' transactions and
 // reads its state. It is safe for concurrent use by many goroutines and
@@ -20,22 +24,163 @@ type Outbox struct {
 	dialect sqlstore.Dialect
 	table   string
 	opts    Options
+	n       names
+	x       expander
+	tracer  trace.Tracer
 }
 
 // New returns an Outbox on db. opts may be nil. The caller keeps ownership of
 // db. Call [Outbox.Migrate] (or run [Outbox.Schema] by hand) before the first
-// write. Invalid options give an error matching [ErrInvalidConfig].
+// write. Invalid options give an error matching [ErrInvalidConfig]; so does
+// a Buckets different from the one an existing table was migrated with (New
+// reads the lease table for that, and skips the check when it cannot).
 func New(db *sql.DB, opts *Options) (*Outbox, error) {
-	return nil, errNotImplemented
+	if db == nil {
+		return nil, fmt.Errorf("%w: nil *sql.DB", ErrInvalidConfig)
+	}
+	var c Options
+	if opts != nil {
+		c = *opts
+	}
+	if c.Dialect == "" {
+		d, err := detectDialect(db.Driver())
+		if err != nil {
+			return nil, err
+		}
+		c.Dialect = d
+	}
+	if c.Dialect != sqlstore.Postgres && c.Dialect != sqlstore.MySQL && c.Dialect != sqlstore.SQLite {
+		return nil, fmt.Errorf("%w: Options.Dialect %q is not one of %q, %q, %q", ErrInvalidConfig, c.Dialect, sqlstore.Postgres, sqlstore.MySQL, sqlstore.SQLite)
+	}
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if err := sqlstore.ValidateTable(c.Table); err != nil {
+		return nil, fmt.Errorf("%w: Options.Table: %w", ErrInvalidConfig, err)
+	}
+	switch {
+	case c.Buckets == 0:
+		c.Buckets = DefaultBuckets
+	case c.Buckets < 1 || c.Buckets > MaxBuckets:
+		return nil, fmt.Errorf("%w: Options.Buckets must be in [1, %d], got %d", ErrInvalidConfig, MaxBuckets, c.Buckets)
+	}
+	if c.Key == nil {
+		c.Key = defaultKey
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	n := newNames(c.Dialect, c.Table)
+	o := &Outbox{
+		db: db, dialect: c.Dialect, table: c.Table, opts: c, n: n,
+		x:      expander{d: c.Dialect, n: n},
+		tracer: c.TracerProvider.Tracer(tracing.InstrumentationName),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := o.leaseBuckets(ctx); err == nil && got > 0 && got != c.Buckets {
+		return nil, fmt.Errorf("%w: Options.Buckets is %d but table %s was migrated with %d", ErrInvalidConfig, c.Buckets, c.Table, got)
+	}
+	return o, nil
+}
+
+func defaultKey(_ string, msg *message.Message) string {
+	if k := msg.Metadata.Get(KeyMetadata); k != "" {
+		return k
+	}
+	return msg.UUID
+}
+
+// leaseBuckets counts the bucket rows of the lease table.
+func (o *Outbox) leaseBuckets(ctx context.Context) (int, error) {
+	var got int
+	err := o.db.QueryRowContext(ctx, o.x.expand(`SELECT COUNT(*) FROM {L} WHERE bucket >= 0`)).Scan(&got)
+	return got, err
 }
 
 // Migrate creates the outbox, lease, dead and (MySQL) key tables and their
 // indexes if they do not exist, and the lease rows of Options.Buckets. It is
-// idempotent and safe to run from several processes at once.
-func (o *Outbox) Migrate(ctx context.Context) error { return errNotImplemented }
+// idempotent and safe to run from several processes at once. It fails with
+// an error matching [ErrInvalidConfig] when the table was migrated with a
+// different Buckets.
+func (o *Outbox) Migrate(ctx context.Context) error {
+	var tx *sql.Tx
+	var err error
+	if o.dialect == sqlstore.Postgres {
+		// Concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL's
+		// catalog constraints; serialise them.
+		if tx, err = o.db.BeginTx(ctx, nil); err != nil {
+			return o.wrap("migrate", err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		h := fnv.New64a()
+		_, _ = h.Write([]byte("idempo/outbox.Migrate:" + o.table))
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+			return o.wrap("migrate", err)
+		}
+	}
+	exec := func(q string) error {
+		if tx != nil {
+			_, err := tx.ExecContext(ctx, q)
+			return err
+		}
+		_, err := o.db.ExecContext(ctx, q)
+		return err
+	}
+	for _, q := range o.Schema() {
+		if err := exec(q); err != nil {
+			return o.wrap("migrate", err)
+		}
+	}
+	if tx != nil {
+		if err := tx.Commit(); err != nil {
+			return o.wrap("migrate", err)
+		}
+	}
+	got, err := o.leaseBuckets(ctx)
+	if err != nil {
+		return o.wrap("migrate", err)
+	}
+	if got != 0 && got != o.opts.Buckets {
+		return fmt.Errorf("%w: Options.Buckets is %d but table %s was migrated with %d", ErrInvalidConfig, o.opts.Buckets, o.table, got)
+	}
+	if got == 0 {
+		if _, err := o.db.ExecContext(ctx, o.bucketRowsSQL()); err != nil {
+			return o.wrap("migrate", err)
+		}
+	}
+	return nil
+}
 
-// Schema returns the statements Migrate runs, for a DBA to run by hand.
-func (o *Outbox) Schema() []string { return nil }
+// bucketRowsSQL inserts the free lease rows of every bucket, skipping those
+// that exist.
+func (o *Outbox) bucketRowsSQL() string {
+	vals := make([]int, o.opts.Buckets)
+	for i := range vals {
+		vals[i] = i
+	}
+	var ins, tail string
+	switch o.dialect {
+	case sqlstore.MySQL:
+		ins = "INSERT IGNORE INTO {L} (bucket, owner, token, lease_until) "
+	case sqlstore.SQLite:
+		ins = "INSERT OR IGNORE INTO {L} (bucket, owner, token, lease_until) "
+	default:
+		ins, tail = "INSERT INTO {L} (bucket, owner, token, lease_until) ", " ON CONFLICT (bucket) DO NOTHING"
+	}
+	var b []byte
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "(%d, '', 0, {ZERO})", v)
+	}
+	return o.x.expand(ins + "VALUES " + string(b) + tail)
+}
+
+// Schema returns the statements Migrate runs (without the lease rows it
+// adds), for a DBA to run by hand.
+func (o *Outbox) Schema() []string { return schema(o.dialect, o.n) }
 
 // Dialect returns the SQL dialect in use.
 func (o *Outbox) Dialect() sqlstore.Dialect { return o.dialect }
@@ -43,15 +188,11 @@ func (o *Outbox) Dialect() sqlstore.Dialect { return o.dialect }
 // Table returns the outbox table's name.
 func (o *Outbox) Table() string { return o.table }
 
-// Write stores msgs for topic inside tx, the caller's business transaction:
-// they are published after tx commits and never if it rolls back. It takes
-// the per-key transaction locks (in key-hash order) and then sends one
-// multi-row INSERT for all msgs. An empty topic, a nil message or an empty
-// UUID is refused with an error matching [ErrInvalidMessage] and nothing is
-// written. The messages are not changed. Safe for concurrent use (tx itself
-// is not).
-func (o *Outbox) Write(ctx context.Context, tx *sql.Tx, topic string, msgs ...*message.Message) error {
-	return errNotImplemented
+func (o *Outbox) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("outbox: %s %s on %s: %w", o.dialect, op, o.table, err)
 }
 
 // Publisher returns a message.Publisher whose Publish calls [Outbox.Write]
@@ -73,3 +214,5 @@ func (p *txPublisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 func (p *txPublisher) Close() error { return nil }
+
+var errNilTx = errors.New("outbox: nil *sql.Tx")

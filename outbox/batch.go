@@ -1,0 +1,273 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/idempo/idempo/tracing"
+)
+
+// row is an unsent row as a relay fetches it.
+type row struct {
+	id          int64
+	bucket      int
+	hash        int64
+	key, uuid   string
+	topic       string
+	payload     []byte
+	metadata    string
+	traceparent string
+	attempts    int
+}
+
+// testHookBeforeMark, when set by tests, runs after a batch was published
+// and before it is marked.
+var testHookBeforeMark func()
+
+// fence is the condition that the lease of the row's bucket is still held
+// with one of toks.
+func fence(toks []int64) string {
+	return `EXISTS (SELECT 1 FROM {L} l WHERE l.bucket = {T}.bucket AND l.token IN (` + intList(toks) + `))`
+}
+
+// batch fetches the oldest due rows of the buckets in snap, publishes them
+// and marks them. It returns how many rows it fetched.
+func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
+	buckets := make([]int, 0, len(snap))
+	toks := make([]int64, 0, len(snap))
+	for b, t := range snap {
+		buckets = append(buckets, b)
+		toks = append(toks, t)
+	}
+	sort.Ints(buckets)
+	toks = sortedUnique(toks)
+	rows, err := r.fetch(ctx, buckets)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	r.batches.Add(1)
+
+	blocked := map[int64]bool{} // keys with a failed row in this batch
+	var sent []row
+	type failure struct {
+		row
+		err error
+	}
+	var failed []failure
+	for start := 0; start < len(rows); {
+		end := start + 1
+		for end < len(rows) && rows[end].topic == rows[start].topic {
+			end++
+		}
+		run := rows[start:end]
+		start = end
+		msgs, spans, ok := make([]*message.Message, 0, len(run)), make([]trace.Span, 0, len(run)), make([]row, 0, len(run))
+		for _, rw := range run {
+			if blocked[rw.hash] {
+				continue
+			}
+			m, span, err := r.message(rw) //nolint:contextcheck // the span continues the writer's trace, not the relay's context
+			if err != nil {
+				blocked[rw.hash] = true
+				failed = append(failed, failure{rw, err})
+				continue
+			}
+			msgs, spans, ok = append(msgs, m), append(spans, span), append(ok, rw)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		err := r.cfg.Publisher.Publish(run[0].topic, msgs...)
+		if err == nil {
+			endSpans(spans, nil)
+			sent = append(sent, ok...)
+			continue
+		}
+		// Which of them the broker has is unknown: publish them one by one,
+		// in order, stopping each key at its first failure.
+		for i, m := range msgs {
+			rw := ok[i]
+			if blocked[rw.hash] {
+				endSpans(spans[i:i+1], errSkipped)
+				continue
+			}
+			if err := r.cfg.Publisher.Publish(rw.topic, m); err != nil {
+				endSpans(spans[i:i+1], err)
+				blocked[rw.hash] = true
+				failed = append(failed, failure{rw, err})
+				continue
+			}
+			endSpans(spans[i:i+1], nil)
+			sent = append(sent, rw)
+		}
+	}
+	if testHookBeforeMark != nil {
+		testHookBeforeMark()
+	}
+	if err := r.mark(ctx, sent, toks, snap); err != nil {
+		return len(rows), err
+	}
+	for _, f := range failed {
+		if err := r.fail(ctx, f.row, f.err, snap[f.bucket]); err != nil {
+			return len(rows), err
+		}
+	}
+	return len(rows), nil
+}
+
+var errSkipped = errors.New("outbox: not published: an earlier row of its key failed")
+
+func endSpans(spans []trace.Span, err error) {
+	for _, s := range spans {
+		if err != nil {
+			s.RecordError(err)
+			s.SetStatus(codes.Error, "publish failed")
+		}
+		s.End()
+	}
+}
+
+// fetch selects the oldest due rows of buckets in id order, leaving out
+// every row that follows a row of its key waiting for a retry.
+func (r *Relay) fetch(ctx context.Context, buckets []int) ([]row, error) {
+	q := r.o.x.expand(`SELECT t.id, t.bucket, t.key_hash, t.msg_key, t.uuid, t.topic, t.payload, t.metadata, t.traceparent, t.attempts
+FROM {T} t
+WHERE t.bucket IN (` + intList(buckets) + `) AND t.sent_at IS NULL AND t.next_attempt_at <= {NOW}
+AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key_hash = t.key_hash AND p.id < t.id AND p.sent_at IS NULL AND p.next_attempt_at > {NOW})
+ORDER BY t.id LIMIT ` + fmt.Sprint(r.cfg.BatchSize))
+	rs, err := r.o.db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, r.o.wrap("relay fetch", err)
+	}
+	defer func() { _ = rs.Close() }()
+	var out []row
+	for rs.Next() {
+		var w row
+		if err := rs.Scan(&w.id, &w.bucket, &w.hash, &w.key, &w.uuid, &w.topic, &w.payload, &w.metadata, &w.traceparent, &w.attempts); err != nil {
+			return nil, r.o.wrap("relay fetch", err)
+		}
+		out = append(out, w)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, r.o.wrap("relay fetch", err)
+	}
+	return out, nil
+}
+
+// message builds the message of a row inside a producer span that
+// continues the writer's trace; the span's context is in the metadata.
+func (r *Relay) message(w row) (*message.Message, trace.Span, error) {
+	md, err := decodeMetadata(w.metadata)
+	if err != nil {
+		return nil, nil, permanent{err}
+	}
+	parent := context.Background()
+	if w.traceparent != "" {
+		parent = propagation.TraceContext{}.Extract(parent, propagation.MapCarrier{"traceparent": w.traceparent})
+	}
+	ctx, span := r.tracer.Start(parent, w.topic+" publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.destination.name", w.topic),
+			attribute.String("messaging.message.id", w.uuid),
+			attribute.String("messaging.system", "watermill"),
+			attribute.Int64("idempo.outbox.id", w.id),
+		))
+	m := message.NewMessage(w.uuid, w.payload)
+	m.Metadata = md
+	tracing.Inject(ctx, m)
+	m.SetContext(ctx)
+	return m, span, nil
+}
+
+// permanent marks an error found by the relay itself as permanent.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// mark deletes the sent rows (or sets sent_at, with a retention), fenced by
+// the lease tokens: rows of a bucket whose lease was lost stay.
+func (r *Relay) mark(ctx context.Context, sent []row, toks []int64, snap map[int]int64) error {
+	if len(sent) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(sent))
+	for i, w := range sent {
+		ids[i] = w.id
+	}
+	q := `DELETE FROM {T} WHERE id IN (` + intList(ids) + `) AND ` + fence(toks)
+	if r.cfg.Retention > 0 {
+		q = `UPDATE {T} SET sent_at = {NOW} WHERE id IN (` + intList(ids) + `) AND ` + fence(toks)
+	}
+	res, err := r.o.db.ExecContext(ctx, r.o.x.expand(q))
+	if err != nil {
+		return r.o.wrap("relay mark", err)
+	}
+	n, _ := res.RowsAffected()
+	if int(n) < len(sent) {
+		r.cfg.Logger.Info("outbox relay: lease lost, rows left for the new owner", map[string]any{"table": r.o.table, "relay": r.owner, "rows": len(sent) - int(n)})
+		r.dropLost(ctx, snap)
+	}
+	r.published.Add(n)
+	counts := map[string]int{}
+	var topics []string
+	for _, w := range sent {
+		if counts[w.topic] == 0 {
+			topics = append(topics, w.topic)
+		}
+		counts[w.topic]++
+	}
+	for _, t := range topics {
+		r.observe(EventPublished, t, counts[t], nil)
+	}
+	return nil
+}
+
+// fail records a failed publish of w: a retry after the backoff, or the
+// dead table for a permanent error or the last attempt.
+func (r *Relay) fail(ctx context.Context, w row, perr error, token int64) error {
+	x := r.o.x
+	f := fence([]int64{token})
+	r.failures.Add(1)
+	reason := perr.Error()
+	var pe permanent
+	if !r.cfg.Permanent(perr) && !errors.As(perr, &pe) && w.attempts+1 < r.cfg.MaxAttempts {
+		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET attempts = attempts + 1, next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),
+			durArg(r.o.dialect, r.backoff(w.attempts+1)), reason, w.id)
+		r.observe(EventFailed, w.topic, 1, perr)
+		return r.o.wrap("relay retry", err)
+	}
+	tx, err := r.o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return r.o.wrap("relay dead", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	const cols = `id, uuid, topic, msg_key, key_hash, bucket, payload, metadata, traceparent, created_at, attempts`
+	res, err := tx.ExecContext(ctx, x.expand(`INSERT INTO {D} (`+cols+`, reason, dead_at)
+SELECT `+strings.Replace(cols, "attempts", "attempts + 1", 1)+`, ?, {NOW} FROM {T} WHERE id = ? AND `+f), reason, w.id)
+	if err != nil {
+		return r.o.wrap("relay dead", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil // lease lost
+	}
+	if _, err := tx.ExecContext(ctx, x.expand(`DELETE FROM {T} WHERE id = ? AND `+f), w.id); err != nil {
+		return r.o.wrap("relay dead", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return r.o.wrap("relay dead", err)
+	}
+	r.dead.Add(1)
+	r.observe(EventDead, w.topic, 1, perr)
+	r.cfg.Logger.Error("outbox relay: row moved to the dead table", perr, map[string]any{"table": r.o.table, "id": w.id, "topic": w.topic, "uuid": w.uuid})
+	return nil
+}

@@ -1,0 +1,100 @@
+package outbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"reflect"
+	"sort"
+
+	"github.com/idempo/idempo/dedup/sqlstore"
+)
+
+// keyHash is the 64-bit hash of an ordering key within table: the
+// PostgreSQL advisory lock, MySQL's lock slot and the bucket derive from it.
+func keyHash(table, key string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(table))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(key))
+	// splitmix64's finaliser spreads FNV's bits over the whole word, so
+	// that the bucket (mod) and MySQL's slot (top bits) are both uniform.
+	z := h.Sum64()
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return int64(z ^ (z >> 31))
+}
+
+// bucketOf is the bucket of a key hash among n buckets.
+func bucketOf(h int64, n int) int { return int(uint64(h) % uint64(n)) }
+
+// lockSlot is MySQL's lock row of a key hash: its top 20 bits, so the key
+// table holds at most 2^20 rows.
+func lockSlot(h int64) int64 { return int64(uint64(h) >> 44) }
+
+// encodeMetadata stores metadata as a JSON object of strings.
+func encodeMetadata(md map[string]string) string {
+	if len(md) == 0 {
+		return "{}"
+	}
+	b, err := json.Marshal(md)
+	if err != nil { // a map of strings always marshals
+		return "{}"
+	}
+	return string(b)
+}
+
+// errBadMetadata is returned for a stored metadata column that is not a
+// JSON object of strings (a row written by hand).
+var errBadMetadata = errors.New("outbox: stored metadata is not a JSON object of strings")
+
+// decodeMetadata reads a metadata column.
+func decodeMetadata(s string) (map[string]string, error) {
+	md := map[string]string{}
+	if s == "" {
+		return md, nil
+	}
+	if err := json.Unmarshal([]byte(s), &md); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadMetadata, err)
+	}
+	if md == nil {
+		md = map[string]string{}
+	}
+	return md, nil
+}
+
+// sortedUnique sorts and deduplicates vs.
+func sortedUnique(vs []int64) []int64 {
+	sort.Slice(vs, func(i, j int) bool { return vs[i] < vs[j] })
+	out := vs[:0]
+	for i, v := range vs {
+		if i == 0 || v != vs[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// driverDialects maps the package path of a database/sql driver type to its
+// dialect (as package sqlstore does).
+var driverDialects = map[string]sqlstore.Dialect{
+	"github.com/jackc/pgx/v5/stdlib":       sqlstore.Postgres,
+	"github.com/jackc/pgx/v4/stdlib":       sqlstore.Postgres,
+	"github.com/lib/pq":                    sqlstore.Postgres,
+	"github.com/go-sql-driver/mysql":       sqlstore.MySQL,
+	"modernc.org/sqlite":                   sqlstore.SQLite,
+	"github.com/mattn/go-sqlite3":          sqlstore.SQLite,
+	"github.com/ncruces/go-sqlite3/driver": sqlstore.SQLite,
+}
+
+func detectDialect(drv any) (sqlstore.Dialect, error) {
+	t := reflect.TypeOf(drv)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if d, ok := driverDialects[t.PkgPath()]; ok {
+		return d, nil
+	}
+	return "", fmt.Errorf("%w: cannot tell the SQL dialect from the driver type %s.%s (set Options.Dialect)", ErrInvalidConfig, t.PkgPath(), t.Name())
+}

@@ -1,0 +1,238 @@
+package outbox
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idempo/idempo/dedup/sqlstore"
+)
+
+// names are the quoted names of an outbox's tables and indexes.
+type names struct {
+	t, leases, dead, keys string // quoted tables
+	base                  string // unqualified table name, for index names
+	schemaPrefix          string // "schema." (unquoted) or ""
+	channel               string // PostgreSQL notification channel
+}
+
+func quoteIdent(d sqlstore.Dialect, name string) string {
+	q := `"`
+	if d == sqlstore.MySQL {
+		q = "`"
+	}
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = q + p + q
+	}
+	return strings.Join(parts, ".")
+}
+
+func newNames(d sqlstore.Dialect, table string) names {
+	n := names{
+		t:      quoteIdent(d, table),
+		leases: quoteIdent(d, table+"_leases"),
+		dead:   quoteIdent(d, table+"_dead"),
+		keys:   quoteIdent(d, table+"_keys"),
+	}
+	parts := strings.Split(table, ".")
+	n.base = parts[len(parts)-1]
+	if len(parts) == 2 {
+		n.schemaPrefix = parts[0] + "."
+	}
+	n.channel = fmt.Sprintf("idempo_outbox_%016x", uint64(keyHash(table, "")))
+	return n
+}
+
+// index returns the quoted name of an index and the quoted table it is on,
+// as CREATE INDEX wants them (SQLite qualifies the index, not the table).
+func (n names) index(d sqlstore.Dialect, suffix, table string) (idx, on string) {
+	name := n.base + suffix
+	switch {
+	case d == sqlstore.SQLite && n.schemaPrefix != "":
+		return quoteIdent(d, n.schemaPrefix+name), quoteIdent(d, strings.TrimPrefix(table, n.schemaPrefix))
+	default:
+		return quoteIdent(d, name), quoteIdent(d, table)
+	}
+}
+
+// expander rewrites statement templates written with '?' placeholders and
+// these macros:
+//
+//	{T} {L} {D} {K}  the outbox, lease, dead and key tables
+//	{NOW}            the database clock
+//	{PLUS}           the database clock plus a µs parameter (consumes one '?')
+//	{ZERO}           the Unix epoch (a lease that is free)
+//	{AGE:col}        µs from col to the database clock
+//	{EPOCH:col}      col in µs since the Unix epoch
+type expander struct {
+	d sqlstore.Dialect
+	n names
+}
+
+func (x expander) expand(tmpl string) string {
+	var now, plus, zero string
+	switch x.d {
+	case sqlstore.Postgres:
+		now = "clock_timestamp()"
+		plus = "(clock_timestamp() + CAST(? AS double precision) * interval '1 microsecond')"
+		zero = "CAST('epoch' AS timestamptz)"
+	case sqlstore.MySQL:
+		now = "UTC_TIMESTAMP(6)"
+		plus = "(UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)"
+		zero = "CAST('1970-01-01 00:00:00' AS DATETIME(6))"
+	default:
+		now = "CAST(unixepoch('subsec') * 1000000 AS INTEGER)"
+		plus = "(CAST(unixepoch('subsec') * 1000000 AS INTEGER) + ?)"
+		zero = "0"
+	}
+	s := strings.NewReplacer("{T}", x.n.t, "{L}", x.n.leases, "{D}", x.n.dead, "{K}", x.n.keys,
+		"{NOW}", now, "{PLUS}", plus, "{ZERO}", zero).Replace(tmpl)
+	s = x.macro(s, "{AGE:", func(col string) string {
+		switch x.d {
+		case sqlstore.Postgres:
+			return "CAST(EXTRACT(EPOCH FROM (clock_timestamp() - " + col + ")) * 1000000 AS bigint)"
+		case sqlstore.MySQL:
+			return "TIMESTAMPDIFF(MICROSECOND, " + col + ", UTC_TIMESTAMP(6))"
+		default:
+			return "(" + now + " - " + col + ")"
+		}
+	})
+	s = x.macro(s, "{EPOCH:", func(col string) string {
+		switch x.d {
+		case sqlstore.Postgres:
+			return "CAST(EXTRACT(EPOCH FROM " + col + ") * 1000000 AS bigint)"
+		case sqlstore.MySQL:
+			return "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', " + col + ")"
+		default:
+			return col
+		}
+	})
+	if x.d == sqlstore.Postgres {
+		s = rebindDollar(s)
+	}
+	return s
+}
+
+func (x expander) macro(s, open string, f func(col string) string) string {
+	for {
+		i := strings.Index(s, open)
+		if i < 0 {
+			return s
+		}
+		j := strings.IndexByte(s[i:], '}') + i
+		s = s[:i] + f(s[i+len(open):j]) + s[j+1:]
+	}
+}
+
+// rebindDollar turns '?' placeholders into $1, $2, … (no statement here
+// holds a literal '?').
+func rebindDollar(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, c := range s {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// durArg converts a duration to the µs parameter {PLUS} expects.
+func durArg(d sqlstore.Dialect, v time.Duration) any {
+	if d == sqlstore.Postgres {
+		return float64(v.Microseconds())
+	}
+	return v.Microseconds()
+}
+
+// intList renders integers (never user input) as a SQL list.
+func intList[T ~int | ~int64](vs []T) string {
+	var b strings.Builder
+	for i, v := range vs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(int64(v), 10))
+	}
+	return b.String()
+}
+
+// schema returns the DDL of an outbox.
+func schema(d sqlstore.Dialect, n names) []string {
+	var types struct{ id, text, key, short, bin, ts, i64, i32 string }
+	switch d {
+	case sqlstore.Postgres:
+		types.id, types.text, types.key, types.bin, types.ts, types.i64, types.i32 =
+			"bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "text", "text", "bytea", "timestamptz", "bigint", "integer"
+	case sqlstore.MySQL:
+		types.id, types.text, types.key, types.bin, types.ts, types.i64, types.i32 =
+			"BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY", "MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+			"VARCHAR(1024) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", "LONGBLOB", "DATETIME(6)", "BIGINT", "INT"
+		types.short = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+	default:
+		types.id, types.text, types.key, types.bin, types.ts, types.i64, types.i32 =
+			"INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "TEXT", "BLOB", "INTEGER", "INTEGER", "INTEGER"
+	}
+	if types.short == "" {
+		types.short = types.key
+	}
+	engine, outboxIdx, deadIdx := "", "", ""
+	if d == sqlstore.MySQL {
+		// MySQL has no CREATE INDEX IF NOT EXISTS: the indexes are in the tables.
+		engine = " ENGINE=InnoDB"
+		outboxIdx = ",\n    INDEX " + quoteIdent(d, n.base+"_bucket") + " (bucket, id),\n    INDEX " +
+			quoteIdent(d, n.base+"_key") + " (key_hash, id),\n    INDEX " + quoteIdent(d, n.base+"_sent") + " (sent_at)"
+		deadIdx = ",\n    INDEX " + quoteIdent(d, n.base+"_dead_topic") + " (topic, id)"
+	}
+	cols := func(first string) string {
+		return `    id              ` + first + `,
+    uuid            ` + types.short + ` NOT NULL,            -- the message UUID: the consumer's dedup key
+    topic           ` + types.short + ` NOT NULL,
+    msg_key         ` + types.key + ` NOT NULL,            -- ordering key
+    key_hash        ` + types.i64 + ` NOT NULL,            -- 64-bit hash of table and key (per-key lock, bucket)
+    bucket          ` + types.i32 + ` NOT NULL,            -- key_hash mod the bucket count
+    payload         ` + types.bin + ` NOT NULL,
+    metadata        ` + types.text + ` NOT NULL,           -- JSON object of strings
+    traceparent     ` + types.key + ` NOT NULL,            -- the writer's W3C trace context, or ''
+    created_at      ` + types.ts + ` NOT NULL,             -- database clock
+    attempts        ` + types.i32 + ` NOT NULL`
+	}
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS ` + n.t + ` (
+` + cols(types.id) + `,
+    next_attempt_at ` + types.ts + ` NOT NULL,             -- not published before
+    last_error      ` + types.text + `,               -- sent_at: set when sent, with a retention
+    sent_at         ` + types.ts + outboxIdx + `
+)` + engine,
+		`CREATE TABLE IF NOT EXISTS ` + n.leases + ` (
+    bucket      ` + types.i32 + ` NOT NULL PRIMARY KEY,   -- a key bucket (>= 0) or a running relay (< 0)
+    owner       ` + types.short + ` NOT NULL,               -- relay name, '' when free
+    token       ` + types.i64 + ` NOT NULL,               -- fencing token of the current lease
+    lease_until ` + types.ts + ` NOT NULL
+)` + engine,
+		`CREATE TABLE IF NOT EXISTS ` + n.dead + ` (
+` + cols(types.i64+" NOT NULL PRIMARY KEY") + `,              -- attempts made
+    reason          ` + types.text + ` NOT NULL,
+    dead_at         ` + types.ts + ` NOT NULL` + deadIdx + `
+)` + engine,
+	}
+	if d == sqlstore.MySQL {
+		return append(stmts, `CREATE TABLE IF NOT EXISTS `+n.keys+` (
+    slot BIGINT NOT NULL PRIMARY KEY -- key_hash's top 20 bits: the row Write locks per key
+) ENGINE=InnoDB`)
+	}
+	idxBucket, onT := n.index(d, "_bucket", n.schemaPrefix+n.base)
+	idxKey, _ := n.index(d, "_key", n.schemaPrefix+n.base)
+	idxSent, _ := n.index(d, "_sent", n.schemaPrefix+n.base)
+	idxDead, onD := n.index(d, "_dead_topic", n.schemaPrefix+n.base+"_dead")
+	return append(stmts,
+		`CREATE INDEX IF NOT EXISTS `+idxBucket+` ON `+onT+` (bucket, id)`,
+		`CREATE INDEX IF NOT EXISTS `+idxKey+` ON `+onT+` (key_hash, id)`,
+		`CREATE INDEX IF NOT EXISTS `+idxSent+` ON `+onT+` (sent_at) WHERE sent_at IS NOT NULL`,
+		`CREATE INDEX IF NOT EXISTS `+idxDead+` ON `+onD+` (topic, id)`)
+}
