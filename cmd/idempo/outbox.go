@@ -180,14 +180,14 @@ type topicStatus struct {
 
 func (s *statusResult) text(w io.Writer) {
 	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "TOPIC\tPENDING\tDEAD\tOLDEST PENDING\t")
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPENDING\tDEAD\tOLDEST PENDING")
 	for _, t := range s.Topics {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t\n", t.Topic, t.Pending, t.Dead, fmtAge(t.OldestPendingMS))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", t.Topic, t.Pending, t.Dead, fmtAge(t.OldestPendingMS))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(&b, "%s: %d pending, %d dead in %d topics; oldest pending %s\n",
-		s.Table, s.Pending, s.Dead, len(s.Topics), fmtAge(s.OldestPendingMS))
+	fmt.Fprintf(&b, "%s: %d pending, %d dead in %s; oldest pending %s\n",
+		s.Table, s.Pending, s.Dead, plural(len(s.Topics), "topic"), fmtAge(s.OldestPendingMS))
 	_, _ = io.WriteString(w, b.String())
 }
 
@@ -289,7 +289,7 @@ func (d *deadResult) text(w io.Writer) {
 	if d.Topic != "" {
 		where = "of " + d.Topic + " " + where
 	}
-	fmt.Fprintf(&b, "%d dead rows %s\n", len(d.Rows), where)
+	fmt.Fprintf(&b, "%s %s\n", plural(len(d.Rows), "dead row"), where)
 	_, _ = io.WriteString(w, b.String())
 }
 
@@ -354,5 +354,13 @@ type requeueResult struct {
 }
 
 func (r *requeueResult) text(w io.Writer) {
-	fmt.Fprintf(w, "requeued %d rows into %s\n", r.Requeued, r.Table)
+	fmt.Fprintf(w, "requeued %s into %s\n", plural(r.Requeued, "row"), r.Table)
+}
+
+// plural renders "1 row", "2 rows".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

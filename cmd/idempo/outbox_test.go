@@ -278,8 +278,9 @@ func TestRelayAndOutboxCommands(t *testing.T) {
 			require.Equal(t, 1, dead.Rows[0].Attempts)
 			code, out, errOut := runCLI(t, append([]string{"outbox", "dead"}, common...)...)
 			require.Equal(t, 0, code, errOut)
-			require.Contains(t, out, "1 dead rows in "+f.table)
+			require.Contains(t, out, "1 dead row in "+f.table)
 			require.Contains(t, out, dead.Rows[0].UUID)
+			t.Logf("idempo outbox dead:\n%s", out)
 
 			st = outboxJSON[statusResult](t, append([]string{"outbox", "status"}, common...)...)
 			require.EqualValues(t, 0, st.Pending)
@@ -305,10 +306,11 @@ func TestRelayAndOutboxCommands(t *testing.T) {
 
 			code, out, errOut = runCLI(t, append([]string{"outbox", "requeue", "--topic", big}, common...)...)
 			require.Equal(t, 0, code, errOut)
-			require.Equal(t, "requeued 1 rows into "+f.table+"\n", out)
+			require.Equal(t, "requeued 1 row into "+f.table+"\n", out)
 			code, out, errOut = runCLI(t, append([]string{"outbox", "status"}, common...)...)
 			require.Equal(t, 0, code, errOut)
 			require.Contains(t, out, f.table+": 1 pending, 0 dead in ")
+			t.Logf("idempo outbox status:\n%s", out)
 		})
 	}
 }
@@ -451,7 +453,7 @@ func TestOutboxBadInput(t *testing.T) {
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--poll", "0s"}, "--poll must be > 0"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--max-attempts", "0"}, "--max-attempts must be > 0"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--retention", "-1s"}, "--retention must be >= 0"},
-		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--migrate"}, "unreachable"},
+		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--migrate"}, "open broker amqp://guest:xxxxx@127.0.0.1:1/"},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
@@ -465,7 +467,9 @@ func TestOutboxBadInput(t *testing.T) {
 
 // The outbox commands print no credential of --db or --broker, on success
 // (PostgreSQL trusts local connections and ignores the password) and on
-// failure alike, as text and JSON; the relay runs until its context ends.
+// failure alike, as text and JSON; the relay runs until its context ends,
+// and once as a process of its own, so that whatever reaches the process's
+// stderr by another way is checked too.
 func TestOutboxSecretsAreNeverPrinted(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
@@ -497,4 +501,13 @@ func TestOutboxSecretsAreNeverPrinted(t *testing.T) {
 			}
 		}
 	}
+	cluster, err := embedded.Start(embedded.Config{})
+	require.NoError(t, err)
+	defer cluster.Close()
+	p := startCLI(t, "relay", "--db", "postgres://postgres:"+secret+"@127.0.0.1:5432/test?sslmode=disable", "--table", f.table,
+		"--broker", cluster.URL(), "--progress", "50ms")
+	p.waitFor(t, "; table: pending 0")
+	require.Equal(t, 0, p.interrupt(t), p.stderr.String())
+	require.Contains(t, p.stderr.String(), "db: postgres://postgres:xxxxx@127.0.0.1:5432/test")
+	require.NotContains(t, p.stdout.String()+p.stderr.String(), secret)
 }

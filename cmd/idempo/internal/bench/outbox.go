@@ -194,7 +194,8 @@ type StatementCount struct {
 	Many         int `json:"many_messages"`
 	ManyMessages int `json:"many_messages_n"`
 	ManyKeys     int `json:"many_messages_keys"`
-	// InsertsMany is how many of Many are INSERTs into the outbox table.
+	// InsertsMany is how many of Many insert into the outbox table (an
+	// INSERT, or a statement holding one, such as PostgreSQL's WITH … INSERT).
 	InsertsMany int `json:"inserts_many_messages"`
 	// StatementsMany lists them, in order.
 	StatementsMany []string `json:"statements_many_messages"`
@@ -519,7 +520,7 @@ func (b *outboxBench) countStatements(ctx context.Context, spec backend.Spec, ta
 	}
 	sc := StatementCount{One: len(one), Many: len(manyStmts), ManyMessages: statementMessages, ManyKeys: keys, StatementsMany: manyStmts}
 	for _, s := range manyStmts {
-		if u := strings.ToUpper(s); strings.HasPrefix(u, "INSERT INTO "+strings.ToUpper(table)+" ") || strings.HasPrefix(u, "INSERT INTO "+strings.ToUpper(table)+"(") {
+		if u := strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(s, `"`, ""), "`", "")); strings.Contains(u, "INSERT INTO "+strings.ToUpper(table)+" ") {
 			sc.InsertsMany++
 		}
 	}
