@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
 	"github.com/idempo/idempo/cmd/idempo/internal/bench"
+	"github.com/idempo/idempo/outbox"
 )
 
 // outboxBenchFlags are the flags of idempo bench --outbox.
@@ -20,23 +23,27 @@ type outboxBenchFlags struct {
 	idleMessages            int
 	notify                  bool
 	idlePause, halfRateFor  time.Duration
+	poll                    time.Duration
+	cpuProfile              string
 }
 
 func (c *benchCommand) outboxFlags(fs *flag.FlagSet) {
 	f := &c.ob
 	fs.BoolVar(&f.on, "outbox", false, "measure the transactional outbox instead: one relay draining a pre-filled table against --broker's publisher publishing the same --events messages from memory (ratio_vs_direct_publish), commit-to-publish latency idle and at half the drain rate, and the statements of one Write")
 	fs.StringVar(&f.db, "db", "", "with --outbox: the outbox's database, postgres://…, mysql://… or sqlite://PATH (default: a SQLite file of the run)")
-	fs.IntVar(&f.batch, "batch", 256, "with --outbox: the relay's batch, and messages per Publish call when publishing directly")
+	fs.IntVar(&f.batch, "batch", outbox.DefaultBatchSize, "with --outbox: the relay's batch, and messages per Publish call when publishing directly")
 	fs.IntVar(&f.payload, "payload", bench.DefaultPayloadBytes, "with --outbox: payload bytes per message")
 	fs.BoolVar(&f.notify, "notify", false, "with --outbox on PostgreSQL: writers NOTIFY and the relay LISTENs")
 	fs.IntVar(&f.idleMessages, "idle-messages", bench.DefaultIdleMessages, "with --outbox: messages of the idle latency phase, one writer, one per transaction")
 	fs.DurationVar(&f.idlePause, "idle-pause", bench.DefaultIdlePause, "with --outbox: the idle writer's pause between commits")
 	fs.IntVar(&f.writers, "writers", bench.DefaultOutboxWriters, "with --outbox: writers of the half-rate latency phase")
 	fs.DurationVar(&f.halfRateFor, "half-rate-for", bench.DefaultHalfRateDuration, "with --outbox: how long the half-rate writers write (at most 20000 messages)")
+	fs.DurationVar(&f.poll, "poll", outbox.DefaultPollInterval, "with --outbox: the relay's poll interval")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "with --outbox: write a CPU profile of the whole run (relay, writers, publisher client) to this `FILE`")
 }
 
 // outboxOnly are the flags of the stack's benchmark that --outbox does not take.
-var outboxOnly = []string{"db", "batch", "payload", "notify", "idle-messages", "idle-pause", "writers", "half-rate-for"}
+var outboxOnly = []string{"db", "batch", "payload", "notify", "idle-messages", "idle-pause", "writers", "half-rate-for", "poll", "cpuprofile"}
 
 func (c *benchCommand) validateOutbox() error {
 	var wrong []string
@@ -63,6 +70,9 @@ func (c *benchCommand) validateOutbox() error {
 	if c.ob.halfRateFor <= 0 {
 		return fmt.Errorf("--half-rate-for must be > 0, got %v", c.ob.halfRateFor)
 	}
+	if c.ob.poll <= 0 {
+		return fmt.Errorf("--poll must be > 0, got %v", c.ob.poll)
+	}
 	return nil
 }
 
@@ -83,8 +93,20 @@ func (c *benchCommand) checkOutboxFlags() error {
 }
 
 func (c *benchCommand) runOutbox(ctx context.Context, e *env) (result, error) {
+	if c.ob.cpuProfile != "" {
+		f, err := os.Create(c.ob.cpuProfile)
+		if err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench.RunOutbox(ctx, bench.OutboxOptions{
-		DB: c.ob.db, Broker: c.o.Broker, Messages: c.o.Events, Rounds: c.rounds, BatchSize: c.ob.batch,
+		PollInterval: c.ob.poll,
+		DB:           c.ob.db, Broker: c.o.Broker, Messages: c.o.Events, Rounds: c.rounds, BatchSize: c.ob.batch,
 		Keys: c.o.Keys, PayloadBytes: c.ob.payload, Notify: c.ob.notify, IdleMessages: c.ob.idleMessages,
 		IdlePause: c.ob.idlePause, Writers: c.ob.writers, HalfRateDuration: c.ob.halfRateFor,
 		ChildBroker: true, Timeout: c.o.Timeout, Stderr: e.stderr,
@@ -111,8 +133,8 @@ func (r outboxReport) text(w io.Writer) {
 		notify = "on"
 	}
 	fmt.Fprintf(&b, "idempo bench --outbox (run %s; broker %s; db %s)\n", rep.RunID, rep.Broker, rep.DB)
-	fmt.Fprintf(&b, "%d messages per round, %d rounds, batch %d, %d keys, %d-byte payloads, notify %s\n\n",
-		rep.Messages, rep.Rounds, rep.BatchSize, rep.Keys, rep.PayloadBytes, notify)
+	fmt.Fprintf(&b, "%d messages per round, %d rounds, batch %d, %d keys, %d-byte payloads, poll %v, notify %s\n\n",
+		rep.Messages, rep.Rounds, rep.BatchSize, rep.Keys, rep.PayloadBytes, time.Duration(rep.PollMS*float64(time.Millisecond)), notify)
 	fmt.Fprintf(&b, "  %-34s %10s\n", "drain", "msgs/s")
 	fmt.Fprintf(&b, "  %-34s %10s\n", "publisher alone, from memory", bench.FormatCount(rep.DirectPerSec))
 	fmt.Fprintf(&b, "  %-34s %10s\n", "one relay, pre-filled table", bench.FormatCount(rep.RelayPerSec))

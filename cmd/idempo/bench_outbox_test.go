@@ -56,6 +56,7 @@ func TestBenchOutboxBadInput(t *testing.T) {
 		{[]string{"bench", "--outbox", "--matrix"}, "--outbox does not take --matrix"},
 		{[]string{"bench", "--outbox", "--batch", "0"}, "--batch must be > 0"},
 		{[]string{"bench", "--outbox", "--half-rate-for", "0s"}, "--half-rate-for must be > 0"},
+		{[]string{"bench", "--outbox", "--poll", "0s"}, "--poll must be > 0"},
 		{[]string{"bench", "--outbox", "--db", "redis://x:1/0"}, `unknown scheme "redis"`},
 		{[]string{"bench", "--outbox", "--db", "postgres://u:secret@127.0.0.1:1/x", "--events", "10"}, "unreachable"},
 		{[]string{"bench", "--db", "postgres://h/db"}, "--db need --outbox"},

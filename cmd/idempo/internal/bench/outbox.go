@@ -61,6 +61,8 @@ type OutboxOptions struct {
 	// Notify turns on PostgreSQL's LISTEN/NOTIFY wake-up (writers notify,
 	// the relay listens). Ignored elsewhere.
 	Notify bool
+	// PollInterval is the relay's. Defaults to outbox.DefaultPollInterval.
+	PollInterval time.Duration
 	// IdleMessages is how many messages the idle latency phase commits, one
 	// per transaction, IdlePause apart. Defaults to [DefaultIdleMessages]
 	// and [DefaultIdlePause].
@@ -87,6 +89,7 @@ func (o *OutboxOptions) setDefaults() {
 	o.Messages = cmpOr(o.Messages, DefaultOutboxMessages)
 	o.Rounds = cmpOr(o.Rounds, DefaultRounds)
 	o.BatchSize = cmpOr(o.BatchSize, outbox.DefaultBatchSize)
+	o.PollInterval = cmpOr(o.PollInterval, outbox.DefaultPollInterval)
 	o.Keys = cmpOr(o.Keys, DefaultKeys)
 	o.PayloadBytes = cmpOr(o.PayloadBytes, DefaultPayloadBytes)
 	o.IdleMessages = cmpOr(o.IdleMessages, DefaultIdleMessages)
@@ -120,6 +123,9 @@ func (o OutboxOptions) Validate() error {
 			return fmt.Errorf("--%s must be > 0, got %d", f.name, f.v)
 		}
 	}
+	if o.PollInterval < 0 {
+		return fmt.Errorf("--poll must be > 0, got %v", o.PollInterval)
+	}
 	if o.IdlePause < 0 {
 		return fmt.Errorf("--idle-pause must be >= 0, got %v", o.IdlePause)
 	}
@@ -140,6 +146,8 @@ type OutboxReport struct {
 	Keys         int    `json:"keys"`
 	PayloadBytes int    `json:"payload_bytes"`
 	Notify       bool   `json:"notify"`
+	// PollMS is the relay's poll interval.
+	PollMS float64 `json:"poll_ms"`
 	// DirectPerSec is the publisher alone: the same messages published
 	// from memory, BatchSize per Publish call, over all rounds.
 	DirectPerSec float64 `json:"direct_msgs_per_s"`
@@ -252,6 +260,7 @@ func RunOutbox(ctx context.Context, opts OutboxOptions) (*OutboxReport, error) {
 	rep := &OutboxReport{
 		RunID: opts.RunID, Broker: broker.Display, DB: db.Display, Messages: opts.Messages, Rounds: opts.Rounds,
 		BatchSize: opts.BatchSize, Keys: opts.Keys, PayloadBytes: opts.PayloadBytes, Notify: opts.Notify,
+		PollMS: ms(opts.PollInterval),
 	}
 	if rep.Statements, err = b.countStatements(ctx, dspec, table); err != nil {
 		return nil, fmt.Errorf("count statements: %w", err)
@@ -343,7 +352,9 @@ func (b *outboxBench) commit(ctx context.Context, topic string, msgs []*message.
 
 // startRelay runs a relay until the returned stop is called.
 func (b *outboxBench) startRelay(ctx context.Context) (*outbox.Relay, func() error, error) {
-	relay, err := outbox.NewRelay(b.ob, outbox.RelayConfig{Publisher: b.pub, BatchSize: b.opts.BatchSize, Notify: b.opts.Notify})
+	relay, err := outbox.NewRelay(b.ob, outbox.RelayConfig{
+		Publisher: b.pub, BatchSize: b.opts.BatchSize, Notify: b.opts.Notify, PollInterval: b.opts.PollInterval,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
