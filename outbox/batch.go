@@ -29,10 +29,6 @@ type row struct {
 	attempts    int
 }
 
-// testHookBeforeMark, when set by tests, runs after a batch was published
-// and before it is marked.
-var testHookBeforeMark func()
-
 // fence is the condition that the lease of the row's bucket is still held
 // with one of toks.
 func fence(toks []int64) string {
@@ -110,9 +106,10 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 			sent = append(sent, rw)
 		}
 	}
-	if testHookBeforeMark != nil {
-		testHookBeforeMark()
-	}
+	// What was published is marked even when Run is being stopped: else it
+	// would be published again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Lease)
+	defer cancel()
 	if err := r.mark(ctx, sent, toks, snap); err != nil {
 		return len(rows), err
 	}

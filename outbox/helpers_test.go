@@ -291,3 +291,9 @@ var testLogger = func() watermill.LoggerAdapter {
 	}
 	return watermill.NopLogger{}
 }()
+
+func messageWith(md message.Metadata) *message.Message {
+	m := message.NewMessage("x", nil)
+	m.Metadata = md
+	return m
+}

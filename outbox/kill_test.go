@@ -107,6 +107,9 @@ func childRelay() error {
 	if err != nil {
 		return err
 	}
+	if os.Getenv(helperAMQPEnv) != "" {
+		return childAMQPRelay(ob, block)
+	}
 	pub := newTablePublisher(d, db, os.Getenv(helperPubEnv))
 	pub.blockAfter = block
 	cfg := fast(pub)

@@ -165,7 +165,7 @@ func TestLateLowerIDPublished(t *testing.T) {
 			waitFor(t, 20*time.Second, "the lower id published", func() bool { return len(rec.snapshot()) == 2 })
 			got := rec.snapshot()
 			require.Equal(t, []string{early.UUID, late.UUID}, []string{got[0].uuid, got[1].uuid})
-			require.Zero(t, e.count(t, "", ""))
+			waitFor(t, 20*time.Second, "both rows marked", func() bool { return e.count(t, "", "") == 0 })
 		})
 	}
 }
@@ -181,10 +181,19 @@ func TestRelaysInParallel(t *testing.T) {
 		for range 3 {
 			cfg := fast(rec)
 			cfg.BatchSize = 16
+			// Long enough that no lease runs out on a loaded machine: a
+			// lost lease is the abnormal case, where duplicates are allowed.
+			cfg.Lease = 4 * time.Second
 			r, stop := runRelay(t, e.ob, cfg)
 			defer stop()
 			relays = append(relays, r)
 		}
+		waitFor(t, 30*time.Second, "the buckets shared by the three relays", func() bool {
+			var owners int
+			q := "SELECT COUNT(DISTINCT owner) FROM " + quote(d, e.ob.Table()+"_leases") + " WHERE bucket >= 0 AND owner <> ''"
+			require.NoError(t, e.db.QueryRow(q).Scan(&owners))
+			return owners == 3
+		})
 		const keys, perKey, writers = 12, 30, 4
 		var wg sync.WaitGroup
 		for w := range writers {
@@ -208,11 +217,13 @@ func TestRelaysInParallel(t *testing.T) {
 			seen[p.uuid] = true
 		}
 		checkKeyOrder(t, got)
-		var total int64
-		for _, r := range relays {
-			total += r.Stats().Published
-		}
-		require.EqualValues(t, keys*perKey, total)
+		waitFor(t, 10*time.Second, "the relays' counters", func() bool {
+			var total int64
+			for _, r := range relays {
+				total += r.Stats().Published
+			}
+			return total == keys*perKey
+		})
 	})
 }
 
