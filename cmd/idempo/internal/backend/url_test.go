@@ -89,7 +89,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		for _, parse := range []func(string) (Spec, error){ParseBroker, ParseStore} {
+		for _, parse := range []func(string) (Spec, error){ParseBroker, ParseStore, ParseDB} {
 			s, err := parse(raw)
 			if err != nil {
 				if !errors.Is(err, ErrURL) {
