@@ -18,7 +18,8 @@ func TestMain(m *testing.M) {
 	if runHelperIfAsked() {
 		return
 	}
-	goleak.VerifyTestMain(m)
+	// sarama's metrics registry starts a goroutine that never ends.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
 }
 
 // fast is a relay configuration for tests: short lease and poll.
