@@ -21,15 +21,15 @@ import (
 // Relay publishes an outbox's committed rows. Several relays (in one or
 // many processes) may run on one table.
 type Relay struct {
-	o        *Outbox
-	cfg      RelayConfig
-	tracer   trace.Tracer
-	owner    string // Name plus a random suffix, in the lease rows
-	presence int    // this relay's own row in the lease table (< 0)
+	o      *Outbox
+	cfg    RelayConfig
+	tracer trace.Tracer
+	owner  string // Name plus a random suffix, in the lease rows
 
-	mu     sync.Mutex
-	owned  map[int]bucketLease
-	ptoken int64 // token of the presence row
+	mu       sync.Mutex
+	owned    map[int]bucketLease
+	presence int   // this relay's own row in the lease table (< 0)
+	ptoken   int64 // token of the presence row
 
 	busy    sync.Mutex // held by a batch; voluntary releases wait for it
 	outages int        // consecutive batches taken for a publisher outage (under busy)
@@ -111,6 +111,7 @@ func NewRelay(o *Outbox, cfg RelayConfig) (*Relay, error) {
 	}
 	return &Relay{
 		o: o, cfg: cfg,
+		owner:  fmt.Sprintf("%s/%06x", cfg.Name, rand.IntN(1<<24)),
 		tracer: o.opts.TracerProvider.Tracer(tracing.InstrumentationName),
 		owned:  map[int]bucketLease{},
 		wake:   make(chan struct{}, 1),
