@@ -57,4 +57,10 @@
 //
 // docs/observability.md has the full table, PromQL examples and the stack's
 // logging.
+//
+// # Outbox
+//
+// [NewOutboxCollector] exports an outbox's pending and dead rows and oldest
+// pending age per topic (read with outbox.Outbox.Status on each scrape) and
+// the counters of the relays of the process.
 package metrics

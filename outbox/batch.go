@@ -113,8 +113,25 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 	if err := r.mark(ctx, sent, toks, snap); err != nil {
 		return len(rows), err
 	}
+	// Every row tried failed, in several keys, none permanently: the
+	// publisher (broker) is taken to be down. The rows wait a backoff that
+	// grows with the outage, without counting attempts, so an outage does
+	// not send every key's next row to the dead table.
+	outage := len(sent) == 0 && len(failed) > 1
+	keys := map[int64]bool{}
 	for _, f := range failed {
-		if err := r.fail(ctx, f.row, f.err, snap[f.bucket]); err != nil {
+		keys[f.hash] = true
+		var pe permanent
+		outage = outage && !r.cfg.Permanent(f.err) && !errors.As(f.err, &pe)
+	}
+	outage = outage && len(keys) > 1
+	if outage {
+		r.outages++
+	} else if len(sent) > 0 {
+		r.outages = 0
+	}
+	for _, f := range failed {
+		if err := r.fail(ctx, f.row, f.err, snap[f.bucket], outage); err != nil {
 			return len(rows), err
 		}
 	}
@@ -133,13 +150,16 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
-// fetch selects the oldest due rows of buckets in id order, leaving out
-// every row that follows a row of its key waiting for a retry.
+// fetch selects the oldest unsent rows of buckets in id order, leaving out
+// the keys that have a row waiting for a retry (that row is the key's
+// oldest unsent one: a relay publishes a key's rows in order and stops at
+// its first failure). It reads the index of unsent rows in id order, so the
+// cost does not grow with the backlog.
 func (r *Relay) fetch(ctx context.Context, buckets []int) ([]row, error) {
 	q := r.o.x.expand(`SELECT t.id, t.bucket, t.key_hash, t.msg_key, t.uuid, t.topic, t.payload, t.metadata, t.traceparent, t.attempts
 FROM {T} t
-WHERE t.bucket IN (` + intList(buckets) + `) AND t.sent_at IS NULL AND t.next_attempt_at <= {NOW}
-AND NOT EXISTS (SELECT 1 FROM {T} p WHERE p.key_hash = t.key_hash AND p.id < t.id AND p.sent_at IS NULL AND p.next_attempt_at > {NOW})
+WHERE t.bucket IN (` + intList(buckets) + `) AND t.sent_at IS NULL
+AND t.key_hash NOT IN (SELECT p.key_hash FROM {T} p WHERE p.attempts > 0 AND p.sent_at IS NULL AND p.next_attempt_at > {NOW})
 ORDER BY t.id LIMIT ` + fmt.Sprint(r.cfg.BatchSize))
 	rs, err := r.o.db.QueryContext(ctx, q)
 	if err != nil {
@@ -230,12 +250,19 @@ func (r *Relay) mark(ctx context.Context, sent []row, toks []int64, snap map[int
 }
 
 // fail records a failed publish of w: a retry after the backoff, or the
-// dead table for a permanent error or the last attempt.
-func (r *Relay) fail(ctx context.Context, w row, perr error, token int64) error {
+// dead table for a permanent error or the last attempt. During an outage
+// the attempt is not counted and the backoff is the outage's.
+func (r *Relay) fail(ctx context.Context, w row, perr error, token int64, outage bool) error {
 	x := r.o.x
 	f := fence([]int64{token})
 	r.failures.Add(1)
 	reason := perr.Error()
+	if outage {
+		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),
+			durArg(r.o.dialect, r.backoff(r.outages)), reason, w.id)
+		r.observe(EventFailed, w.topic, 1, perr)
+		return r.o.wrap("relay retry", err)
+	}
 	var pe permanent
 	if !r.cfg.Permanent(perr) && !errors.As(perr, &pe) && w.attempts+1 < r.cfg.MaxAttempts {
 		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET attempts = attempts + 1, next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),

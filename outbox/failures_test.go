@@ -131,3 +131,101 @@ func TestRetentionBoundsTable(t *testing.T) {
 		waitFor(t, 30*time.Second, "every row marked", func() bool { return e.count(t, "", "sent_at IS NULL") == 0 })
 	})
 }
+
+// TestBackoffHoldsKey: a failed row is not tried again before its backoff,
+// and the later rows of its key wait for it while other keys go on.
+func TestBackoffHoldsKey(t *testing.T) {
+	t.Parallel()
+	forEachDialect(t, func(t *testing.T, d sqlstore.Dialect) {
+		e := newEnv(t, d, nil)
+		stuck := msg("stuck", 1)
+		var calls atomic.Int32
+		rec := &recorder{fail: func(_ string, m *message.Message) error {
+			if m.UUID == stuck.UUID {
+				calls.Add(1)
+				return errTransient
+			}
+			return nil
+		}}
+		cfg := fast(rec)
+		cfg.Backoff = outbox.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour}
+		r, stop := runRelay(t, e.ob, cfg)
+		defer stop()
+		e.write(t, "t", stuck, msg("stuck", 2), msg("other", 1))
+		waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == 1 && r.Stats().Failures == 1 })
+		for i := 2; i <= 4; i++ { // later passes
+			e.write(t, "t", msg("other", i))
+			waitFor(t, 20*time.Second, "the other key published", func() bool { return rec.unique() == i })
+		}
+		for _, p := range rec.snapshot() {
+			require.Equal(t, "other", p.key, "the stuck key's later row waits")
+		}
+		require.EqualValues(t, 2, calls.Load(), "tried in the batch and alone, then not before the backoff")
+	})
+}
+
+// TestOutageCountsNoAttempts: while the publisher fails every row of
+// several keys, attempts are not counted, so no row goes dead; the rows are
+// published once it is back.
+func TestOutageCountsNoAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sqlstore.SQLite, nil)
+	var down atomic.Bool
+	down.Store(true)
+	rec := &recorder{fail: func(string, *message.Message) error {
+		if down.Load() {
+			return errTransient
+		}
+		return nil
+	}}
+	cfg := fast(rec)
+	cfg.MaxAttempts = 2
+	r, stop := runRelay(t, e.ob, cfg)
+	defer stop()
+	e.write(t, "t", msg("a", 1), msg("b", 1), msg("c", 1))
+	waitFor(t, 20*time.Second, "several failed rounds", func() bool { return r.Stats().Failures >= 15 })
+	require.Zero(t, r.Stats().Dead, "an outage sends nothing to the dead table")
+	require.Zero(t, e.count(t, "", "attempts > 0"))
+	down.Store(false)
+	waitFor(t, 20*time.Second, "every row published after the outage", func() bool { return rec.unique() == 3 })
+}
+
+// TestRequeueByID moves back only the dead rows named; Run fails on tables
+// that do not exist.
+func TestRequeueByID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sqlstore.SQLite, nil)
+	var ok atomic.Bool
+	rec := &recorder{fail: func(string, *message.Message) error {
+		if !ok.Load() {
+			return retry.Permanent(errTransient)
+		}
+		return nil
+	}}
+	r, stop := runRelay(t, e.ob, fast(rec))
+	defer stop()
+	e.write(t, "t", msg("a", 1))
+	e.write(t, "u", msg("b", 1))
+	waitFor(t, 20*time.Second, "both rows dead", func() bool { return r.Stats().Dead == 2 })
+	dead, err := e.ob.Dead(context.Background(), "", 0)
+	require.NoError(t, err)
+	require.Len(t, dead, 2)
+	ok.Store(true)
+	n, err := e.ob.Requeue(context.Background(), "", dead[1].ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	waitFor(t, 20*time.Second, "the requeued row published", func() bool { return rec.unique() == 1 })
+	require.Equal(t, dead[1].UUID, rec.snapshot()[0].uuid)
+	left, err := e.ob.Dead(context.Background(), "", 0)
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	require.Equal(t, dead[0].ID, left[0].ID)
+	_, err = e.ob.Requeue(context.Background(), "")
+	require.ErrorIs(t, err, outbox.ErrInvalidMessage, "nothing named")
+
+	ob, err := outbox.New(e.db, &outbox.Options{Table: randomName("missing_")})
+	require.NoError(t, err)
+	r2, err := outbox.NewRelay(ob, fast(rec))
+	require.NoError(t, err)
+	require.Error(t, r2.Run(context.Background()), "no lease table")
+}

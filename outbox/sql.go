@@ -185,8 +185,8 @@ func schema(d sqlstore.Dialect, n names) []string {
 	if d == sqlstore.MySQL {
 		// MySQL has no CREATE INDEX IF NOT EXISTS: the indexes are in the tables.
 		engine = " ENGINE=InnoDB"
-		outboxIdx = ",\n    INDEX " + quoteIdent(d, n.base+"_bucket") + " (bucket, id),\n    INDEX " +
-			quoteIdent(d, n.base+"_key") + " (key_hash, id),\n    INDEX " + quoteIdent(d, n.base+"_sent") + " (sent_at)"
+		outboxIdx = ",\n    INDEX " + quoteIdent(d, n.base+"_pending") + " (sent_at, id),\n    INDEX " +
+			quoteIdent(d, n.base+"_retry") + " (attempts, next_attempt_at),\n    INDEX " + quoteIdent(d, n.base+"_sent") + " (sent_at)"
 		deadIdx = ",\n    INDEX " + quoteIdent(d, n.base+"_dead_topic") + " (topic, id)"
 	}
 	cols := func(first string) string {
@@ -226,13 +226,13 @@ func schema(d sqlstore.Dialect, n names) []string {
     slot BIGINT NOT NULL PRIMARY KEY -- key_hash's top 20 bits: the row Write locks per key
 ) ENGINE=InnoDB`)
 	}
-	idxBucket, onT := n.index(d, "_bucket", n.schemaPrefix+n.base)
-	idxKey, _ := n.index(d, "_key", n.schemaPrefix+n.base)
+	idxPending, onT := n.index(d, "_pending", n.schemaPrefix+n.base)
+	idxRetry, _ := n.index(d, "_retry", n.schemaPrefix+n.base)
 	idxSent, _ := n.index(d, "_sent", n.schemaPrefix+n.base)
 	idxDead, onD := n.index(d, "_dead_topic", n.schemaPrefix+n.base+"_dead")
 	return append(stmts,
-		`CREATE INDEX IF NOT EXISTS `+idxBucket+` ON `+onT+` (bucket, id)`,
-		`CREATE INDEX IF NOT EXISTS `+idxKey+` ON `+onT+` (key_hash, id)`,
+		`CREATE INDEX IF NOT EXISTS `+idxPending+` ON `+onT+` (id) WHERE sent_at IS NULL`,
+		`CREATE INDEX IF NOT EXISTS `+idxRetry+` ON `+onT+` (next_attempt_at) WHERE attempts > 0 AND sent_at IS NULL`,
 		`CREATE INDEX IF NOT EXISTS `+idxSent+` ON `+onT+` (sent_at) WHERE sent_at IS NOT NULL`,
 		`CREATE INDEX IF NOT EXISTS `+idxDead+` ON `+onD+` (topic, id)`)
 }
