@@ -35,7 +35,7 @@ func (c *benchCommand) outboxFlags(fs *flag.FlagSet) {
 	fs.IntVar(&f.payload, "payload", bench.DefaultPayloadBytes, "with --outbox: payload bytes per message")
 	fs.BoolVar(&f.notify, "notify", false, "with --outbox on PostgreSQL: writers NOTIFY and the relay LISTENs")
 	fs.IntVar(&f.idleMessages, "idle-messages", bench.DefaultIdleMessages, "with --outbox: messages of the idle latency phase, one writer, one per transaction")
-	fs.DurationVar(&f.idlePause, "idle-pause", bench.DefaultIdlePause, "with --outbox: the idle writer's pause between commits")
+	fs.DurationVar(&f.idlePause, "idle-pause", bench.DefaultIdlePause, "with --outbox: the idle writer's mean pause between commits (each drawn from half to one and a half times it)")
 	fs.IntVar(&f.writers, "writers", bench.DefaultOutboxWriters, "with --outbox: writers of the half-rate latency phase")
 	fs.DurationVar(&f.halfRateFor, "half-rate-for", bench.DefaultHalfRateDuration, "with --outbox: how long the half-rate writers write (at most 20000 messages)")
 	fs.DurationVar(&f.poll, "poll", outbox.DefaultPollInterval, "with --outbox: the relay's poll interval")

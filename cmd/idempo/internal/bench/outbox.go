@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ import (
 const (
 	DefaultOutboxMessages = 20000
 	DefaultIdleMessages   = 200
-	DefaultIdlePause      = 20 * time.Millisecond
+	DefaultIdlePause      = 100 * time.Millisecond
 	DefaultOutboxWriters  = 8
 	DefaultPayloadBytes   = 200
 	// DefaultHalfRateDuration is how long the writers of the half-rate
@@ -64,8 +65,10 @@ type OutboxOptions struct {
 	// PollInterval is the relay's. Defaults to outbox.DefaultPollInterval.
 	PollInterval time.Duration
 	// IdleMessages is how many messages the idle latency phase commits, one
-	// per transaction, IdlePause apart. Defaults to [DefaultIdleMessages]
-	// and [DefaultIdlePause].
+	// per transaction, with a pause drawn uniformly from [IdlePause/2,
+	// 3·IdlePause/2) between them, so that commits fall at every phase of
+	// the relay's poll (a fixed pause shorter than the relay's cycle would
+	// lock onto it). Defaults to [DefaultIdleMessages] and [DefaultIdlePause].
 	IdleMessages int
 	IdlePause    time.Duration
 	// Writers is the number of writers of the half-rate phase, together
@@ -452,7 +455,7 @@ func (b *outboxBench) latency(ctx context.Context, phase string, writers int, ra
 				if rate > 0 {
 					time.Sleep(time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))))
 				} else if i > 0 {
-					time.Sleep(b.opts.IdlePause)
+					time.Sleep(b.opts.IdlePause/2 + rand.N(b.opts.IdlePause+1))
 				}
 				if err := b.commit(ctx, topic, msgs[i:i+1], func() { committed[i] = time.Now() }); err != nil {
 					werr <- err
