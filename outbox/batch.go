@@ -59,7 +59,8 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 		err error
 	}
 	var failed []failure
-	for start := 0; start < len(rows); {
+	down := false // the publisher looks down: stop trying this batch
+	for start := 0; start < len(rows) && !down; {
 		end := start + 1
 		for end < len(rows) && rows[end].topic == rows[start].topic {
 			end++
@@ -89,10 +90,12 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 			continue
 		}
 		// Which of them the broker has is unknown: publish them one by one,
-		// in order, stopping each key at its first failure.
+		// in order, stopping each key at its first failure, and the whole
+		// batch when two keys failed before any publish succeeded (the
+		// publisher is down: no need to wait for each row's failure).
 		for i, m := range msgs {
 			rw := ok[i]
-			if blocked[rw.hash] {
+			if blocked[rw.hash] || down {
 				endSpans(spans[i:i+1], errSkipped)
 				continue
 			}
@@ -100,6 +103,7 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 				endSpans(spans[i:i+1], err)
 				blocked[rw.hash] = true
 				failed = append(failed, failure{rw, err})
+				down = len(sent) == 0 && len(failed) > 1
 				continue
 			}
 			endSpans(spans[i:i+1], nil)
@@ -135,10 +139,16 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 			return len(rows), err
 		}
 	}
+	if outage {
+		return len(rows), fmt.Errorf("%w: %w", errOutage, failed[0].err)
+	}
 	return len(rows), nil
 }
 
-var errSkipped = errors.New("outbox: not published: an earlier row of its key failed")
+var (
+	errSkipped = errors.New("outbox: not published: an earlier row of its key failed")
+	errOutage  = errors.New("outbox: every row of the batch failed, in several keys: the publisher looks down")
+)
 
 func endSpans(spans []trace.Span, err error) {
 	for _, s := range spans {
