@@ -58,7 +58,8 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 		err error
 	}
 	var failed []failure
-	down := false // the publisher looks down: stop trying this batch
+	down := false  // the publisher looks down: stop trying this batch
+	transient := 0 // keys failed with an error that is not permanent
 	for start := 0; start < len(rows) && !down; {
 		end := start + 1
 		for end < len(rows) && rows[end].topic == rows[start].topic {
@@ -102,7 +103,10 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 				endSpans(spans[i:i+1], err)
 				blocked[rw.hash] = true
 				failed = append(failed, failure{rw, err})
-				down = len(sent) == 0 && len(failed) > 1
+				if !r.isPermanent(err) {
+					transient++
+				}
+				down = len(sent) == 0 && transient > 1
 				continue
 			}
 			endSpans(spans[i:i+1], nil)
@@ -124,8 +128,7 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 	keys := map[int64]bool{}
 	for _, f := range failed {
 		keys[f.hash] = true
-		var pe permanent
-		outage = outage && !r.cfg.Permanent(f.err) && !errors.As(f.err, &pe)
+		outage = outage && !r.isPermanent(f.err)
 	}
 	outage = outage && len(keys) > 1
 	if outage {

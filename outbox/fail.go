@@ -20,8 +20,7 @@ func (r *Relay) fail(ctx context.Context, w row, perr error, token int64, outage
 		r.observe(EventFailed, w.topic, 1, perr)
 		return r.o.wrap("relay retry", err)
 	}
-	var pe permanent
-	if !r.cfg.Permanent(perr) && !errors.As(perr, &pe) && w.attempts+1 < r.cfg.MaxAttempts {
+	if !r.isPermanent(perr) && w.attempts+1 < r.cfg.MaxAttempts {
 		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET attempts = attempts + 1, next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),
 			durArg(r.o.dialect, r.backoff(w.attempts+1)), reason, w.id)
 		r.observe(EventFailed, w.topic, 1, perr)
@@ -51,4 +50,11 @@ SELECT `+strings.Replace(cols, "attempts", "attempts + 1", 1)+`, ?, {NOW} FROM {
 	r.observe(EventDead, w.topic, 1, perr)
 	r.cfg.Logger.Error("outbox relay: row moved to the dead table", perr, map[string]any{"table": r.o.table, "id": w.id, "topic": w.topic, "uuid": w.uuid})
 	return nil
+}
+
+// isPermanent reports whether a publish error sends its row to the dead
+// table at once.
+func (r *Relay) isPermanent(err error) bool {
+	var pe permanent
+	return errors.As(err, &pe) || r.cfg.Permanent(err)
 }

@@ -69,9 +69,10 @@ func TestPublishFailures(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []outbox.TopicStatus{{Topic: "t", Dead: 1}}, status)
 		for k, want := range map[outbox.RelayEventKind]int64{outbox.EventDead: 1, outbox.EventPublished: 5} {
-			v, ok := events.Load(k)
-			require.True(t, ok, "event %d observed", k)
-			require.Equal(t, want, v.(*atomic.Int64).Load(), "event %d", k)
+			waitFor(t, 10*time.Second, fmt.Sprintf("%d events of kind %d", want, k), func() bool {
+				v, ok := events.Load(k)
+				return ok && v.(*atomic.Int64).Load() == want
+			})
 		}
 
 		poisonOK.Store(true)
