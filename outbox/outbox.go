@@ -33,7 +33,8 @@ type Outbox struct {
 // db. Call [Outbox.Migrate] (or run [Outbox.Schema] by hand) before the first
 // write. Invalid options give an error matching [ErrInvalidConfig]; so does
 // a Buckets different from the one an existing table was migrated with (New
-// reads the lease table for that, and skips the check when it cannot).
+// reads the lease table for that, waiting at most 3 seconds, and skips the
+// check when it cannot; Migrate checks again).
 func New(db *sql.DB, opts *Options) (*Outbox, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: nil *sql.DB", ErrInvalidConfig)
@@ -76,7 +77,7 @@ func New(db *sql.DB, opts *Options) (*Outbox, error) {
 		x:      expander{d: c.Dialect, n: n},
 		tracer: c.TracerProvider.Tracer(tracing.InstrumentationName),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if got, err := o.leaseBuckets(ctx); err == nil && got > 0 && got != c.Buckets {
 		return nil, fmt.Errorf("%w: Options.Buckets is %d but table %s was migrated with %d", ErrInvalidConfig, c.Buckets, c.Table, got)
