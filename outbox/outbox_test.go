@@ -15,7 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runHelperIfAsked() {
+	if runChildIfAsked() {
 		return
 	}
 	// sarama's metrics registry starts a goroutine that never ends.

@@ -10,7 +10,7 @@ import (
 // Defaults of [RelayConfig].
 const (
 	DefaultBatchSize       = 256
-	DefaultPollInterval    = 25 * time.Millisecond
+	DefaultPollInterval    = 10 * time.Millisecond
 	DefaultLease           = 10 * time.Second
 	MinLease               = time.Second
 	DefaultMaxAttempts     = 10
