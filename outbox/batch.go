@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -59,7 +58,9 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 		err error
 	}
 	var failed []failure
-	for start := 0; start < len(rows); {
+	down := false  // the publisher looks down: stop trying this batch
+	transient := 0 // keys failed with an error that is not permanent
+	for start := 0; start < len(rows) && !down; {
 		end := start + 1
 		for end < len(rows) && rows[end].topic == rows[start].topic {
 			end++
@@ -89,10 +90,12 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 			continue
 		}
 		// Which of them the broker has is unknown: publish them one by one,
-		// in order, stopping each key at its first failure.
+		// in order, stopping each key at its first failure, and the whole
+		// batch when two keys failed before any publish succeeded (the
+		// publisher is down: no need to wait for each row's failure).
 		for i, m := range msgs {
 			rw := ok[i]
-			if blocked[rw.hash] {
+			if blocked[rw.hash] || down {
 				endSpans(spans[i:i+1], errSkipped)
 				continue
 			}
@@ -100,6 +103,10 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 				endSpans(spans[i:i+1], err)
 				blocked[rw.hash] = true
 				failed = append(failed, failure{rw, err})
+				if !r.isPermanent(err) {
+					transient++
+				}
+				down = len(sent) == 0 && transient > 1
 				continue
 			}
 			endSpans(spans[i:i+1], nil)
@@ -121,8 +128,7 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 	keys := map[int64]bool{}
 	for _, f := range failed {
 		keys[f.hash] = true
-		var pe permanent
-		outage = outage && !r.cfg.Permanent(f.err) && !errors.As(f.err, &pe)
+		outage = outage && !r.isPermanent(f.err)
 	}
 	outage = outage && len(keys) > 1
 	if outage {
@@ -135,10 +141,16 @@ func (r *Relay) batch(ctx context.Context, snap map[int]int64) (int, error) {
 			return len(rows), err
 		}
 	}
+	if outage {
+		return len(rows), fmt.Errorf("%w: %w", errOutage, failed[0].err)
+	}
 	return len(rows), nil
 }
 
-var errSkipped = errors.New("outbox: not published: an earlier row of its key failed")
+var (
+	errSkipped = errors.New("outbox: not published: an earlier row of its key failed")
+	errOutage  = errors.New("outbox: every row of the batch failed, in several keys: the publisher looks down")
+)
 
 func endSpans(spans []trace.Span, err error) {
 	for _, s := range spans {
@@ -246,52 +258,5 @@ func (r *Relay) mark(ctx context.Context, sent []row, toks []int64, snap map[int
 	for _, t := range topics {
 		r.observe(EventPublished, t, counts[t], nil)
 	}
-	return nil
-}
-
-// fail records a failed publish of w: a retry after the backoff, or the
-// dead table for a permanent error or the last attempt. During an outage
-// the attempt is not counted and the backoff is the outage's.
-func (r *Relay) fail(ctx context.Context, w row, perr error, token int64, outage bool) error {
-	x := r.o.x
-	f := fence([]int64{token})
-	r.failures.Add(1)
-	reason := perr.Error()
-	if outage {
-		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),
-			durArg(r.o.dialect, r.backoff(r.outages)), reason, w.id)
-		r.observe(EventFailed, w.topic, 1, perr)
-		return r.o.wrap("relay retry", err)
-	}
-	var pe permanent
-	if !r.cfg.Permanent(perr) && !errors.As(perr, &pe) && w.attempts+1 < r.cfg.MaxAttempts {
-		_, err := r.o.db.ExecContext(ctx, x.expand(`UPDATE {T} SET attempts = attempts + 1, next_attempt_at = {PLUS}, last_error = ? WHERE id = ? AND `+f),
-			durArg(r.o.dialect, r.backoff(w.attempts+1)), reason, w.id)
-		r.observe(EventFailed, w.topic, 1, perr)
-		return r.o.wrap("relay retry", err)
-	}
-	tx, err := r.o.db.BeginTx(ctx, nil)
-	if err != nil {
-		return r.o.wrap("relay dead", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	const cols = `id, uuid, topic, msg_key, key_hash, bucket, payload, metadata, traceparent, created_at, attempts`
-	res, err := tx.ExecContext(ctx, x.expand(`INSERT INTO {D} (`+cols+`, reason, dead_at)
-SELECT `+strings.Replace(cols, "attempts", "attempts + 1", 1)+`, ?, {NOW} FROM {T} WHERE id = ? AND `+f), reason, w.id)
-	if err != nil {
-		return r.o.wrap("relay dead", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil // lease lost
-	}
-	if _, err := tx.ExecContext(ctx, x.expand(`DELETE FROM {T} WHERE id = ? AND `+f), w.id); err != nil {
-		return r.o.wrap("relay dead", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return r.o.wrap("relay dead", err)
-	}
-	r.dead.Add(1)
-	r.observe(EventDead, w.topic, 1, perr)
-	r.cfg.Logger.Error("outbox relay: row moved to the dead table", perr, map[string]any{"table": r.o.table, "id": w.id, "topic": w.topic, "uuid": w.uuid})
 	return nil
 }

@@ -23,8 +23,8 @@ import (
 )
 
 const (
-	helperAMQPEnv  = "IDEMPO_OUTBOX_TEST_AMQP"
-	helperTopicEnv = "IDEMPO_OUTBOX_TEST_TOPIC"
+	childAMQPEnv  = "IDEMPO_OUTBOX_TEST_AMQP"
+	childTopicEnv = "IDEMPO_OUTBOX_TEST_TOPIC"
 )
 
 func amqpURL() string {
@@ -57,9 +57,9 @@ func (p *blockingPublisher) Publish(topic string, msgs ...*message.Message) erro
 
 func (p *blockingPublisher) Close() error { return p.next.Close() }
 
-// childAMQPRelay is the helper relay of TestEndToEndExactlyOnce.
+// childAMQPRelay is the child relay of TestEndToEndExactlyOnce.
 func childAMQPRelay(ob *outbox.Outbox, block int64) error {
-	cfg, err := amqp.ParseURL(os.Getenv(helperAMQPEnv))
+	cfg, err := amqp.ParseURL(os.Getenv(childAMQPEnv))
 	if err != nil {
 		return err
 	}
@@ -109,9 +109,9 @@ func TestEndToEndExactlyOnce(t *testing.T) {
 	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=relay", helperDialectEnv+"="+string(d), helperDSNEnv+"="+e.dsn,
-		helperTableEnv+"="+e.ob.Table(), helperBlockEnv+"="+strconv.Itoa(blockAfter),
-		helperAMQPEnv+"="+amqpURL(), helperTopicEnv+"="+topic)
+	cmd.Env = append(os.Environ(), childEnv+"=relay", childDialectEnv+"="+string(d), childDSNEnv+"="+e.dsn,
+		childTableEnv+"="+e.ob.Table(), childBlockEnv+"="+strconv.Itoa(blockAfter),
+		childAMQPEnv+"="+amqpURL(), childTopicEnv+"="+topic)
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)

@@ -29,9 +29,12 @@ func keyHash(table, key string) int64 {
 // bucketOf is the bucket of a key hash among n buckets.
 func bucketOf(h int64, n int) int { return int(uint64(h) % uint64(n)) }
 
-// lockSlot is MySQL's lock row of a key hash: its top 20 bits, so the key
-// table holds at most 2^20 rows.
-func lockSlot(h int64) int64 { return int64(uint64(h) >> 44) }
+// lockSlots is the number of MySQL's lock rows (the key table's rows,
+// created by Migrate).
+const lockSlots = 1 << 14
+
+// lockSlot is MySQL's lock row of a key hash: its top 14 bits.
+func lockSlot(h int64) int64 { return int64(uint64(h) >> (64 - 14)) }
 
 // encodeMetadata stores metadata as a JSON object of strings.
 func encodeMetadata(md map[string]string) string {

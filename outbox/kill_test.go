@@ -19,21 +19,21 @@ import (
 	"github.com/idempo/idempo/outbox"
 )
 
-// The kill test re-executes the test binary as a relay process (the helper
+// The kill test re-executes the test binary as a relay process (the child
 // mode below) and kills it with SIGKILL in the middle of a batch.
 const (
-	helperEnv        = "IDEMPO_OUTBOX_TEST_HELPER"
-	helperDialectEnv = "IDEMPO_OUTBOX_TEST_DIALECT"
-	helperDSNEnv     = "IDEMPO_OUTBOX_TEST_DSN"
-	helperTableEnv   = "IDEMPO_OUTBOX_TEST_TABLE"
-	helperPubEnv     = "IDEMPO_OUTBOX_TEST_PUBLISHED"
-	helperBlockEnv   = "IDEMPO_OUTBOX_TEST_BLOCK_AFTER"
+	childEnv        = "IDEMPO_OUTBOX_TEST_CHILD"
+	childDialectEnv = "IDEMPO_OUTBOX_TEST_DIALECT"
+	childDSNEnv     = "IDEMPO_OUTBOX_TEST_DSN"
+	childTableEnv   = "IDEMPO_OUTBOX_TEST_TABLE"
+	childPubEnv     = "IDEMPO_OUTBOX_TEST_PUBLISHED"
+	childBlockEnv   = "IDEMPO_OUTBOX_TEST_BLOCK_AFTER"
 )
 
-// runHelperIfAsked runs the relay helper and exits the process when the
+// runChildIfAsked runs the child relay and exits the process when the
 // environment asks for it.
-func runHelperIfAsked() bool {
-	if os.Getenv(helperEnv) != "relay" {
+func runChildIfAsked() bool {
+	if os.Getenv(childEnv) != "relay" {
 		return false
 	}
 	if err := childRelay(); err != nil {
@@ -92,25 +92,25 @@ func createPublished(tb testing.TB, e *env) string {
 }
 
 func childRelay() error {
-	d := sqlstore.Dialect(os.Getenv(helperDialectEnv))
-	block, err := strconv.ParseInt(os.Getenv(helperBlockEnv), 10, 64)
+	d := sqlstore.Dialect(os.Getenv(childDialectEnv))
+	block, err := strconv.ParseInt(os.Getenv(childBlockEnv), 10, 64)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	db, err := openDSN(ctx, d, os.Getenv(helperDSNEnv), 4)
+	db, err := openDSN(ctx, d, os.Getenv(childDSNEnv), 4)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	ob, err := outbox.New(db, &outbox.Options{Table: os.Getenv(helperTableEnv)})
+	ob, err := outbox.New(db, &outbox.Options{Table: os.Getenv(childTableEnv)})
 	if err != nil {
 		return err
 	}
-	if os.Getenv(helperAMQPEnv) != "" {
+	if os.Getenv(childAMQPEnv) != "" {
 		return childAMQPRelay(ob, block)
 	}
-	pub := newTablePublisher(d, db, os.Getenv(helperPubEnv))
+	pub := newTablePublisher(d, db, os.Getenv(childPubEnv))
 	pub.blockAfter = block
 	cfg := fast(pub)
 	cfg.BatchSize = 10
@@ -142,8 +142,8 @@ func TestKillRelayMidBatch(t *testing.T) {
 			e.write(t, "t", ms...)
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), helperEnv+"=relay", helperDialectEnv+"="+string(d), helperDSNEnv+"="+e.dsn,
-			helperTableEnv+"="+e.ob.Table(), helperPubEnv+"="+pubTable, helperBlockEnv+"="+strconv.Itoa(blockAfter))
+		cmd.Env = append(os.Environ(), childEnv+"=relay", childDialectEnv+"="+string(d), childDSNEnv+"="+e.dsn,
+			childTableEnv+"="+e.ob.Table(), childPubEnv+"="+pubTable, childBlockEnv+"="+strconv.Itoa(blockAfter))
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())
 		count := func() int {

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -16,13 +15,19 @@ func newToken() int64 { return rand.Int64N(1<<62) + 1 }
 
 // register adds the relay's presence row to the lease table: relays count
 // the live presence rows to size their fair share of buckets.
+// It runs before Run's goroutines start, and again from the lease loop if
+// the row was removed (after a stall longer than the lease).
 func (r *Relay) register(ctx context.Context) error {
-	r.owner = fmt.Sprintf("%s/%06x", r.cfg.Name, rand.IntN(1<<24))
-	r.presence = -1 - rand.IntN(1<<30)
-	r.ptoken = newToken()
+	presence, token := -1-rand.IntN(1<<30), newToken()
 	_, err := r.o.db.ExecContext(ctx, r.o.x.expand(`INSERT INTO {L} (bucket, owner, token, lease_until) VALUES (?, ?, ?, {PLUS})`),
-		r.presence, r.owner, r.ptoken, durArg(r.o.dialect, r.cfg.Lease))
-	return err
+		presence, r.owner, token, durArg(r.o.dialect, r.cfg.Lease))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.presence, r.ptoken = presence, token
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *Relay) leaseLoop(ctx context.Context) {
@@ -50,6 +55,12 @@ func (r *Relay) snapshot() map[int]int64 {
 		}
 	}
 	return out
+}
+
+func (r *Relay) presenceToken() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ptoken
 }
 
 func (r *Relay) tokens() []int64 {
@@ -101,7 +112,7 @@ func (r *Relay) leaseTick(ctx context.Context) {
 		switch {
 		case l.bucket < 0 && l.live:
 			live++
-			present = present || l.bucket == r.presence
+			present = present || l.token == r.presenceToken()
 		case l.bucket >= 0 && !l.live:
 			free = append(free, l.bucket)
 		}
@@ -246,30 +257,14 @@ func (r *Relay) releaseAll() {
 	r.mu.Lock()
 	clear(r.owned)
 	r.mu.Unlock()
-	if _, err2 := r.o.db.ExecContext(ctx, r.o.x.expand(`DELETE FROM {L} WHERE bucket = ? AND token = ?`), r.presence, r.ptoken); err == nil {
+	r.mu.Lock()
+	presence, ptoken := r.presence, r.ptoken
+	r.mu.Unlock()
+	if _, err2 := r.o.db.ExecContext(ctx, r.o.x.expand(`DELETE FROM {L} WHERE bucket = ? AND token = ?`), presence, ptoken); err == nil {
 		err = err2
 	}
 	if err != nil {
 		r.cfg.Logger.Error("outbox relay: releasing leases failed (they expire after the lease)", err, watermill.LogFields{"table": r.o.table, "relay": r.owner})
-	}
-}
-
-// cleanup deletes sent rows older than the retention, 1000 at a time.
-func (r *Relay) cleanup(ctx context.Context, logErr func(string, error)) {
-	q := `DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE sent_at < {PLUS} ORDER BY sent_at LIMIT 1000)`
-	if r.o.dialect == "mysql" {
-		q = `DELETE FROM {T} WHERE sent_at < {PLUS} ORDER BY sent_at LIMIT 1000`
-	}
-	q = r.o.x.expand(q)
-	for ctx.Err() == nil {
-		res, err := r.o.db.ExecContext(ctx, q, durArg(r.o.dialect, -r.cfg.Retention))
-		if err != nil {
-			logErr("deleting sent rows failed", err)
-			return
-		}
-		if n, _ := res.RowsAffected(); n < 1000 {
-			return
-		}
 	}
 }
 

@@ -33,7 +33,8 @@ type Outbox struct {
 // db. Call [Outbox.Migrate] (or run [Outbox.Schema] by hand) before the first
 // write. Invalid options give an error matching [ErrInvalidConfig]; so does
 // a Buckets different from the one an existing table was migrated with (New
-// reads the lease table for that, and skips the check when it cannot).
+// reads the lease table for that, waiting at most 3 seconds, and skips the
+// check when it cannot; Migrate checks again).
 func New(db *sql.DB, opts *Options) (*Outbox, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: nil *sql.DB", ErrInvalidConfig)
@@ -76,7 +77,7 @@ func New(db *sql.DB, opts *Options) (*Outbox, error) {
 		x:      expander{d: c.Dialect, n: n},
 		tracer: c.TracerProvider.Tracer(tracing.InstrumentationName),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if got, err := o.leaseBuckets(ctx); err == nil && got > 0 && got != c.Buckets {
 		return nil, fmt.Errorf("%w: Options.Buckets is %d but table %s was migrated with %d", ErrInvalidConfig, c.Buckets, c.Table, got)
@@ -127,7 +128,7 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 		_, err := o.db.ExecContext(ctx, q)
 		return err
 	}
-	for _, q := range o.Schema() {
+	for _, q := range schema(o.dialect, o.n) {
 		if err := exec(q); err != nil {
 			return o.wrap("migrate", err)
 		}
@@ -144,43 +145,51 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 	if got != 0 && got != o.opts.Buckets {
 		return fmt.Errorf("%w: Options.Buckets is %d but table %s was migrated with %d", ErrInvalidConfig, o.opts.Buckets, o.table, got)
 	}
-	if got == 0 {
-		if _, err := o.db.ExecContext(ctx, o.bucketRowsSQL()); err != nil {
+	for _, q := range o.rowsSQL() {
+		if _, err := o.db.ExecContext(ctx, q); err != nil {
 			return o.wrap("migrate", err)
 		}
 	}
 	return nil
 }
 
-// bucketRowsSQL inserts the free lease rows of every bucket, skipping those
-// that exist.
-func (o *Outbox) bucketRowsSQL() string {
-	vals := make([]int, o.opts.Buckets)
-	for i := range vals {
-		vals[i] = i
-	}
+// rowsSQL inserts the free lease rows of every bucket and (MySQL) the lock
+// rows, skipping those that exist.
+func (o *Outbox) rowsSQL() []string {
 	var ins, tail string
 	switch o.dialect {
 	case sqlstore.MySQL:
-		ins = "INSERT IGNORE INTO {L} (bucket, owner, token, lease_until) "
+		ins = "INSERT IGNORE INTO "
 	case sqlstore.SQLite:
-		ins = "INSERT OR IGNORE INTO {L} (bucket, owner, token, lease_until) "
+		ins = "INSERT OR IGNORE INTO "
 	default:
-		ins, tail = "INSERT INTO {L} (bucket, owner, token, lease_until) ", " ON CONFLICT (bucket) DO NOTHING"
+		ins, tail = "INSERT INTO ", " ON CONFLICT DO NOTHING"
 	}
 	var b []byte
-	for i, v := range vals {
+	for i := range o.opts.Buckets {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = fmt.Appendf(b, "(%d, '', 0, {ZERO})", v)
+		b = fmt.Appendf(b, "(%d, '', 0, {ZERO})", i)
 	}
-	return o.x.expand(ins + "VALUES " + string(b) + tail)
+	out := []string{o.x.expand(ins + "{L} (bucket, owner, token, lease_until) VALUES " + string(b) + tail)}
+	if o.dialect == sqlstore.MySQL {
+		b = b[:0]
+		for i := range lockSlots {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = fmt.Appendf(b, "(%d)", i)
+		}
+		out = append(out, o.x.expand(ins+"{K} (slot) VALUES "+string(b)))
+	}
+	return out
 }
 
-// Schema returns the statements Migrate runs (without the lease rows it
-// adds), for a DBA to run by hand.
-func (o *Outbox) Schema() []string { return schema(o.dialect, o.n) }
+// Schema returns the statements Migrate runs, for a DBA to run by hand: the
+// tables and indexes, then the lease row of each of Options.Buckets buckets
+// and, on MySQL, the 16,384 lock rows of Table+"_keys". Each is idempotent.
+func (o *Outbox) Schema() []string { return append(schema(o.dialect, o.n), o.rowsSQL()...) }
 
 // Dialect returns the SQL dialect in use.
 func (o *Outbox) Dialect() sqlstore.Dialect { return o.dialect }

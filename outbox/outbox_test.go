@@ -15,10 +15,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runHelperIfAsked() {
+	if runChildIfAsked() {
 		return
 	}
-	goleak.VerifyTestMain(m)
+	// sarama's metrics registry starts a goroutine that never ends.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
 }
 
 // fast is a relay configuration for tests: short lease and poll.
@@ -253,4 +254,23 @@ func TestFencing(t *testing.T) {
 		require.Zero(t, r.Stats().Published, "no row marked")
 		require.Equal(t, 3, e.count(t, "", ""), "the rows stay for the lease's new owner")
 	})
+}
+
+// TestRelayRegistersAgain: a relay whose registration row was removed
+// (as after a stall longer than its lease) registers again.
+func TestRelayRegistersAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sqlstore.SQLite, nil)
+	rec := &recorder{}
+	_, stop := runRelay(t, e.ob, fast(rec))
+	defer stop()
+	waitFor(t, 20*time.Second, "registered", func() bool { return e.count(t, "_leases", "bucket < 0") == 1 })
+	_, err := e.db.Exec("DELETE FROM " + quote(e.d, e.ob.Table()+"_leases") + " WHERE bucket < 0")
+	require.NoError(t, err)
+	waitFor(t, 20*time.Second, "registered again", func() bool { return e.count(t, "_leases", "bucket < 0") == 1 })
+	e.write(t, "t", msg("a", 1))
+	waitFor(t, 20*time.Second, "published", func() bool { return rec.unique() == 1 })
+	stop()
+	require.Zero(t, e.count(t, "_leases", "bucket < 0"), "Run removes its row when it returns")
+	require.Zero(t, e.count(t, "_leases", "owner <> ''"), "and gives its buckets back")
 }

@@ -223,7 +223,7 @@ func schema(d sqlstore.Dialect, n names) []string {
 	}
 	if d == sqlstore.MySQL {
 		return append(stmts, `CREATE TABLE IF NOT EXISTS `+n.keys+` (
-    slot BIGINT NOT NULL PRIMARY KEY -- key_hash's top 20 bits: the row Write locks per key
+    slot BIGINT NOT NULL PRIMARY KEY -- key_hash's top 14 bits: the row Write locks per key
 ) ENGINE=InnoDB`)
 	}
 	idxPending, onT := n.index(d, "_pending", n.schemaPrefix+n.base)

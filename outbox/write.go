@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -39,7 +40,9 @@ type newRow struct {
 // the per-key transaction locks (in key-hash order) and then sends one
 // multi-row INSERT for all msgs (one per 500). On PostgreSQL locks and
 // INSERT (and the notification, with Options.Notify) are one statement; on
-// MySQL the locks are one more. An empty topic, a nil message or an empty
+// MySQL the locks are one more (a SELECT ... FOR UPDATE of rows of
+// Table+"_keys", one per 14-bit slot of the key hash: two keys of one slot
+// wait for each other). An empty topic, a nil message or an empty
 // UUID is refused with an error matching [ErrInvalidMessage] and nothing is
 // written; so are topics and UUIDs longer than 255 bytes and ordering keys
 // longer than 1024. The messages are not changed. Safe for concurrent use (tx itself
@@ -119,17 +122,21 @@ func (o *Outbox) insertRows(ctx context.Context, tx *sql.Tx, rows []newRow) erro
 			slots[i] = lockSlot(h)
 		}
 		slots = sortedUnique(slots)
-		var b strings.Builder
-		for i, s := range slots {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, "(%d)", s)
-		}
-		// ON DUPLICATE KEY UPDATE locks an existing row exclusively, in
-		// the order given, until the transaction ends.
-		if _, err := tx.ExecContext(ctx, o.x.expand(`INSERT INTO {K} (slot) VALUES `+b.String()+` ON DUPLICATE KEY UPDATE slot = slot`)); err != nil {
+		// Record locks on existing rows of a unique index, taken in slot
+		// order (no gap locks, whatever the isolation level).
+		rs, err := tx.QueryContext(ctx, o.x.expand(`SELECT slot FROM {K} WHERE slot IN (`+intList(slots)+`) ORDER BY slot FOR UPDATE`))
+		if err != nil {
 			return err
+		}
+		n := 0
+		for rs.Next() {
+			n++
+		}
+		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+			return err
+		}
+		if n != len(slots) {
+			return fmt.Errorf("the lock rows of %s_keys are missing (run Migrate, or the statements of Schema)", o.table)
 		}
 	}
 	for start := 0; start < len(rows); start += maxInsertRows {

@@ -23,6 +23,7 @@ type benchCommand struct {
 	matrix          bool
 	brokers, stores string
 	fs              *flag.FlagSet
+	ob              outboxBenchFlags // --outbox, see bench_outbox.go
 }
 
 func (*benchCommand) usage() (string, string, string) {
@@ -89,10 +90,17 @@ func (c *benchCommand) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.brokers, "brokers", strings.Join(bench.MatrixBrokers, ","), "comma-separated brokers of --matrix")
 	fs.StringVar(&c.stores, "stores", strings.Join(bench.MatrixStores, ","), "comma-separated stores of --matrix")
 	fs.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "give up after this long (with --matrix: per combination)")
+	c.outboxFlags(fs)
 	c.fs = fs
 }
 
 func (c *benchCommand) Validate() error {
+	if c.ob.on {
+		return c.validateOutbox()
+	}
+	if err := c.checkOutboxFlags(); err != nil {
+		return err
+	}
 	o := &c.o
 	// Zero means "the default" to package bench; on the command line it is
 	// a mistake.
@@ -150,6 +158,9 @@ func (c *benchCommand) Validate() error {
 func (c *benchCommand) Run(ctx context.Context, e *env) (result, error) {
 	c.o.Stderr, c.o.Progress = e.stderr, isTerminal(e.stderr)
 	c.o.ChildBroker = true
+	if c.ob.on {
+		return c.runOutbox(ctx, e)
+	}
 	if c.matrix {
 		return c.runMatrix(ctx, e)
 	}

@@ -36,6 +36,11 @@ func TestEveryHelpHasOneLayout(t *testing.T) {
 		{[]string{"dlq", "replay", "--help"}, "idempo dlq replay", false},
 		{[]string{"dlq", "purge", "--help"}, "idempo dlq purge", false},
 		{[]string{"verify-consumer", "--help"}, "idempo verify-consumer", false},
+		{[]string{"relay", "--help"}, "idempo relay", false},
+		{[]string{"outbox", "--help"}, "idempo outbox", true},
+		{[]string{"outbox", "status", "--help"}, "idempo outbox status", false},
+		{[]string{"outbox", "dead", "--help"}, "idempo outbox dead", false},
+		{[]string{"outbox", "requeue", "-h"}, "idempo outbox requeue", false},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		require.Equal(t, 0, code, "%v", tc.args)

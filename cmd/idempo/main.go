@@ -26,7 +26,9 @@ func printMainHelp(w io.Writer) {
 		{"demo", "publish events with injected faults through the full stack and\ncheck that every effect happened once and nothing was lost"},
 		{"verify", "the same fault mix against real brokers and stores, with consumer\nprocesses killed and restarted, judged per guarantee level"},
 		{"dlq", "list, show, replay and purge dead letters"},
-		{"bench", "measure what the stack costs on a broker and store"},
+		{"bench", "measure what the stack costs on a broker and store (--outbox: what\na relay costs)"},
+		{"relay", "publish the committed rows of a transactional outbox to a broker"},
+		{"outbox", "an outbox's pending and dead rows; requeue dead rows"},
 		{"help", "show this help"},
 	}, "Run 'idempo <command> --help' for a command's flags.")
 }
@@ -80,8 +82,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = &verifyOutboxChild{}
 	case "bench":
 		cmd = &benchCommand{}
+	case "relay":
+		cmd = &relayCommand{}
 	case "dlq":
 		return runDLQ(ctx, args[1:], stdout, stderr)
+	case "outbox":
+		return runOutbox(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "idempo: unknown command %q\n\n", args[0])
 		printMainHelp(stderr)

@@ -10,7 +10,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/outbox"
 )
 
 // A command is an options struct: its flags set its fields, Validate checks
@@ -62,8 +64,12 @@ type env struct {
 	args []string
 	// ops works on the dead letters of the command's --broker and --store,
 	// opened by the runner for commands with a [dlqTarget].
-	ops   *dlqops.Ops
-	close func()
+	ops *dlqops.Ops
+	// outbox and db are the outbox of the command's --db and --table,
+	// opened by the runner for commands with an [outboxTarget].
+	outbox *outbox.Outbox
+	db     *backend.DB
+	close  func()
 }
 
 // runCommand parses the flags and arguments of cmd, validates them, opens
@@ -114,6 +120,15 @@ func runCommand(ctx context.Context, cmd command, args []string, stdout, stderr 
 		runCtx, cancel = withTimeout(ctx, t.target().timeout)
 		defer cancel()
 		if err := openDLQ(runCtx, t.target(), e); err != nil {
+			return fail(err)
+		}
+		defer e.close()
+	}
+	if t, ok := cmd.(outboxTarget); ok {
+		var cancel context.CancelFunc
+		runCtx, cancel = withTimeout(ctx, t.outboxTarget().timeout)
+		defer cancel()
+		if err := openOutbox(runCtx, t.outboxTarget(), e); err != nil {
 			return fail(err)
 		}
 		defer e.close()

@@ -89,7 +89,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		for _, parse := range []func(string) (Spec, error){ParseBroker, ParseStore} {
+		for _, parse := range []func(string) (Spec, error){ParseBroker, ParseStore, ParseDB} {
 			s, err := parse(raw)
 			if err != nil {
 				if !errors.Is(err, ErrURL) {
@@ -104,4 +104,35 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseDB(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]Kind{
+		"postgres://postgres@127.0.0.1:5432/test": Postgres,
+		"postgresql://u:p@h/db?sslmode=disable":   Postgres,
+		"mysql://root@127.0.0.1:3306/test":        MySQL,
+		"mariadb://root@h/test":                   MySQL,
+		"sqlite:///tmp/x.db":                      SQLite,
+		"sqlite://rel.db":                         SQLite,
+	} {
+		s, err := ParseDB(raw)
+		require.NoError(t, err, raw)
+		require.Equal(t, want, s.Kind, raw)
+	}
+	for raw, want := range map[string]string{
+		"":                           "empty",
+		"memory":                     "not a URL",
+		"redis://127.0.0.1:6379/0":   `unknown scheme "redis"`,
+		"postgres:///db":             "no host",
+		"mysql://root@h":             "no database name",
+		"sqlite://":                  "no file path",
+		"postgres://u:secret@%zz/db": "invalid URL",
+	} {
+		_, err := ParseDB(raw)
+		require.ErrorIs(t, err, ErrURL, raw)
+		require.ErrorContains(t, err, want, raw)
+		require.ErrorContains(t, err, "--db", raw)
+		require.NotContains(t, err.Error(), "secret", raw)
+	}
 }
