@@ -82,7 +82,10 @@ func childAMQPRelay(ob *outbox.Outbox, block int64) error {
 // committed row's effect exactly once.
 func TestEndToEndExactlyOnce(t *testing.T) {
 	t.Parallel()
-	const d = sqlstore.Postgres
+	forEachDialect(t, endToEnd)
+}
+
+func endToEnd(t *testing.T, d sqlstore.Dialect) {
 	e := newEnv(t, d, nil)
 	brokerCfg, err := amqp.ParseURL(amqpURL())
 	require.NoError(t, err)
@@ -123,7 +126,7 @@ func TestEndToEndExactlyOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, store.Migrate(ctx))
 	effects := randomName("effects_")
-	_, err = e.db.ExecContext(ctx, "CREATE TABLE "+effects+" (event_id text NOT NULL)")
+	_, err = e.db.ExecContext(ctx, "CREATE TABLE "+effects+" (event_id VARCHAR(64) NOT NULL)")
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_, _ = e.db.Exec("DROP TABLE IF EXISTS " + effects)
@@ -135,9 +138,13 @@ func TestEndToEndExactlyOnce(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer func() { _ = stack.Close() }()
+	insert := "INSERT INTO " + effects + " (event_id) VALUES (?)"
+	if d == sqlstore.Postgres {
+		insert = "INSERT INTO " + effects + " (event_id) VALUES ($1)"
+	}
 	h := stack.Middleware(func(m *message.Message) ([]*message.Message, error) {
 		tx, _ := sqlstore.TxFromContext(m.Context())
-		_, err := tx.ExecContext(m.Context(), "INSERT INTO "+effects+" (event_id) VALUES ($1)", m.UUID)
+		_, err := tx.ExecContext(m.Context(), insert, m.UUID)
 		return nil, err
 	})
 	var deliveries atomic.Int64
@@ -174,16 +181,19 @@ func TestEndToEndExactlyOnce(t *testing.T) {
 		require.NoError(t, e.db.QueryRow("SELECT COUNT(*) FROM "+effects).Scan(&n))
 		return n
 	}
-	waitFor(t, 60*time.Second, "every effect", func() bool { return effectCount() == rows })
+	distinct := func() int {
+		var n int
+		require.NoError(t, e.db.QueryRow("SELECT COUNT(DISTINCT event_id) FROM "+effects).Scan(&n))
+		return n
+	}
+	waitFor(t, 60*time.Second, "every effect", func() bool { return distinct() == rows })
 	stop()
 	require.NoError(t, pub.Close())
 	time.Sleep(200 * time.Millisecond) // a late duplicate would show now
 	cancel()
 	<-consumed
 
-	var distinct int
-	require.NoError(t, e.db.QueryRow("SELECT COUNT(DISTINCT event_id) FROM "+effects).Scan(&distinct))
-	require.Equal(t, rows, distinct, "every committed row has its effect")
+	require.Equal(t, rows, distinct(), "every committed row has its effect")
 	require.Equal(t, rows, effectCount(), "and only one")
 	require.Greater(t, deliveries.Load(), int64(rows), "the killed batch was delivered again (absorbed by dedup)")
 	t.Logf("%d rows, %d deliveries, %d effects", rows, deliveries.Load(), effectCount())
