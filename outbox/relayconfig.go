@@ -9,7 +9,7 @@ import (
 
 // Defaults of [RelayConfig].
 const (
-	DefaultBatchSize       = 256
+	DefaultBatchSize       = 1024
 	DefaultPollInterval    = 10 * time.Millisecond
 	DefaultLease           = 10 * time.Second
 	MinLease               = time.Second
