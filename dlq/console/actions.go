@@ -107,8 +107,10 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, r, "count the entries to "+kind, err)
 		return
 	}
-	p := &pending{ID: newID(), DLQ: d, Kind: kind, To: to, Operator: operator(r), What: what, Filter: f,
-		Snapshot: res.Snapshot, Result: res, Expires: h.cfg.Now().Add(pendingTTL)}
+	p := &pending{
+		ID: newID(), DLQ: d, Kind: kind, To: to, Operator: operator(r), What: what, Filter: f,
+		Snapshot: res.Snapshot, Result: res, Expires: h.cfg.Now().Add(pendingTTL),
+	}
 	if p.Snapshot != "" {
 		h.pendingMu.Lock()
 		now := h.cfg.Now()

@@ -52,12 +52,12 @@ type mark struct{ Resolution, By string }
 
 // row is what the index keeps of one entry.
 type row struct {
-	DLQ, ID, Position                           string
-	EventID, OriginalTopic, Handler, Scope      string
-	Reason, ErrorClass, Error, GroupKey, Group  string
-	Problems                                    string
-	At                                          time.Time
-	Digest, Seq                                 int64
+	DLQ, ID, Position                          string
+	EventID, OriginalTopic, Handler, Scope     string
+	Reason, ErrorClass, Error, GroupKey, Group string
+	Problems                                   string
+	At                                         time.Time
+	Digest, Seq                                int64
 	mark
 }
 
@@ -69,11 +69,11 @@ const inProgress = "in_progress"
 
 // group is one group of unresolved entries of a DLQ.
 type group struct {
-	DLQ, ID                             string
-	Reason, ErrorClass, Handler, Key    string
-	Sample                              string
-	Count                               int
-	First, Last                         time.Time
+	DLQ, ID                          string
+	Reason, ErrorClass, Handler, Key string
+	Sample                           string
+	Count                            int
+	First, Last                      time.Time
 }
 
 // query selects entries of one DLQ.

@@ -34,8 +34,8 @@ type page struct {
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"when":    when,
-		"dlqURL":  func(d string) string { return "dlq/" + url.PathEscape(d) },
+		"when":   when,
+		"dlqURL": func(d string) string { return "dlq/" + url.PathEscape(d) },
 		"entryURL": func(d, id string) string {
 			return "dlq/" + url.PathEscape(d) + "/entry/" + url.PathEscape(id)
 		},
@@ -92,7 +92,10 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, title, msg string) {
-	h.render(w, r, status, "error", title, struct{ Status int; Message string }{status, msg})
+	h.render(w, r, status, "error", title, struct {
+		Status  int
+		Message string
+	}{status, msg})
 }
 
 // --- overview ---
@@ -124,14 +127,14 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 // --- list ---
 
 type listView struct {
-	DLQ                           string
-	Q                             query
-	Since, Until                  string
-	Rows                          []row
-	Total, From, To               int
-	Prev, Next                    string
-	Reasons, Classes              []string
-	GroupKey                      string
+	DLQ              string
+	Q                query
+	Since, Until     string
+	Rows             []row
+	Total, From, To  int
+	Prev, Next       string
+	Reasons, Classes []string
+	GroupKey         string
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
@@ -171,8 +174,10 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, r, "read the index of "+d, err)
 		return
 	}
-	v := listView{DLQ: d, Q: q, Since: f.Get("since"), Until: f.Get("until"), Rows: rows, Total: total,
-		From: q.Offset + 1, To: q.Offset + len(rows), Reasons: reasons, Classes: errorClasses}
+	v := listView{
+		DLQ: d, Q: q, Since: f.Get("since"), Until: f.Get("until"), Rows: rows, Total: total,
+		From: q.Offset + 1, To: q.Offset + len(rows), Reasons: reasons, Classes: errorClasses,
+	}
 	if q.Group != "" && len(rows) > 0 {
 		v.GroupKey = rows[0].GroupKey
 	}
