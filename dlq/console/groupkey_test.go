@@ -22,6 +22,7 @@ func TestGroupKeyGolden(t *testing.T) {
 		{"customer 'bob' is blocked; can't retry", "customer <q> is blocked; can't retry"},
 		{"field `email` is required", "field <q> is required"},
 		{"dial tcp 10.0.3.17:5432: connect: connection refused", "dial tcp <addr>: connect: connection refused"},
+		{"no route to 10.1.2.3 from 192.168.0.254", "no route to <addr> from <addr>"},
 		{"dial tcp [::1]:6379: i/o timeout", "dial tcp <addr>: i/o timeout"},
 		{"dial tcp fe80::1:6379 refused", "dial tcp <addr> refused"},
 		{"dial tcp redis-primary.internal:6379: no route", "dial tcp <addr>: no route"},

@@ -15,6 +15,7 @@ import (
 
 	dedupsql "github.com/idempo/idempo/dedup/sqlstore"
 	"github.com/idempo/idempo/dlq/resolution"
+	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
 // indexes returns a fresh index of each kind, each with tables of its own.
@@ -185,6 +186,9 @@ func TestIndexResumes(t *testing.T) {
 	// A second console (a restart) on the same index adds only new entries.
 	b2 := setup(t, func(c *Config) { c.Index = x; c.Source = b.src })
 	b.src.deadLetter(testDLQ, "n1", "evt-n1", "permanent_error", "charge", "x", t0, "{}")
+	// What sits at an indexed position is not read into the index again
+	// (a DLQ is append-only: this stands for "not re-indexed").
+	b.src.topics[testDLQ][0].Metadata.Set(dlqmeta.KeyEntryID, "rewritten")
 	b2.refresh(t)
 	st, err = x.state(context.Background(), testDLQ)
 	require.NoError(t, err)
