@@ -26,6 +26,7 @@ func printMainHelp(w io.Writer) {
 		{"demo", "publish events with injected faults through the full stack and\ncheck that every effect happened once and nothing was lost"},
 		{"verify", "the same fault mix against real brokers and stores, with consumer\nprocesses killed and restarted, judged per guarantee level"},
 		{"dlq", "list, show, replay and purge dead letters"},
+		{"console", "the dead-letter console: a web page to see, group, replay and purge dead letters"},
 		{"bench", "measure what the stack costs on a broker and store"},
 		{"help", "show this help"},
 	}, "Run 'idempo <command> --help' for a command's flags.")
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = &verifyConsumer{}
 	case "bench":
 		cmd = &benchCommand{}
+	case "console":
+		cmd = &consoleCommand{}
 	case "dlq":
 		return runDLQ(ctx, args[1:], stdout, stderr)
 	default:
