@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	dedupsql "github.com/idempo/idempo/dedup/sqlstore"
+	"github.com/idempo/idempo/dlq/dlqops"
 	"github.com/idempo/idempo/dlq/resolution"
 	"github.com/idempo/idempo/internal/dlqmeta"
 )
@@ -196,3 +198,42 @@ func TestIndexResumes(t *testing.T) {
 	require.Len(t, st.digests, 7)
 	require.Equal(t, int64(7), st.seq)
 }
+
+// tailingSource is a fakeSource with ReadAfter, counting the copies read.
+type tailingSource struct {
+	*fakeSource
+	read int
+}
+
+func (s *tailingSource) ReadAfter(ctx context.Context, topic string, after map[string]int64, fn func(dlqops.Entry) error) error {
+	return s.Read(ctx, topic, func(e dlqops.Entry) error {
+		part, off, _ := splitPosition(e.Position)
+		if end, ok := after[part]; ok && off <= end {
+			return nil
+		}
+		s.read++
+		return fn(e)
+	})
+}
+
+// With a Tailer, a pass reads only what is new.
+func TestRefreshTails(t *testing.T) {
+	t.Parallel()
+	src := &tailingSource{fakeSource: newFakeSource()}
+	b := setup(t, func(c *Config) { c.Source = src })
+	for _, m := range newFakeSourceLike(b) {
+		src.add(testDLQ, m)
+	}
+	b.refresh(t)
+	require.Equal(t, 6, src.read)
+	b.refresh(t)
+	require.Equal(t, 6, src.read, "nothing new, nothing read")
+	src.deadLetter(testDLQ, "n1", "evt-n1", "permanent_error", "charge", "x", t0, "{}")
+	b.refresh(t)
+	require.Equal(t, 7, src.read)
+	require.Equal(t, progress{Read: 7, Total: 7, Done: true, LastPass: t0.Add(2 * time.Hour)}, b.h.progress.get(testDLQ))
+	require.Contains(t, b.get(t, "/").body, "orders.dlq</a>: 7 unresolved")
+}
+
+// newFakeSourceLike returns the copies setup put in its own source.
+func newFakeSourceLike(b *bundle) []*message.Message { return b.src.topics[testDLQ] }

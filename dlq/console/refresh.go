@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,14 @@ import (
 // it shows "indexing n".
 type Counter interface {
 	Count(ctx context.Context, topic string) (int, error)
+}
+
+// Tailer is an optional interface of a [dlqops.Source] (dlq/kafkadlq has
+// it): reading a DLQ from the offset after after[partition] in each
+// partition it names, so that an index pass reads only what is new.
+// Without it, each pass reads the whole DLQ and skips what it indexed.
+type Tailer interface {
+	ReadAfter(ctx context.Context, topic string, after map[string]int64, fn func(dlqops.Entry) error) error
 }
 
 // progress is where the indexing of one DLQ stands.
@@ -119,7 +128,6 @@ func (h *Handler) refreshDLQ(ctx context.Context, dlq string) (err error) {
 	var (
 		batch []row
 		ends  = map[string]int64{}
-		read  int
 	)
 	flush := func() error {
 		if len(batch) == 0 && len(ends) == 0 {
@@ -131,10 +139,17 @@ func (h *Handler) refreshDLQ(ctx context.Context, dlq string) (err error) {
 		batch, ends = batch[:0], map[string]int64{}
 		return nil
 	}
-	err = h.cfg.Source.Read(ctx, dlq, func(e dlqops.Entry) error {
-		read++
-		if read%100 == 0 {
-			h.progress.update(dlq, func(p *progress) { p.Read = read })
+	read := func(ctx context.Context, fn func(dlqops.Entry) error) error { return h.cfg.Source.Read(ctx, dlq, fn) }
+	n := 0
+	if t, ok := h.cfg.Source.(Tailer); ok {
+		after := maps.Clone(st.ends)
+		read = func(ctx context.Context, fn func(dlqops.Entry) error) error { return t.ReadAfter(ctx, dlq, after, fn) }
+		n = len(st.digests) // what the earlier passes read, roughly (repeats aside)
+	}
+	err = read(ctx, func(e dlqops.Entry) error {
+		n++
+		if n%100 == 0 {
+			h.progress.update(dlq, func(p *progress) { p.Read = n })
 		}
 		part, off, positioned := splitPosition(e.Position)
 		if positioned {
@@ -170,7 +185,7 @@ func (h *Handler) refreshDLQ(ctx context.Context, dlq string) (err error) {
 	if err != nil {
 		return err
 	}
-	h.progress.update(dlq, func(p *progress) { p.Read = read })
+	h.progress.update(dlq, func(p *progress) { p.Read = n })
 	if err := flush(); err != nil {
 		return err
 	}

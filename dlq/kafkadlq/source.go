@@ -149,6 +149,44 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) e
 	return nil
 }
 
+// ReadAfter is [Source.Read] from the offset after after[partition] in
+// each partition it names (the partition as a decimal, as in positions),
+// and from the oldest retained offset in the others: how the dead-letter
+// console (dlq/console) tails a DLQ from where its index stopped.
+func (s *Source) ReadAfter(ctx context.Context, topic string, after map[string]int64, fn func(dlqops.Entry) error) error {
+	spans, err := s.spans(ctx, topic)
+	if err != nil {
+		return err
+	}
+	for _, sp := range spans {
+		if off, ok := after[strconv.FormatInt(int64(sp.partition), 10)]; ok && off+1 > sp.start {
+			sp.start = off + 1
+		}
+		if sp.start >= sp.end {
+			continue
+		}
+		if err := s.readPartition(ctx, topic, sp, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Count returns how many records topic holds (retained offsets, summed over
+// its partitions) as of the call: what the dead-letter console shows as
+// "indexing n of N". A missing topic yields an error matching [ErrNoTopic].
+func (s *Source) Count(ctx context.Context, topic string) (int, error) {
+	spans, err := s.spans(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(0)
+	for _, sp := range spans {
+		n += max(sp.end-sp.start, 0)
+	}
+	return int(n), nil
+}
+
 // spans returns each partition's range, in partition order.
 func (s *Source) spans(ctx context.Context, topic string) ([]span, error) {
 	mreq := kmsg.NewPtrMetadataRequest()
