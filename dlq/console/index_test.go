@@ -21,9 +21,9 @@ import (
 )
 
 // indexes returns a fresh index of each kind, each with tables of its own.
-func indexes(t *testing.T) map[string]func(t *testing.T) Index {
-	sqlIndex := func(d dedupsql.Dialect) func(t *testing.T) Index {
-		return func(t *testing.T) Index {
+func indexes() map[string]func(t testing.TB) Index {
+	sqlIndex := func(d dedupsql.Dialect) func(t testing.TB) Index {
+		return func(t testing.TB) Index {
 			t.Helper()
 			var (
 				db  *sql.DB
@@ -58,8 +58,8 @@ func indexes(t *testing.T) map[string]func(t *testing.T) Index {
 			return x
 		}
 	}
-	return map[string]func(t *testing.T) Index{
-		"memory":   func(*testing.T) Index { return NewMemoryIndex() },
+	return map[string]func(t testing.TB) Index{
+		"memory":   func(testing.TB) Index { return NewMemoryIndex() },
 		"sqlite":   sqlIndex(dedupsql.SQLite),
 		"postgres": sqlIndex(dedupsql.Postgres),
 		"mysql":    sqlIndex(dedupsql.MySQL),
@@ -70,7 +70,7 @@ func indexes(t *testing.T) map[string]func(t *testing.T) Index {
 // paging, resolution marks, the entry-ID rule.
 func TestIndex(t *testing.T) {
 	t.Parallel()
-	for name, open := range indexes(t) {
+	for name, open := range indexes() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -178,7 +178,7 @@ func TestIndex(t *testing.T) {
 // read into the index again, even by another console on the same tables.
 func TestIndexResumes(t *testing.T) {
 	t.Parallel()
-	x := indexes(t)["sqlite"](t)
+	x := indexes()["sqlite"](t)
 	b := setup(t, func(c *Config) { c.Index = x })
 	b.refresh(t)
 	st, err := x.state(context.Background(), testDLQ)
