@@ -13,9 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempo/idempo/broker/amqp"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/amqpdlq"
 )
 
 func TestConsoleHelp(t *testing.T) {
@@ -59,70 +64,95 @@ func TestConsoleBadInput(t *testing.T) {
 	}
 }
 
-var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+var (
+	csrfField    = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	pendingField = regexp.MustCompile(`name="pending" value="([^"]+)"`)
+)
 
-// TestConsoleOnKafka serves the console on an embedded Kafka cluster and a
-// SQLite store, and replays an entry through it over HTTP as alice.
-func TestConsoleOnKafka(t *testing.T) {
-	t.Setenv("IDEMPO_TEST_CONSOLE_PW", "pw-123")
-	emb, pub := startKafkaDLQ(t)
-	id := deadLetter(t, pub, "orders", "billing", "ev-1", `{"n":1}`, permanentFailure())
-	deadLetter(t, pub, "orders", "billing", "ev-2", `{"n":2}`, permanentFailure())
+// served is an `idempo console` running in the test.
+type served struct {
+	t      *testing.T
+	base   string
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	code   int
+	stderr bytes.Buffer
+	user   string // basic-auth user ("" for none)
+	pass   string
+}
 
+// serveConsole runs `idempo console args…` on 127.0.0.1:0 until stop.
+func serveConsole(t *testing.T, args ...string) *served {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	s := &served{t: t, cancel: cancel}
 	urls := make(chan string, 1)
 	cmd := &consoleCommand{listening: func(u string) { urls <- u }}
-	var (
-		wg     sync.WaitGroup
-		code   int
-		stderr bytes.Buffer
-	)
-	wg.Add(1)
+	s.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		code = runCommand(ctx, cmd, []string{
-			"--broker", emb.URL(), "--store", "sqlite://" + filepath.Join(t.TempDir(), "r.db"),
-			"--topic", "orders.dlq", "--addr", "127.0.0.1:0", "--refresh", "200ms",
-			"--basic-auth-user", "alice", "--basic-auth-password-env", "IDEMPO_TEST_CONSOLE_PW",
-		}, io.Discard, &stderr)
+		defer s.wg.Done()
+		s.code = runCommand(ctx, cmd, append(args, "--addr", "127.0.0.1:0", "--refresh", "200ms"), io.Discard, &s.stderr)
+		close(urls)
 	}()
-	var base string
 	select {
-	case base = <-urls:
+	case u, ok := <-urls:
+		if !ok {
+			cancel()
+			s.wg.Wait()
+			t.Fatalf("the console ended with status %d: %s", s.code, s.stderr.String())
+		}
+		s.base = u
 	case <-time.After(60 * time.Second):
 		cancel()
-		wg.Wait()
-		t.Fatalf("the console did not listen within 60s: %s", stderr.String())
+		s.wg.Wait()
+		t.Fatalf("the console did not listen within 60s: %s", s.stderr.String())
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	do := func(method, path string, form url.Values, auth bool) (int, string) {
-		t.Helper()
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequestWithContext(ctx, method, base+path, body)
-		require.NoError(t, err)
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		if auth {
-			req.SetBasicAuth("alice", "pw-123")
-		}
-		resp, err := client.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode, string(b)
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+// stop ends the console and returns its exit status.
+func (s *served) stop() int {
+	s.cancel()
+	s.wg.Wait()
+	return s.code
+}
+
+func (s *served) do(method, path string, form url.Values, auth bool) (int, string) {
+	t := s.t
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
 	}
-	status, _ := do(http.MethodGet, "", nil, false)
-	require.Equal(t, http.StatusUnauthorized, status)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, body)
+	require.NoError(t, err)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if auth && s.user != "" {
+		req.SetBasicAuth(s.user, s.pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// replayThroughConsole waits until the console shows two unresolved
+// entries of topic, finds the event evID by search, and replays the entry
+// id to dest as the console's operator, who must show as its resolver.
+func replayThroughConsole(s *served, topic, id, evID, dest, operator string) {
+	t := s.t
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		_, body := do(http.MethodGet, "", nil, true)
-		if strings.Contains(body, "orders.dlq</a>: 2 unresolved") {
+		_, body := s.do(http.MethodGet, "", nil, true)
+		if strings.Contains(body, topic+"</a>: 2 unresolved") {
 			require.Contains(t, body, dlq.ReasonPermanent)
 			break
 		}
@@ -131,29 +161,70 @@ func TestConsoleOnKafka(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	status, body := do(http.MethodGet, "dlq/orders.dlq?q=ev-1", nil, true)
+	status, body := s.do(http.MethodGet, "dlq/"+topic+"?q="+evID, nil, true)
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, body, "Entries 1–1 of 1")
-	status, body = do(http.MethodGet, "dlq/orders.dlq/entry/"+url.PathEscape(id), nil, true)
+	status, body = s.do(http.MethodGet, "dlq/"+topic+"/entry/"+url.PathEscape(id), nil, true)
 	require.Equal(t, http.StatusOK, status, body)
-	require.Contains(t, body, "&#34;n&#34;: 1")
+	require.Contains(t, body, evID)
 
 	// Without its CSRF token, a state-changing request is refused.
-	status, _ = do(http.MethodPost, "dlq/orders.dlq/confirm", url.Values{"action": {"replay"}, "id": {id}}, true)
+	status, _ = s.do(http.MethodPost, "dlq/"+topic+"/confirm", url.Values{"action": {"replay"}, "id": {id}}, true)
 	require.Equal(t, http.StatusForbidden, status)
 	token := csrfField.FindStringSubmatch(body)[1]
-	status, body = do(http.MethodPost, "dlq/orders.dlq/confirm", url.Values{"action": {"replay"}, "id": {id}, "to": {"orders.retry"}, "csrf": {token}}, true)
+	status, body = s.do(http.MethodPost, "dlq/"+topic+"/confirm", url.Values{"action": {"replay"}, "id": {id}, "to": {dest}, "csrf": {token}}, true)
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, "1 to replay")
-	pending := regexp.MustCompile(`name="pending" value="([^"]+)"`).FindStringSubmatch(body)[1]
-	status, body = do(http.MethodPost, "dlq/orders.dlq/execute", url.Values{"pending": {pending}, "csrf": {token}}, true)
+	pending := pendingField.FindStringSubmatch(body)[1]
+	status, body = s.do(http.MethodPost, "dlq/"+topic+"/execute", url.Values{"pending": {pending}, "csrf": {token}}, true)
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, "1 replayed")
-	_, body = do(http.MethodGet, "dlq/orders.dlq?all=1&q=ev-1", nil, true)
-	require.Contains(t, body, "replayed by alice")
+	_, body = s.do(http.MethodGet, "dlq/"+topic+"?all=1&q="+evID, nil, true)
+	require.Contains(t, body, "replayed by "+operator)
+	_, body = s.do(http.MethodGet, "", nil, true)
+	require.Contains(t, body, topic+"</a>: 1 unresolved")
+}
 
-	cancel()
-	wg.Wait()
-	require.Equal(t, 0, code, stderr.String())
-	require.NotContains(t, stderr.String(), "pw-123")
+// TestConsoleOnKafka serves the console on an embedded Kafka cluster and a
+// SQLite store with basic auth, and replays an entry through it as alice.
+func TestConsoleOnKafka(t *testing.T) {
+	t.Setenv("IDEMPO_TEST_CONSOLE_PW", "pw-123")
+	emb, pub := startKafkaDLQ(t)
+	id := deadLetter(t, pub, "orders", "billing", "ev-1", `{"n":1}`, permanentFailure())
+	deadLetter(t, pub, "orders", "billing", "ev-2", `{"n":2}`, permanentFailure())
+	s := serveConsole(t, "--broker", emb.URL(), "--store", "sqlite://"+filepath.Join(t.TempDir(), "r.db"),
+		"--topic", "orders.dlq", "--basic-auth-user", "alice", "--basic-auth-password-env", "IDEMPO_TEST_CONSOLE_PW")
+	s.user, s.pass = "alice", "pw-123"
+	status, _ := s.do(http.MethodGet, "", nil, false)
+	require.Equal(t, http.StatusUnauthorized, status)
+	replayThroughConsole(s, "orders.dlq", id, "ev-1", "orders.retry", "alice")
+	require.Equal(t, 0, s.stop(), s.stderr.String())
+	require.NotContains(t, s.stderr.String(), "pw-123")
+}
+
+// TestConsoleOnRabbitMQ serves an unauthenticated console (loopback) on a
+// RabbitMQ stream DLQ, and replays an entry through it as --operator.
+func TestConsoleOnRabbitMQ(t *testing.T) {
+	orig := "idempo_clitest_console_" + watermill.NewShortUUID()
+	topic := orig + ".dlq"
+	conn, err := amqp091.Dial(dlqTestAMQP)
+	require.NoError(t, err, "RabbitMQ is required at %s", dlqTestAMQP)
+	t.Cleanup(func() {
+		if ch, err := conn.Channel(); err == nil {
+			for _, q := range []string{orig, orig + ".retry", topic} {
+				_, _ = ch.QueueDelete(q, false, false, false)
+			}
+		}
+		_ = conn.Close()
+	})
+	pub, err := amqpdlq.NewDLQPublisher(amqp.Config{URL: dlqTestAMQP}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	id := deadLetter(t, pub, orig, "billing", "ev-r1", `{"n":1}`, permanentFailure())
+	deadLetter(t, pub, orig, "billing", "ev-r2", `{"n":2}`, permanentFailure())
+	s := serveConsole(t, "--broker", dlqTestAMQP, "--store", "sqlite://"+filepath.Join(t.TempDir(), "r.db"),
+		"--topic", topic, "--unauthenticated", "--operator", "oncall")
+	replayThroughConsole(s, topic, id, "ev-r1", orig+".retry", "oncall")
+	require.Equal(t, 0, s.stop(), s.stderr.String())
+	require.NotContains(t, s.stderr.String(), "guest:guest")
 }

@@ -188,7 +188,10 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) e
 		return fmt.Errorf("amqpdlq: set prefetch: %w", err)
 	}
 	tag := "idempo-dlq-" + watermill.NewShortUUID()
-	deliveries, err := ch.ConsumeWithContext(ctx, topic, tag, false, false, false, false, amqp091.Table{StreamOffsetHeader: "first"})
+	// Not ConsumeWithContext: its cancellation sends basic.cancel from a
+	// goroutine of its own, which can deadlock with the deferred Close when
+	// ctx ends mid-read. The loop below watches ctx; Close ends the consumer.
+	deliveries, err := ch.Consume(topic, tag, false, false, false, false, amqp091.Table{StreamOffsetHeader: "first"}) //nolint:contextcheck // see above
 	if err != nil {
 		var ae *amqp091.Error
 		if errors.As(err, &ae) && (ae.Code == amqp091.PreconditionFailed || ae.Code == amqp091.NotImplemented) {
