@@ -109,4 +109,3 @@ func p95(ds []time.Duration) float64 {
 	slices.Sort(s)
 	return float64(s[(len(s)*95+99)/100-1]) / float64(time.Millisecond)
 }
-

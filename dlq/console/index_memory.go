@@ -112,7 +112,7 @@ func (m *memIndex) groups(ctx context.Context, dlq string) ([]group, error) {
 		return nil, nil
 	}
 	byID := map[string]*group{}
-	for _, r := range d.rows {
+	for _, r := range d.rows { // oldest first: a group's sample is its first error
 		if !r.Unresolved() {
 			continue
 		}
@@ -122,7 +122,6 @@ func (m *memIndex) groups(ctx context.Context, dlq string) ([]group, error) {
 			byID[r.Group] = g
 		}
 		g.Count++
-		g.Sample = min(g.Sample, r.Error)
 		if r.At.Before(g.First) {
 			g.First = r.At
 		}

@@ -83,10 +83,10 @@ func NewSQLIndex(ctx context.Context, db *sql.DB, opts *SQLIndexOptions) (Index,
 }
 
 type sqlIndex struct {
-	db                    *sql.DB
-	d                     dedupsql.Dialect
-	entries, ends, prefix string
-	schema                []string
+	db                             *sql.DB
+	d                              dedupsql.Dialect
+	entries, ends, groupsT, prefix string
+	schema                         []string
 }
 
 var _ Index = (*sqlIndex)(nil)
@@ -109,7 +109,7 @@ const entryCols = `dlq, entry_id, position, event_id, original_topic, handler, s
 
 func (x *sqlIndex) build(prefix string) {
 	x.prefix = prefix
-	x.entries, x.ends = x.quote(prefix+"_entries"), x.quote(prefix+"_ends")
+	x.entries, x.ends, x.groupsT = x.quote(prefix+"_entries"), x.quote(prefix+"_ends"), x.quote(prefix+"_groups")
 	key, text, small := "VARCHAR(255)", "TEXT", "VARCHAR(64)"
 	if x.d == dedupsql.MySQL {
 		key = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -155,7 +155,19 @@ func (x *sqlIndex) build(prefix string) {
 	end_offset BIGINT NOT NULL,
 	PRIMARY KEY (dlq, part)
 )`,
+		`CREATE TABLE IF NOT EXISTS ` + x.groupsT + ` (
+	dlq ` + key + ` NOT NULL,
+	group_id ` + small + ` NOT NULL,
+	reason ` + small + ` NOT NULL,
+	error_class ` + small + ` NOT NULL,
+	handler ` + key + ` NOT NULL,
+	group_key ` + text + ` NOT NULL,
+	sample ` + text + ` NOT NULL,
+	PRIMARY KEY (dlq, group_id)
+)`,
 		idx("seq", "dlq, seq"),
+		// The overview's counts: an index-only scan.
+		idx("unresolved", "dlq, resolution, group_id, at_us"),
 		idx("group", "dlq, group_id, seq"),
 		idx("event", "dlq, event_id"),
 	}
@@ -277,6 +289,22 @@ func (x *sqlIndex) add(ctx context.Context, dlq string, rs []row, ends map[strin
 			return x.wrap("add", err)
 		}
 	}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		if seen[r.Group] {
+			continue
+		}
+		seen[r.Group] = true
+		q := `INSERT INTO ` + x.groupsT + ` (dlq, group_id, reason, error_class, handler, group_key, sample) VALUES (?, ?, ?, ?, ?, ?, ?)`
+		if x.d == dedupsql.MySQL {
+			q = strings.Replace(q, "INSERT INTO", "INSERT IGNORE INTO", 1)
+		} else {
+			q += " ON CONFLICT (dlq, group_id) DO NOTHING"
+		}
+		if _, err := tx.ExecContext(ctx, x.ph(q), dlq, r.Group, r.Reason, r.ErrorClass, r.Handler, r.GroupKey, r.Error); err != nil {
+			return x.wrap("add", err)
+		}
+	}
 	for p, off := range ends {
 		var q string
 		switch x.d {
@@ -358,24 +386,51 @@ func (x *sqlIndex) setMarks(ctx context.Context, dlq string, changes map[string]
 
 const unresolvedSQL = `(resolution = '' OR resolution = '` + inProgress + `')`
 
+// groups counts in one index-only scan of the unresolved entries, and
+// reads what describes each group from the groups table.
 func (x *sqlIndex) groups(ctx context.Context, dlq string) ([]group, error) {
-	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT group_id, MIN(reason), MIN(error_class), MIN(handler), MIN(group_key), MIN(error_text), COUNT(*), MIN(at_us), MAX(at_us)
+	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT group_id, COUNT(*), MIN(at_us), MAX(at_us)
 FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), dlq)
 	if err != nil {
 		return nil, x.wrap("read the groups", err)
 	}
 	defer func() { _ = rows.Close() }()
 	var out []group
+	at := map[string]int{}
 	for rows.Next() {
 		g := group{DLQ: dlq}
 		var first, last int64
-		if err := rows.Scan(&g.ID, &g.Reason, &g.ErrorClass, &g.Handler, &g.Key, &g.Sample, &g.Count, &first, &last); err != nil {
+		if err := rows.Scan(&g.ID, &g.Count, &first, &last); err != nil {
 			return nil, x.wrap("read the groups", err)
 		}
 		g.First, g.Last = fromMicros(first), fromMicros(last)
+		at[g.ID] = len(out)
 		out = append(out, g)
 	}
-	if err := rows.Err(); err != nil {
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, x.wrap("read the groups", err)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	desc, err := x.db.QueryContext(ctx, x.ph(`SELECT group_id, reason, error_class, handler, group_key, sample FROM `+x.groupsT+` WHERE dlq = ?`), dlq)
+	if err != nil {
+		return nil, x.wrap("read the groups", err)
+	}
+	defer func() { _ = desc.Close() }()
+	for desc.Next() {
+		var (
+			id string
+			g  group
+		)
+		if err := desc.Scan(&id, &g.Reason, &g.ErrorClass, &g.Handler, &g.Key, &g.Sample); err != nil {
+			return nil, x.wrap("read the groups", err)
+		}
+		if i, ok := at[id]; ok {
+			out[i].Reason, out[i].ErrorClass, out[i].Handler, out[i].Key, out[i].Sample = g.Reason, g.ErrorClass, g.Handler, g.Key, g.Sample
+		}
+	}
+	if err := desc.Err(); err != nil {
 		return nil, x.wrap("read the groups", err)
 	}
 	sortGroups(out)

@@ -51,7 +51,7 @@ func indexes() map[string]func(t testing.TB) Index {
 			_, err = NewSQLIndex(ctx, db, &SQLIndexOptions{TablePrefix: prefix})
 			require.NoError(t, err)
 			t.Cleanup(func() {
-				for _, tb := range []string{"_entries", "_ends"} {
+				for _, tb := range []string{"_entries", "_ends", "_groups"} {
 					_, _ = db.ExecContext(context.Background(), "DROP TABLE "+prefix+tb)
 				}
 			})
@@ -86,6 +86,7 @@ func TestIndex(t *testing.T) {
 			require.Equal(t, "permanent_error", gs[0].Reason)
 			require.Equal(t, "charge", gs[0].Handler)
 			require.Equal(t, "charge for order <n> declined: card <q>", gs[0].Key)
+			require.Equal(t, `charge for order 1000 declined: card "4242-p1"`, gs[0].Sample, "the first entry's error")
 			require.Equal(t, t0, gs[0].First)
 			require.Equal(t, t0.Add(2*time.Minute), gs[0].Last)
 			require.Equal(t, 2, gs[1].Count)
