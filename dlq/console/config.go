@@ -65,8 +65,8 @@ type Config struct {
 	// Logger receives what the console cannot show on a page (errors of
 	// background refreshes). Defaults to slog.Default().
 	Logger *slog.Logger
-	// Now is the console's clock (for "since" filters and the CSRF key's
-	// nothing else). Defaults to time.Now.
+	// Now is the console's clock: durations in list filters count back from
+	// it, and confirmations expire by it. Defaults to time.Now.
 	Now func() time.Time
 }
 

@@ -22,8 +22,8 @@ type SQLIndexOptions struct {
 	// Dialect is the database's dialect (dedup/sqlstore's Postgres, MySQL
 	// or SQLite). Defaults to the one detected from db.Driver().
 	Dialect dedupsql.Dialect
-	// TablePrefix names the index's two tables, PREFIX_entries and
-	// PREFIX_ends, optionally schema-qualified, under the rules of
+	// TablePrefix names the index's three tables, PREFIX_entries,
+	// PREFIX_groups and PREFIX_ends, optionally schema-qualified, under the rules of
 	// dedup/sqlstore.ValidateTable. Defaults to [DefaultTablePrefix].
 	TablePrefix string
 }
@@ -166,9 +166,8 @@ func (x *sqlIndex) build(prefix string) {
 	PRIMARY KEY (dlq, group_id)
 )`,
 		idx("seq", "dlq, seq"),
-		// The overview's counts: an index-only scan.
-		idx("unresolved", "dlq, resolution, group_id, at_us"),
-		idx("group", "dlq, group_id, seq"),
+		// The overview's counts: an index-only scan in group order.
+		idx("by_group", "dlq, group_id, resolution, at_us"),
 		idx("event", "dlq, event_id"),
 	}
 }
@@ -384,7 +383,7 @@ func (x *sqlIndex) setMarks(ctx context.Context, dlq string, changes map[string]
 	return x.wrap("set the marks", tx.Commit())
 }
 
-const unresolvedSQL = `(resolution = '' OR resolution = '` + inProgress + `')`
+const unresolvedSQL = `resolution IN ('', '` + inProgress + `')`
 
 // groups counts in one index-only scan of the unresolved entries, and
 // reads what describes each group from the groups table.
