@@ -25,7 +25,7 @@ func TestOverview(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	for _, want := range []string{
 		"orders.dlq</a>: 6 unresolved", "charge for order &lt;n&gt; declined: card &lt;q&gt;", "dial tcp &lt;addr&gt;: connection refused",
-		"permanent_error", "retries_exhausted", "2026-11-26 03:00:00Z", "2026-11-26 03:02:00Z", "Replay group…", "Acting as <strong>alice</strong>",
+		"permanent_error", "retries_exhausted", "2026-11-26 03:00:00Z", "Failed in the last 1 h: 2, 24 h: 5, 7 d: 5 (unresolved)", "<td>0 / 3 / 3</td>", "2026-11-26 03:02:00Z", "Replay group…", "Acting as <strong>alice</strong>",
 		`<th scope="col">Count</th>`, `<th scope="row"`,
 	} {
 		require.Contains(t, r.body, want)
@@ -182,7 +182,7 @@ func TestReplayGroupSnapshot(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.refresh(t)
-	gs, err := b.h.idx.groups(context.Background(), testDLQ)
+	gs, err := b.h.idx.groups(context.Background(), testDLQ, nil)
 	require.NoError(t, err)
 	r, pending := b.dryRun(t, url.Values{"action": {"replay"}, "group": {gs[0].ID}})
 	require.Contains(t, r.body, "3 to replay")
@@ -208,7 +208,7 @@ func TestPurgeGroup(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.refresh(t)
-	gs, err := b.h.idx.groups(context.Background(), testDLQ)
+	gs, err := b.h.idx.groups(context.Background(), testDLQ, nil)
 	require.NoError(t, err)
 	_, pending := b.dryRun(t, url.Values{"action": {"purge"}, "group": {gs[1].ID}})
 	r := b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}})

@@ -9,7 +9,8 @@
 //     class, handler and group key (the error text with what varies from one
 //     failure to the next — quoted values, URLs, addresses, UUIDs, times,
 //     hexadecimal values, identifiers, numbers — replaced by placeholders),
-//     with first and last failure times; "indexing n of N" while an index
+//     with first and last failure times and counts of the last hour, day and
+//     week; "indexing n of N" while an index
 //     pass runs (N when the source implements [Counter]).
 //   - Lists per DLQ and per group: search by entry ID, event ID or error
 //     text; filters by reason, error class, handler and time; pages.

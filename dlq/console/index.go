@@ -31,8 +31,9 @@ type Index interface {
 	// entries.
 	setMarks(ctx context.Context, dlq string, changes map[string]mark) error
 	// groups returns the groups of unresolved entries of dlq, largest
-	// first.
-	groups(ctx context.Context, dlq string) ([]group, error)
+	// first, each with how many of its entries failed at or after each of
+	// the times in since (group.Recent).
+	groups(ctx context.Context, dlq string, since []time.Time) ([]group, error)
 	// list returns a page of the entries q selects, newest first, and how
 	// many it selects in all.
 	list(ctx context.Context, q query) ([]row, int, error)
@@ -74,6 +75,8 @@ type group struct {
 	Sample                           string
 	Count                            int
 	First, Last                      time.Time
+	// Recent counts the entries that failed at or after each time asked for.
+	Recent []int
 }
 
 // query selects entries of one DLQ.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
 // NewMemoryIndex returns an index in memory: it is rebuilt from the DLQs
@@ -101,7 +102,7 @@ func (m *memIndex) setMarks(ctx context.Context, dlq string, changes map[string]
 	return nil
 }
 
-func (m *memIndex) groups(ctx context.Context, dlq string) ([]group, error) {
+func (m *memIndex) groups(ctx context.Context, dlq string, since []time.Time) ([]group, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -118,10 +119,15 @@ func (m *memIndex) groups(ctx context.Context, dlq string) ([]group, error) {
 		}
 		g := byID[r.Group]
 		if g == nil {
-			g = &group{DLQ: dlq, ID: r.Group, Reason: r.Reason, ErrorClass: r.ErrorClass, Handler: r.Handler, Key: r.GroupKey, Sample: r.Error, First: r.At, Last: r.At}
+			g = &group{DLQ: dlq, ID: r.Group, Reason: r.Reason, ErrorClass: r.ErrorClass, Handler: r.Handler, Key: r.GroupKey, Sample: r.Error, First: r.At, Last: r.At, Recent: make([]int, len(since))}
 			byID[r.Group] = g
 		}
 		g.Count++
+		for i, t := range since {
+			if !r.At.Before(t) {
+				g.Recent[i]++
+			}
+		}
 		if r.At.Before(g.First) {
 			g.First = r.At
 		}

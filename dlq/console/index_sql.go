@@ -387,9 +387,16 @@ const unresolvedSQL = `resolution IN ('', '` + inProgress + `')`
 
 // groups counts in one index-only scan of the unresolved entries, and
 // reads what describes each group from the groups table.
-func (x *sqlIndex) groups(ctx context.Context, dlq string) ([]group, error) {
-	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT group_id, COUNT(*), MIN(at_us), MAX(at_us)
-FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), dlq)
+func (x *sqlIndex) groups(ctx context.Context, dlq string, since []time.Time) ([]group, error) {
+	recent := ""
+	args := []any{}
+	for _, t := range since {
+		recent += ", SUM(CASE WHEN at_us >= ? THEN 1 ELSE 0 END)"
+		args = append(args, micros(t))
+	}
+	args = append(args, dlq)
+	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT group_id, COUNT(*), MIN(at_us), MAX(at_us)`+recent+`
+FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), args...)
 	if err != nil {
 		return nil, x.wrap("read the groups", err)
 	}
@@ -397,9 +404,13 @@ FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), dlq)
 	var out []group
 	at := map[string]int{}
 	for rows.Next() {
-		g := group{DLQ: dlq}
+		g := group{DLQ: dlq, Recent: make([]int, len(since))}
 		var first, last int64
-		if err := rows.Scan(&g.ID, &g.Count, &first, &last); err != nil {
+		dst := []any{&g.ID, &g.Count, &first, &last}
+		for i := range g.Recent {
+			dst = append(dst, &g.Recent[i])
+		}
+		if err := rows.Scan(dst...); err != nil {
 			return nil, x.wrap("read the groups", err)
 		}
 		g.First, g.Last = fromMicros(first), fromMicros(last)

@@ -79,7 +79,7 @@ func TestIndex(t *testing.T) {
 			b := setup(t, func(c *Config) { c.Index = x; c.PageSize = 2 })
 			b.refresh(t)
 
-			gs, err := x.groups(ctx, testDLQ)
+			gs, err := x.groups(ctx, testDLQ, []time.Time{t0.Add(time.Minute), t0.Add(time.Hour)})
 			require.NoError(t, err)
 			require.Len(t, gs, 3, "payment, stock and the foreign copy: %+v", gs)
 			require.Equal(t, 3, gs[0].Count)
@@ -89,7 +89,9 @@ func TestIndex(t *testing.T) {
 			require.Equal(t, `charge for order 1000 declined: card "4242-p1"`, gs[0].Sample, "the first entry's error")
 			require.Equal(t, t0, gs[0].First)
 			require.Equal(t, t0.Add(2*time.Minute), gs[0].Last)
+			require.Equal(t, []int{2, 0}, gs[0].Recent, "p2 and p3 failed at or after 03:01")
 			require.Equal(t, 2, gs[1].Count)
+			require.Equal(t, []int{2, 2}, gs[1].Recent)
 			require.Equal(t, "dial tcp <addr>: connection refused", gs[1].Key)
 			require.Equal(t, 1, gs[2].Count)
 
@@ -149,7 +151,7 @@ func TestIndex(t *testing.T) {
 			b.src.deadLetter(testDLQ, "p3", "evt-p3", "permanent_error", "charge", `charge for order 1002 declined: card "4242-p3"`, t0.Add(2*time.Minute), `{"order":1002}`)
 			b.src.deadLetter(testDLQ, "p3", "evt-p3", "permanent_error", "charge", `charge for order 1002 declined: card "4242-p3"`, t0.Add(2*time.Minute), `{"order":"other"}`)
 			b.refresh(t)
-			gs, err = x.groups(ctx, testDLQ)
+			gs, err = x.groups(ctx, testDLQ, nil)
 			require.NoError(t, err)
 			require.Equal(t, 4, gs[0].Count, "p1 resolved; p2 held (still unresolved); p3, n1 and p3's namesake: %+v", gs[0])
 			ids, total = list(query{Group: gs[0].ID})

@@ -100,9 +100,25 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, title
 
 // --- overview ---
 
+// recentWindows are the overview's "counts over time": failures in the
+// last hour, day and week.
+var recentWindows = []struct {
+	Label string
+	D     time.Duration
+}{{"1 h", time.Hour}, {"24 h", 24 * time.Hour}, {"7 d", 7 * 24 * time.Hour}}
+
+func recentSince(now time.Time) []time.Time {
+	out := make([]time.Time, len(recentWindows))
+	for i, w := range recentWindows {
+		out[i] = now.Add(-w.D)
+	}
+	return out
+}
+
 type dlqView struct {
 	Name       string
 	Unresolved int
+	Recent     []int
 	Progress   progress
 	Groups     []group
 }
@@ -110,18 +126,24 @@ type dlqView struct {
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	var views []dlqView
 	for _, d := range h.cfg.DLQs {
-		gs, err := h.idx.groups(r.Context(), d)
+		gs, err := h.idx.groups(r.Context(), d, recentSince(h.cfg.Now()))
 		if err != nil {
 			h.unavailable(w, r, "read the index of "+d, err)
 			return
 		}
-		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs}
+		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs, Recent: make([]int, len(recentWindows))}
 		for _, g := range gs {
 			v.Unresolved += g.Count
+			for i, n := range g.Recent {
+				v.Recent[i] += n
+			}
 		}
 		views = append(views, v)
 	}
-	h.render(w, r, http.StatusOK, "overview", "Dead letters", views)
+	h.render(w, r, http.StatusOK, "overview", "Dead letters", struct {
+		DLQs    []dlqView
+		Windows any
+	}{views, recentWindows})
 }
 
 // --- list ---
