@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 type consoleCommand struct {
 	broker, store   string
 	topics          stringList
+	topicSuffix     string
 	addr            string
 	readOnly        bool
 	hidePayloads    bool
@@ -55,6 +57,10 @@ payloads) in the resolution store's database (PostgreSQL, MySQL/MariaDB,
 SQLite), and reads each DLQ from where it stopped; with a Redis store the
 index is kept in memory and rebuilt at each start.
 
+On Kafka, --topic-suffix .dlq shows every topic whose name ends so, as found
+at start (RabbitMQ cannot list its queues without the management plugin:
+name each DLQ with --topic).
+
 Authentication is required: --basic-auth-user with the password in the
 environment variable --basic-auth-password-env names, or a bearer token in
 the variable --token-env names (for a proxy that adds the header), or
@@ -67,7 +73,8 @@ Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage, setup or listen errors.`
 func (c *consoleCommand) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQs: kafka://host:port[,host:port] or amqp://user:pass@host:5672/ (required)")
 	fs.StringVar(&c.store, "store", "", "store URL holding the resolution records and the index: postgres://…, mysql://…, sqlite://PATH, redis://host:6379/0 (required)")
-	fs.Var(&c.topics, "topic", "a DLQ topic (Kafka) or stream queue (RabbitMQ) to show, e.g. orders.dlq (required; repeatable)")
+	fs.Var(&c.topics, "topic", "a DLQ topic (Kafka) or stream queue (RabbitMQ) to show, e.g. orders.dlq (repeatable; this or --topic-suffix is required)")
+	fs.StringVar(&c.topicSuffix, "topic-suffix", "", "Kafka only: show every topic whose name ends with this `SUFFIX` (e.g. .dlq), as found at start")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.BoolVar(&c.readOnly, "read-only", false, "show, never change: no replay nor purge")
 	fs.BoolVar(&c.hidePayloads, "hide-payloads", false, "show a payload only when the operator asks for it on the entry page")
@@ -85,7 +92,7 @@ func (c *consoleCommand) Validate() error {
 	for _, f := range []struct {
 		name string
 		set  bool
-	}{{"--broker", c.broker != ""}, {"--store", c.store != ""}, {"--topic", len(c.topics) > 0}} {
+	}{{"--broker", c.broker != ""}, {"--store", c.store != ""}, {"--topic or --topic-suffix", len(c.topics) > 0 || c.topicSuffix != ""}} {
 		if !f.set {
 			missing = append(missing, f.name)
 		}
@@ -168,6 +175,26 @@ func (c *consoleCommand) Run(ctx context.Context, e *env) (result, error) {
 		return nil, fmt.Errorf("open store %s: %w", sspec, err)
 	}
 	defer func() { _ = st.Close() }()
+	if c.topicSuffix != "" {
+		lister, ok := broker.Source.(interface {
+			Topics(ctx context.Context, suffix string) ([]string, error)
+		})
+		if !ok {
+			return nil, errors.New("--topic-suffix: RabbitMQ cannot list its queues without the management plugin; name each DLQ with --topic")
+		}
+		found, err := lister.Topics(ctx, c.topicSuffix)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range found {
+			if !slices.Contains(c.topics, t) {
+				c.topics = append(c.topics, t)
+			}
+		}
+		if len(c.topics) == 0 {
+			return nil, fmt.Errorf("--topic-suffix %q: no topic of %s ends with it", c.topicSuffix, bspec)
+		}
+	}
 	var idx console.Index
 	if st.DB != nil {
 		if idx, err = console.NewSQLIndex(ctx, st.DB, &console.SQLIndexOptions{Dialect: st.Dialect}); err != nil {

@@ -43,7 +43,8 @@ func TestConsoleBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"console", "--topic", "t"}, "--broker, --store required"},
-		{[]string{"console", "--broker", "kafka://x:1", "--store", store}, "--topic required"},
+		{[]string{"console", "--broker", "kafka://x:1", "--store", store}, "--topic or --topic-suffix required"},
+		{[]string{"console", "--unauthenticated", "--broker", dlqTestAMQP, "--store", store, "--topic-suffix", ".dlq"}, "RabbitMQ cannot list its queues"},
 		{append([]string{"console"}, common...), "authentication required"},
 		{append([]string{"console", "--unauthenticated", "--addr", "0.0.0.0:8080"}, common...), "only on a loopback --addr"},
 		{append([]string{"console", "--unauthenticated", "--addr", ":8080"}, common...), "only on a loopback --addr"},
@@ -193,7 +194,7 @@ func TestConsoleOnKafka(t *testing.T) {
 	id := deadLetter(t, pub, "orders", "billing", "ev-1", `{"n":1}`, permanentFailure())
 	deadLetter(t, pub, "orders", "billing", "ev-2", `{"n":2}`, permanentFailure())
 	s := serveConsole(t, "--broker", emb.URL(), "--store", "sqlite://"+filepath.Join(t.TempDir(), "r.db"),
-		"--topic", "orders.dlq", "--basic-auth-user", "alice", "--basic-auth-password-env", "IDEMPO_TEST_CONSOLE_PW")
+		"--topic-suffix", ".dlq", "--basic-auth-user", "alice", "--basic-auth-password-env", "IDEMPO_TEST_CONSOLE_PW")
 	s.user, s.pass = "alice", "pw-123"
 	status, _ := s.do(http.MethodGet, "", nil, false)
 	require.Equal(t, http.StatusUnauthorized, status)

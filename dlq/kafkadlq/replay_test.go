@@ -269,4 +269,16 @@ func TestReadAfterAndCount(t *testing.T) {
 	require.Equal(t, want, got)
 	_, err = src.Count(ctx, "no_such_topic_"+strings.Repeat("x", 3))
 	require.ErrorIs(t, err, kafkadlq.ErrNoTopic)
+
+	require.NoError(t, w.Publisher.Publish("not_a_dead_letter_topic", message.NewMessage("x", nil)))
+	topics, err := src.Topics(ctx, ".dlq")
+	require.NoError(t, err)
+	require.Contains(t, topics, w.DLQTopic)
+	for _, tp := range topics {
+		require.True(t, strings.HasSuffix(tp, ".dlq"), tp)
+	}
+	all, err = src.Topics(ctx, "")
+	require.NoError(t, err)
+	require.Contains(t, all, "not_a_dead_letter_topic")
+	require.NotContains(t, topics, "not_a_dead_letter_topic")
 }

@@ -172,6 +172,28 @@ func (s *Source) ReadAfter(ctx context.Context, topic string, after map[string]i
 	return nil
 }
 
+// Topics returns the names of the cluster's topics that end with suffix
+// (every topic for ""), sorted, internal topics left out: how DLQ topics
+// are found by their suffix (".dlq" by default in package dlq).
+func (s *Source) Topics(ctx context.Context, suffix string) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest() // no topics: all of them
+	resp, err := req.RequestWith(ctx, s.admin)
+	if err != nil {
+		return nil, fmt.Errorf("kafkadlq: list topics: %w", err)
+	}
+	var out []string
+	for _, t := range resp.Topics {
+		if t.Topic == nil || t.IsInternal || kerr.ErrorForCode(t.ErrorCode) != nil {
+			continue
+		}
+		if strings.HasSuffix(*t.Topic, suffix) {
+			out = append(out, *t.Topic)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Count returns how many records topic holds (retained offsets, summed over
 // its partitions) as of the call: what the dead-letter console shows as
 // "indexing n of N". A missing topic yields an error matching [ErrNoTopic].
