@@ -165,7 +165,7 @@ func replayThroughConsole(s *served, topic, id, evID, dest, operator string) {
 	status, body := s.do(http.MethodGet, "dlq/"+topic+"?q="+evID, nil, true)
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, body, "Entries 1–1 of 1")
-	status, body = s.do(http.MethodGet, "dlq/"+topic+"/entry/"+url.PathEscape(id), nil, true)
+	status, body = s.do(http.MethodGet, "dlq/"+topic+"/entry?id="+url.QueryEscape(id), nil, true)
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, evID)
 

@@ -97,24 +97,26 @@ func TestEntry(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	b.refresh(t)
-	r := b.get(t, "/dlq/orders.dlq/entry/p2")
+	r := b.get(t, "/dlq/orders.dlq/entry?id=p2")
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	for _, want := range []string{"evt-p2", "charge", "permanent_error", "3, 1, 0", "Shown as JSON", "{\n  &#34;order&#34;: 1001\n}", "idempo_attempts"} {
 		require.Contains(t, r.body, want)
 	}
-	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry/s1").body, "Shown as text")
-	r = b.get(t, "/dlq/orders.dlq/entry/foreign-1")
+	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry?id=s1").body, "Shown as text")
+	r = b.get(t, "/dlq/orders.dlq/entry?id=foreign-1")
 	require.Equal(t, http.StatusOK, r.status, "a copy written by another tool has a page")
 	require.Contains(t, r.body, "Shown as hex")
 	require.Contains(t, r.body, "00 ff 10 78")
 	require.Contains(t, r.body, "idempo_attempts is not a count")
 	require.Contains(t, r.body, "not written by idempo")
 
-	r = b.get(t, "/dlq/orders.dlq/entry/nope")
+	r = b.get(t, "/dlq/orders.dlq/entry?id=nope")
 	require.Equal(t, http.StatusNotFound, r.status)
 	require.Contains(t, r.body, "has no entry &#34;nope&#34;")
-	r = b.get(t, "/dlq/orders.dlq/entry/"+url.PathEscape("a/b c"))
-	require.Equal(t, http.StatusNotFound, r.status)
+	for _, id := range []string{"a/b c", ".", "..", ""} {
+		r = b.get(t, "/dlq/orders.dlq/entry?id="+url.QueryEscape(id))
+		require.Equal(t, http.StatusNotFound, r.status, id)
+	}
 }
 
 func TestEntryHidesPayloadsAndSecrets(t *testing.T) {
@@ -125,7 +127,7 @@ func TestEntryHidesPayloadsAndSecrets(t *testing.T) {
 	m.Metadata.Set("Authorization", "Bearer abc123")
 	m.Metadata.Set("callback", "https://svc:topsecret@example.com/hook")
 	m.Metadata.Set("idempo_error", "post https://svc:topsecret@example.com/hook failed")
-	r := b.get(t, "/dlq/orders.dlq/entry/p1")
+	r := b.get(t, "/dlq/orders.dlq/entry?id=p1")
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Contains(t, r.body, "Show the payload")
 	require.NotContains(t, r.body, "order&#34;: 1000")
@@ -133,7 +135,7 @@ func TestEntryHidesPayloadsAndSecrets(t *testing.T) {
 		require.NotContains(t, r.body, secret)
 	}
 	require.Contains(t, r.body, "https://svc:xxxxx@example.com/hook")
-	r = b.get(t, "/dlq/orders.dlq/entry/p1?payload=1")
+	r = b.get(t, "/dlq/orders.dlq/entry?id=p1&payload=1")
 	require.Contains(t, r.body, "&#34;order&#34;: 1000")
 }
 
@@ -157,7 +159,7 @@ func TestReplayOne(t *testing.T) {
 	// The index knows at once; the entry page says who.
 	require.Contains(t, b.get(t, "/dlq/orders.dlq").body, "Entries 1–5 of 5")
 	require.Contains(t, b.get(t, "/dlq/orders.dlq?all=1").body, "replayed by alice")
-	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry/p2").body, "replayed by alice at")
+	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry?id=p2").body, "replayed by alice at")
 	// A confirmation acts once.
 	r = b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}})
 	require.Equal(t, http.StatusConflict, r.status)
@@ -349,7 +351,7 @@ func TestReadOnly(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *Config) { c.ReadOnly = true; c.Publisher = nil })
 	b.refresh(t)
-	for _, page := range []string{"/", "/dlq/orders.dlq", "/dlq/orders.dlq/entry/p1"} {
+	for _, page := range []string{"/", "/dlq/orders.dlq", "/dlq/orders.dlq/entry?id=p1"} {
 		r := b.get(t, page)
 		require.Equal(t, http.StatusOK, r.status)
 		require.Contains(t, r.body, "read-only")
@@ -373,7 +375,7 @@ func TestUnreachable(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status)
 	require.Contains(t, r.body, "The last index refresh failed")
 	require.Contains(t, r.body, "connection refused")
-	for _, page := range []string{"/dlq/orders.dlq/entry/p1"} {
+	for _, page := range []string{"/dlq/orders.dlq/entry?id=p1"} {
 		r = b.get(t, page)
 		require.Equal(t, http.StatusServiceUnavailable, r.status, page)
 		require.Contains(t, r.body, "unreachable")

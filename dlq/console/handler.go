@@ -88,7 +88,7 @@ func New(cfg Config) (*Handler, error) {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /dlq/{dlq}", h.list)
-	mux.HandleFunc("GET /dlq/{dlq}/entry/{id}", h.entry)
+	mux.HandleFunc("GET /dlq/{dlq}/entry", h.entry)
 	mux.HandleFunc("POST /dlq/{dlq}/confirm", h.confirm)
 	mux.HandleFunc("POST /dlq/{dlq}/execute", h.execute)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -37,7 +37,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"when":   when,
 		"dlqURL": func(d string) string { return "dlq/" + url.PathEscape(d) },
 		"entryURL": func(d, id string) string {
-			return "dlq/" + url.PathEscape(d) + "/entry/" + url.PathEscape(id)
+			return "dlq/" + url.PathEscape(d) + "/entry?id=" + url.QueryEscape(id)
 		},
 		"dash": func(s string) string {
 			if s == "" {
@@ -266,7 +266,11 @@ func (h *Handler) entry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
+	id := r.URL.Query().Get("id")
+	if id == "" {
+		h.fail(w, r, http.StatusNotFound, "No such entry", "Name an entry: ?id=ENTRY_ID.")
+		return
+	}
 	ops, err := h.ops(r)
 	if err != nil {
 		h.unavailable(w, r, "open the DLQ operations", err)
