@@ -22,8 +22,8 @@ type Counter interface {
 	Count(ctx context.Context, topic string) (int, error)
 }
 
-// Tailer is an optional interface of a [dlqops.Source] (dlq/kafkadlq has
-// it): reading a DLQ from the offset after after[partition] in each
+// Tailer is an optional interface of a [dlqops.Source] (dlq/kafkadlq and
+// dlq/amqpdlq have it): reading a DLQ from the offset after after[partition] in each
 // partition it names, so that an index pass reads only what is new.
 // Without it, each pass reads the whole DLQ and skips what it indexed.
 type Tailer interface {
