@@ -177,11 +177,21 @@ func replayThroughConsole(s *served, topic, id, evID, dest, operator string) {
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, "1 to replay")
 	pending := pendingField.FindStringSubmatch(body)[1]
+	// The replay runs as a background job; the client follows to its page.
 	status, body = s.do(http.MethodPost, "dlq/"+topic+"/execute", url.Values{"pending": {pending}, "csrf": {token}}, true)
 	require.Equal(t, http.StatusOK, status, body)
-	require.Contains(t, body, "1 replayed")
-	_, body = s.do(http.MethodGet, "dlq/"+topic+"?all=1&q="+evID, nil, true)
-	require.Contains(t, body, "replayed by "+operator)
+	require.Contains(t, body, "The replay of entry "+id)
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		_, body = s.do(http.MethodGet, "dlq/"+topic+"?all=1&q="+evID, nil, true)
+		if strings.Contains(body, "replayed by "+operator) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the entry never showed as replayed by %s:\n%s", operator, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	_, body = s.do(http.MethodGet, "", nil, true)
 	require.Contains(t, body, topic+"</a>: 1 unresolved")
 }

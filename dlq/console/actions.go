@@ -146,6 +146,19 @@ func (h *Handler) execute(w http.ResponseWriter, r *http.Request) {
 			"This confirmation is unknown, expired (after 15 minutes), was used already, or is another operator's. Start again from the list.")
 		return
 	}
+	j := &job{
+		ID: p.ID, DLQ: d, Kind: p.Kind, To: p.To, Operator: p.Operator, What: p.What, Filter: p.Filter,
+		Snapshot: p.Snapshot, Total: p.Result.Replayed + p.Result.Parked + p.Result.Purged + p.Result.Skipped + p.Result.Failed,
+		State: jobRunning, Started: h.cfg.Now(),
+	}
+	if h.startJob(j) { //nolint:contextcheck // a job runs under Run's context, not the request's
+		// Relative, as every link: the console may be mounted under a prefix
+		// (http.Redirect would make it absolute from the stripped path).
+		w.Header().Set("Location", base(r)+"jobs/"+url.PathEscape(j.ID))
+		w.WriteHeader(http.StatusSeeOther)
+		return
+	}
+	// Without Run, the action runs within this request.
 	ops, err := h.ops(r)
 	if err != nil {
 		h.unavailable(w, r, "open the DLQ operations", err)

@@ -22,7 +22,9 @@
 //     the checked ones or a whole group. Each is a dry run that counts what
 //     would be done, a confirmation page, then the action on exactly the
 //     entries the dry run counted (its dlqops snapshot), recorded in the
-//     resolution store with the operator's name.
+//     resolution store with the operator's name. While [Handler.Run] runs,
+//     the action is a background job with a page showing its progress,
+//     kept in the index and resumed by the next Run after a restart.
 //
 // The pages are plain HTML forms (html/template, embedded stylesheet, no
 // script, no CDN) with labelled inputs and table headers with scopes.

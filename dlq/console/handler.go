@@ -43,6 +43,8 @@ type Handler struct {
 
 	pendingMu sync.Mutex
 	pending   map[string]*pending
+
+	jobs jobs
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -77,6 +79,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg: cfg, idx: cfg.Index, csrfKey: make([]byte, 32),
 		progress: progressMap{m: map[string]progress{}},
 		locks:    map[string]*sync.Mutex{}, pending: map[string]*pending{},
+		jobs: jobs{m: map[string]*job{}},
 	}
 	_, _ = rand.Read(h.csrfKey) // never fails (crypto/rand)
 	var err error
@@ -91,6 +94,7 @@ func New(cfg Config) (*Handler, error) {
 	mux.HandleFunc("GET /dlq/{dlq}/entry", h.entry)
 	mux.HandleFunc("POST /dlq/{dlq}/confirm", h.confirm)
 	mux.HandleFunc("POST /dlq/{dlq}/execute", h.execute)
+	mux.HandleFunc("GET /jobs/{id}", h.job)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "No such page", "There is no page at "+r.URL.Path+".")
 	})

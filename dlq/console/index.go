@@ -39,6 +39,10 @@ type Index interface {
 	list(ctx context.Context, q query) ([]row, int, error)
 	// get returns the entry id of dlq; ok is false if the index has none.
 	get(ctx context.Context, dlq, id string) (r row, ok bool, err error)
+	// saveJob keeps the state of a job (its JSON), replacing the last.
+	saveJob(ctx context.Context, id string, state []byte) error
+	// jobs returns the state of every job kept.
+	jobs(ctx context.Context) ([][]byte, error)
 }
 
 type indexState struct {

@@ -11,11 +11,14 @@ import (
 
 // NewMemoryIndex returns an index in memory: it is rebuilt from the DLQs
 // at each start. It is safe for concurrent use.
-func NewMemoryIndex() Index { return &memIndex{dlqs: map[string]*memDLQ{}} }
+func NewMemoryIndex() Index {
+	return &memIndex{dlqs: map[string]*memDLQ{}, jobList: map[string][]byte{}}
+}
 
 type memIndex struct {
-	mu   sync.RWMutex
-	dlqs map[string]*memDLQ
+	mu      sync.RWMutex
+	dlqs    map[string]*memDLQ
+	jobList map[string][]byte
 }
 
 type memDLQ struct {
@@ -186,4 +189,27 @@ func (m *memIndex) get(ctx context.Context, dlq, id string) (row, bool, error) {
 		}
 	}
 	return row{}, false, nil
+}
+
+func (m *memIndex) saveJob(ctx context.Context, id string, state []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.jobList[id] = slices.Clone(state)
+	return nil
+}
+
+func (m *memIndex) jobs(ctx context.Context) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([][]byte, 0, len(m.jobList))
+	for _, b := range m.jobList {
+		out = append(out, slices.Clone(b))
+	}
+	return out, nil
 }

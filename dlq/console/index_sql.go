@@ -22,8 +22,8 @@ type SQLIndexOptions struct {
 	// Dialect is the database's dialect (dedup/sqlstore's Postgres, MySQL
 	// or SQLite). Defaults to the one detected from db.Driver().
 	Dialect dedupsql.Dialect
-	// TablePrefix names the index's three tables, PREFIX_entries,
-	// PREFIX_groups and PREFIX_ends, optionally schema-qualified, under the rules of
+	// TablePrefix names the index's four tables, PREFIX_entries,
+	// PREFIX_groups, PREFIX_ends and PREFIX_jobs, optionally schema-qualified, under the rules of
 	// dedup/sqlstore.ValidateTable. Defaults to [DefaultTablePrefix].
 	TablePrefix string
 }
@@ -83,10 +83,10 @@ func NewSQLIndex(ctx context.Context, db *sql.DB, opts *SQLIndexOptions) (Index,
 }
 
 type sqlIndex struct {
-	db                             *sql.DB
-	d                              dedupsql.Dialect
-	entries, ends, groupsT, prefix string
-	schema                         []string
+	db                                    *sql.DB
+	d                                     dedupsql.Dialect
+	entries, ends, groupsT, jobsT, prefix string
+	schema                                []string
 }
 
 var _ Index = (*sqlIndex)(nil)
@@ -110,6 +110,7 @@ const entryCols = `dlq, entry_id, position, event_id, original_topic, handler, s
 func (x *sqlIndex) build(prefix string) {
 	x.prefix = prefix
 	x.entries, x.ends, x.groupsT = x.quote(prefix+"_entries"), x.quote(prefix+"_ends"), x.quote(prefix+"_groups")
+	x.jobsT = x.quote(prefix + "_jobs")
 	key, text, small := "VARCHAR(255)", "TEXT", "VARCHAR(64)"
 	if x.d == dedupsql.MySQL {
 		key = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -164,6 +165,11 @@ func (x *sqlIndex) build(prefix string) {
 	group_key ` + text + ` NOT NULL,
 	sample ` + text + ` NOT NULL,
 	PRIMARY KEY (dlq, group_id)
+)`,
+		`CREATE TABLE IF NOT EXISTS ` + x.jobsT + ` (
+	id ` + small + ` NOT NULL,
+	state ` + text + ` NOT NULL,
+	PRIMARY KEY (id)
 )`,
 		idx("seq", "dlq, seq"),
 		// The overview's counts: an index-only scan in group order.
@@ -518,4 +524,30 @@ func (x *sqlIndex) get(ctx context.Context, dlq, id string) (row, bool, error) {
 		return row{}, false, x.wrap("read an entry", err)
 	}
 	return r, true, nil
+}
+
+func (x *sqlIndex) saveJob(ctx context.Context, id string, state []byte) error {
+	q := `INSERT INTO ` + x.jobsT + ` (id, state) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state`
+	if x.d == dedupsql.MySQL {
+		q = `INSERT INTO ` + x.jobsT + ` (id, state) VALUES (?, ?) ON DUPLICATE KEY UPDATE state = VALUES(state)`
+	}
+	_, err := x.db.ExecContext(ctx, x.ph(q), id, string(state))
+	return x.wrap("save a job", err)
+}
+
+func (x *sqlIndex) jobs(ctx context.Context) ([][]byte, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT state FROM `+x.jobsT)
+	if err != nil {
+		return nil, x.wrap("read the jobs", err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out [][]byte
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, x.wrap("read the jobs", err)
+		}
+		out = append(out, []byte(s))
+	}
+	return out, x.wrap("read the jobs", rows.Err())
 }

@@ -51,7 +51,7 @@ func indexes() map[string]func(t testing.TB) Index {
 			_, err = NewSQLIndex(ctx, db, &SQLIndexOptions{TablePrefix: prefix})
 			require.NoError(t, err)
 			t.Cleanup(func() {
-				for _, tb := range []string{"_entries", "_ends", "_groups"} {
+				for _, tb := range []string{"_entries", "_ends", "_groups", "_jobs"} {
 					_, _ = db.ExecContext(context.Background(), "DROP TABLE "+prefix+tb)
 				}
 			})

@@ -47,7 +47,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		},
 	}
 	out := map[string]*template.Template{}
-	for _, name := range []string{"overview", "list", "entry", "confirm", "result", "error"} {
+	for _, name := range []string{"overview", "list", "entry", "confirm", "result", "error", "job"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: templates: %w", err)
@@ -76,10 +76,12 @@ func base(r *http.Request) string {
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	op := operator(r)
+	j, isJob := data.(job)
 	p := struct {
 		page
-		Base string
-	}{page{Title: title, Operator: op, CSRF: h.csrfToken(op), ReadOnly: h.cfg.ReadOnly, Data: data}, base(r)}
+		Base    string
+		Refresh bool
+	}{page{Title: title, Operator: op, CSRF: h.csrfToken(op), ReadOnly: h.cfg.ReadOnly, Data: data}, base(r), isJob && j.State == jobRunning}
 	var b bytes.Buffer
 	if err := h.tmpl[name].Execute(&b, p); err != nil {
 		h.cfg.Logger.Error("dead-letter console: render", "page", name, "error", err)
@@ -140,10 +142,18 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		views = append(views, v)
 	}
+	h.jobs.mu.Lock()
+	var js []job
+	for _, j := range h.jobs.m {
+		js = append(js, *j)
+	}
+	h.jobs.mu.Unlock()
+	slices.SortFunc(js, func(a, b job) int { return b.Started.Compare(a.Started) })
 	h.render(w, r, http.StatusOK, "overview", "Dead letters", struct {
 		DLQs    []dlqView
 		Windows any
-	}{views, recentWindows})
+		Jobs    []job
+	}{views, recentWindows, js})
 }
 
 // --- list ---

@@ -85,7 +85,24 @@ func (h *Handler) Refresh(ctx context.Context) error {
 // Run refreshes the index at once, then every Config.RefreshInterval,
 // until ctx ends; it then returns nil. Errors of a pass are logged and
 // shown on the overview; the next pass tries again.
+//
+// While Run runs, confirmed replays and purges run as background jobs
+// under ctx (they go on when the operator leaves the page); jobs a stopped
+// console left unfinished in the index are resumed. Run returns once its
+// jobs have stopped.
 func (h *Handler) Run(ctx context.Context) error {
+	h.jobs.mu.Lock()
+	h.jobs.ctx = ctx
+	h.jobs.mu.Unlock()
+	defer func() {
+		h.jobs.mu.Lock()
+		h.jobs.ctx = nil
+		h.jobs.mu.Unlock()
+		h.jobs.wg.Wait()
+	}()
+	if err := h.resumeJobs(ctx); err != nil && ctx.Err() == nil {
+		h.cfg.Logger.Warn("dead-letter console: resume the jobs", "error", redact(err.Error()))
+	}
 	t := time.NewTicker(h.cfg.RefreshInterval)
 	defer t.Stop()
 	for {
