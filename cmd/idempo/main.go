@@ -29,6 +29,7 @@ func printMainHelp(w io.Writer) {
 		{"bench", "measure what the stack costs on a broker and store (--outbox: what\na relay costs)"},
 		{"relay", "publish the committed rows of a transactional outbox to a broker"},
 		{"outbox", "an outbox's pending and dead rows; requeue dead rows"},
+		{"console", "the dead-letter console: a web page to see, group, replay and purge dead letters"},
 		{"help", "show this help"},
 	}, "Run 'idempo <command> --help' for a command's flags.")
 }
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = &benchCommand{}
 	case "relay":
 		cmd = &relayCommand{}
+	case "console":
+		cmd = &consoleCommand{}
 	case "dlq":
 		return runDLQ(ctx, args[1:], stdout, stderr)
 	case "outbox":

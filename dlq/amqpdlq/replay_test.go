@@ -2,6 +2,7 @@ package amqpdlq_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -157,4 +158,34 @@ func TestListBesideReplay(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.ListBesideReplay(w.replayer)
+}
+
+// ReadAfter reads from the stream offset after the one given.
+func TestReadAfter(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	require.NoError(t, w.dlqPub.DeclareQueue(w.DLQTopic))
+	for i := range 4 {
+		require.NoError(t, w.dlqPub.Publish(w.DLQTopic, message.NewMessage("u"+strconv.Itoa(i), nil)))
+	}
+	src := w.Source.(*amqpdlq.Source)
+	positions := func(after map[string]int64) []string {
+		t.Helper()
+		var out []string
+		require.Eventually(t, func() bool {
+			out = nil
+			require.NoError(t, src.ReadAfter(ctx, w.DLQTopic, after, func(e dlqops.Entry) error { out = append(out, e.Position); return nil }))
+			return len(out) > 0
+		}, 30*time.Second, 100*time.Millisecond)
+		return out
+	}
+	all := positions(nil)
+	require.Len(t, all, 4)
+	first, err := strconv.ParseInt(all[0], 10, 64)
+	require.NoError(t, err)
+	require.Equal(t, all[2:], positions(map[string]int64{"": first + 1}))
+	var none []string
+	require.NoError(t, src.ReadAfter(ctx, w.DLQTopic, map[string]int64{"": first + 3}, func(e dlqops.Entry) error { none = append(none, e.Position); return nil }))
+	require.Empty(t, none, "nothing after the last")
 }

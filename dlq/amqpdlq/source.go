@@ -166,6 +166,23 @@ func (s *Source) Close() error {
 // header, which becomes the entry's Position. A missing queue yields an
 // error matching [ErrNoQueue], a classic queue one matching [ErrNotStream].
 func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) error) error {
+	return s.read(ctx, topic, -1, fn)
+}
+
+// ReadAfter is [Source.Read] from the stream offset after after[""] (the
+// position of the last entry read before; from the first offset when it
+// has none): how the dead-letter console (dlq/console) tails a DLQ from
+// where its index stopped.
+func (s *Source) ReadAfter(ctx context.Context, topic string, after map[string]int64, fn func(dlqops.Entry) error) error {
+	last, ok := after[""]
+	if !ok || last < 0 {
+		last = -1
+	}
+	return s.read(ctx, topic, last, fn)
+}
+
+// read reads topic from the offset after last (-1: from the first).
+func (s *Source) read(ctx context.Context, topic string, last int64, fn func(dlqops.Entry) error) error {
 	conn, err := s.connection()
 	if err != nil {
 		return err
@@ -188,7 +205,14 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) e
 		return fmt.Errorf("amqpdlq: set prefetch: %w", err)
 	}
 	tag := "idempo-dlq-" + watermill.NewShortUUID()
-	deliveries, err := ch.ConsumeWithContext(ctx, topic, tag, false, false, false, false, amqp091.Table{StreamOffsetHeader: "first"})
+	// Not ConsumeWithContext: its cancellation sends basic.cancel from a
+	// goroutine of its own, which can deadlock with the deferred Close when
+	// ctx ends mid-read. The loop below watches ctx; Close ends the consumer.
+	var from any = "first"
+	if last >= 0 {
+		from = last + 1
+	}
+	deliveries, err := ch.Consume(topic, tag, false, false, false, false, amqp091.Table{StreamOffsetHeader: from}) //nolint:contextcheck // see above
 	if err != nil {
 		var ae *amqp091.Error
 		if errors.As(err, &ae) && (ae.Code == amqp091.PreconditionFailed || ae.Code == amqp091.NotImplemented) {
@@ -196,9 +220,14 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) e
 		}
 		return fmt.Errorf("amqpdlq: consume %q: %w", topic, err)
 	}
+	// The queue reports how many messages it retains; from an offset on,
+	// at most that many less the offsets before it remain (never more, so
+	// the wait for a promised message is never a wait for nothing).
 	expected := q.Messages
+	if last >= 0 {
+		expected = max(0, q.Messages-int(last+1))
+	}
 	read := 0
-	last := int64(-1)
 	for {
 		wait := s.opts.Idle
 		switch {

@@ -141,6 +141,29 @@ func (f Filter) Match(e Entry) bool {
 	if len(f.IDs) > 0 && !slices.Contains(f.IDs, e.ID) {
 		return false
 	}
+	return f.matchFields(e)
+}
+
+// matcher returns f.Match, with the IDs in a set when there are many (a
+// replay of a large selection reads every entry against every ID).
+func (f Filter) matcher() func(Entry) bool {
+	if len(f.IDs) <= 16 {
+		return f.Match
+	}
+	ids := make(map[string]struct{}, len(f.IDs))
+	for _, id := range f.IDs {
+		ids[id] = struct{}{}
+	}
+	return func(e Entry) bool {
+		if _, ok := ids[e.ID]; !ok {
+			return false
+		}
+		return f.matchFields(e)
+	}
+}
+
+// matchFields is Match without the IDs.
+func (f Filter) matchFields(e Entry) bool {
 	switch {
 	case f.OriginalTopic != "" && f.OriginalTopic != e.OriginalTopic,
 		f.Handler != "" && f.Handler != e.Handler,

@@ -179,8 +179,9 @@ func (o *Ops) List(ctx context.Context, topic string, f Filter, fn func(Entry) e
 	if err != nil {
 		return err
 	}
+	match := f.matcher()
 	return o.read(ctx, topic, res, nil, func(e Entry) error {
-		if !f.Match(e) || (resolved(e) && !f.All) {
+		if !match(e) || (resolved(e) && !f.All) {
 			return nil
 		}
 		return fn(e)

@@ -190,8 +190,9 @@ func (o *Ops) run(ctx context.Context, s *snapshot, build, dry bool, progress fu
 		within = func(e Entry) bool { s.add(e); return true }
 	}
 	n := 0
+	match := s.Filter.matcher()
 	err = o.read(ctx, s.Topic, recs, within, func(e Entry) error {
-		if !s.Filter.Match(e) || resolved(e) {
+		if !match(e) || resolved(e) {
 			return nil
 		}
 		n++

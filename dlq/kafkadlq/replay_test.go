@@ -239,3 +239,46 @@ func TestParkedEntriesAreADLQ(t *testing.T) {
 	w := newWorld(t)
 	w.ParkedEntriesAreADLQ(w.Publisher)
 }
+
+// ReadAfter reads from the offset after the one given per partition; Count
+// says how many records the topic holds.
+func TestReadAfterAndCount(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	for i := range 4 {
+		require.NoError(t, w.Publisher.Publish(w.DLQTopic, message.NewMessage("u"+string(rune('0'+i)), nil)))
+	}
+	src := w.Source.(*kafkadlq.Source)
+	n, err := src.Count(ctx, w.DLQTopic)
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+	var all []string
+	require.NoError(t, src.Read(ctx, w.DLQTopic, func(e dlqops.Entry) error { all = append(all, e.Position); return nil }))
+	require.Len(t, all, 4)
+	part, _, _ := strings.Cut(all[1], "/")
+	var got []string
+	require.NoError(t, src.ReadAfter(ctx, w.DLQTopic, map[string]int64{part: 1}, func(e dlqops.Entry) error { got = append(got, e.Position); return nil }))
+	var want []string
+	for _, p := range all {
+		pp, off, _ := strings.Cut(p, "/")
+		if o, _ := strconv.Atoi(off); pp != part || o > 1 {
+			want = append(want, p)
+		}
+	}
+	require.Equal(t, want, got)
+	_, err = src.Count(ctx, "no_such_topic_"+strings.Repeat("x", 3))
+	require.ErrorIs(t, err, kafkadlq.ErrNoTopic)
+
+	require.NoError(t, w.Publisher.Publish("not_a_dead_letter_topic", message.NewMessage("x", nil)))
+	topics, err := src.Topics(ctx, ".dlq")
+	require.NoError(t, err)
+	require.Contains(t, topics, w.DLQTopic)
+	for _, tp := range topics {
+		require.True(t, strings.HasSuffix(tp, ".dlq"), tp)
+	}
+	all, err = src.Topics(ctx, "")
+	require.NoError(t, err)
+	require.Contains(t, all, "not_a_dead_letter_topic")
+	require.NotContains(t, topics, "not_a_dead_letter_topic")
+}

@@ -149,6 +149,66 @@ func (s *Source) Read(ctx context.Context, topic string, fn func(dlqops.Entry) e
 	return nil
 }
 
+// ReadAfter is [Source.Read] from the offset after after[partition] in
+// each partition it names (the partition as a decimal, as in positions),
+// and from the oldest retained offset in the others: how the dead-letter
+// console (dlq/console) tails a DLQ from where its index stopped.
+func (s *Source) ReadAfter(ctx context.Context, topic string, after map[string]int64, fn func(dlqops.Entry) error) error {
+	spans, err := s.spans(ctx, topic)
+	if err != nil {
+		return err
+	}
+	for _, sp := range spans {
+		if off, ok := after[strconv.FormatInt(int64(sp.partition), 10)]; ok && off+1 > sp.start {
+			sp.start = off + 1
+		}
+		if sp.start >= sp.end {
+			continue
+		}
+		if err := s.readPartition(ctx, topic, sp, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Topics returns the names of the cluster's topics that end with suffix
+// (every topic for ""), sorted, internal topics left out: how DLQ topics
+// are found by their suffix (".dlq" by default in package dlq).
+func (s *Source) Topics(ctx context.Context, suffix string) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest() // no topics: all of them
+	resp, err := req.RequestWith(ctx, s.admin)
+	if err != nil {
+		return nil, fmt.Errorf("kafkadlq: list topics: %w", err)
+	}
+	var out []string
+	for _, t := range resp.Topics {
+		if t.Topic == nil || t.IsInternal || kerr.ErrorForCode(t.ErrorCode) != nil {
+			continue
+		}
+		if strings.HasSuffix(*t.Topic, suffix) {
+			out = append(out, *t.Topic)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Count returns how many records topic holds (retained offsets, summed over
+// its partitions) as of the call: what the dead-letter console shows as
+// "indexing n of N". A missing topic yields an error matching [ErrNoTopic].
+func (s *Source) Count(ctx context.Context, topic string) (int, error) {
+	spans, err := s.spans(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(0)
+	for _, sp := range spans {
+		n += max(sp.end-sp.start, 0)
+	}
+	return int(n), nil
+}
+
 // spans returns each partition's range, in partition order.
 func (s *Source) spans(ctx context.Context, topic string) ([]span, error) {
 	mreq := kmsg.NewPtrMetadataRequest()

@@ -2,7 +2,10 @@ package backend
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+
+	"github.com/idempo/idempo/dedup/sqlstore"
 
 	"github.com/idempo/idempo/dlq/resolution"
 	resredis "github.com/idempo/idempo/dlq/resolution/redisstore"
@@ -13,7 +16,11 @@ import (
 // operators decided.
 type Resolutions struct {
 	Store resolution.Store
-	close func() error
+	// DB and Dialect are the SQL database the store keeps its table in
+	// (nil for Redis): where the dead-letter console keeps its index.
+	DB      *sql.DB
+	Dialect sqlstore.Dialect
+	close   func() error
 }
 
 // Close closes the store's connections.
@@ -50,7 +57,7 @@ func OpenResolutions(ctx context.Context, spec Spec) (*Resolutions, error) {
 			_ = o.db.Close()
 			return nil, err
 		}
-		return &Resolutions{Store: st, close: o.db.Close}, nil
+		return &Resolutions{Store: st, DB: o.db, Dialect: o.dialect, close: o.db.Close}, nil
 	default:
 		return nil, fmt.Errorf("store %s cannot keep resolution records; give redis://, postgres://, mysql:// or sqlite://PATH", spec)
 	}
