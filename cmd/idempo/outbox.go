@@ -114,12 +114,33 @@ func openOutbox(ctx context.Context, c *outboxDB, e *env) error {
 	if err == nil && c.migrate {
 		err = ob.Migrate(ctx)
 	}
+	if err == nil && !c.migrate {
+		err = checkOutboxTables(ctx, db, ob.Table())
+	}
 	if err != nil {
 		_ = db.DB.Close()
 		return fmt.Errorf("outbox %s on %s: %w", c.table, db.Display, err)
 	}
 	e.outbox, e.db = ob, db
 	e.close = func() { _ = db.DB.Close() }
+	return nil
+}
+
+// checkOutboxTables fails with a hint when the outbox's lease table (which
+// Migrate creates with the others) cannot be read, e.g. because the tables
+// were never created or --table names another table.
+func checkOutboxTables(ctx context.Context, db *backend.DB, table string) error {
+	q := "`"
+	if db.Dialect != sqlstore.MySQL {
+		q = `"`
+	}
+	// table is validated by sqlstore.ValidateTable: letters, digits,
+	// underscores and at most one dot.
+	leases := q + strings.ReplaceAll(table+"_leases", ".", q+"."+q) + q
+	var n int
+	if err := db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+leases+" WHERE bucket < 0 AND bucket > 0").Scan(&n); err != nil {
+		return fmt.Errorf("cannot read its lease table %s_leases (are the tables created? 'idempo relay --migrate' or the statements of outbox.Outbox.Schema create them; is --table right?): %w", table, err)
+	}
 	return nil
 }
 

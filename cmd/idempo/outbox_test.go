@@ -454,6 +454,9 @@ func TestOutboxBadInput(t *testing.T) {
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--max-attempts", "0"}, "--max-attempts must be > 0"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--retention", "-1s"}, "--retention must be >= 0"},
 		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--migrate"}, "open broker amqp://guest:xxxxx@127.0.0.1:1/"},
+		{[]string{"outbox", "status", "--db", db, "--table", "never_created"}, "cannot read its lease table never_created_leases (are the tables created? 'idempo relay --migrate'"},
+		{[]string{"outbox", "dead", "--db", db, "--table", "never_created"}, "'idempo relay --migrate'"},
+		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--table", "never_created"}, "'idempo relay --migrate'"},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
