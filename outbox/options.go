@@ -27,7 +27,8 @@ const (
 var ErrInvalidConfig = errors.New("outbox: invalid config")
 
 // ErrInvalidMessage is matched by the error [Outbox.Write] returns for an
-// empty topic, a nil message or a message without UUID.
+// empty topic, a nil message, a message without UUID, and for text no
+// supported database stores unchanged (see [Outbox.Write]).
 var ErrInvalidMessage = errors.New("outbox: invalid message")
 
 // Options configures an [Outbox]. A nil *Options means all defaults.

@@ -95,6 +95,45 @@ func TestWriteRollbackAndInvalid(t *testing.T) {
 	})
 }
 
+// TestWriteRefusesUnstorableText: text the databases would refuse or store
+// changed (NUL bytes, invalid UTF-8) is refused on every database with
+// ErrInvalidMessage, and nothing is written.
+func TestWriteRefusesUnstorableText(t *testing.T) {
+	t.Parallel()
+	forEachDialect(t, func(t *testing.T, d sqlstore.Dialect) {
+		e := newEnv(t, d, nil)
+		ctx := context.Background()
+		badMeta := msg("a", 1)
+		badMeta.Metadata.Set("k\xffey", "v")
+		badValue := msg("a", 2)
+		badValue.Metadata.Set("odd", "v\xfe")
+		for name, c := range map[string]struct {
+			topic string
+			m     *message.Message
+		}{
+			"topic NUL":       {"t\x00x", msg("a", 1)},
+			"topic not UTF-8": {"t\xff", msg("a", 1)},
+			"UUID NUL":        {"t", message.NewMessage("a\x00b", nil)},
+			"key NUL":         {"t", msg("k\x00", 1)},
+			"key not UTF-8":   {"t", msg("k\xff", 1)},
+			"metadata key":    {"t", badMeta},
+			"metadata value":  {"t", badValue},
+		} {
+			tx, err := e.db.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			err = e.ob.Write(ctx, tx, c.topic, c.m)
+			require.ErrorIs(t, err, outbox.ErrInvalidMessage, name)
+			require.NoError(t, tx.Commit())
+		}
+		require.Zero(t, e.count(t, "", ""), "nothing is written")
+		odd := msg("a", 3)
+		odd.Metadata.Set("", "empty key")
+		odd.Metadata.Set("nul", "v\x00w")
+		e.write(t, "t", odd)
+		require.Equal(t, 1, e.count(t, "", ""), "an empty metadata key and NUL in a value are stored")
+	})
+}
+
 // TestWritersOneKeyCommitOrder: the second writer of a key waits for the
 // first one's commit, so id order is commit order.
 func TestWritersOneKeyCommitOrder(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -44,8 +45,10 @@ type newRow struct {
 // Table+"_keys", one per 14-bit slot of the key hash: two keys of one slot
 // wait for each other). An empty topic, a nil message or an empty
 // UUID is refused with an error matching [ErrInvalidMessage] and nothing is
-// written; so are topics and UUIDs longer than 255 bytes and ordering keys
-// longer than 1024. The messages are not changed. Safe for concurrent use (tx itself
+// written; so are topics and UUIDs longer than 255 bytes, ordering keys
+// longer than 1024, topics, UUIDs and keys that are not UTF-8 text without
+// NUL bytes, and metadata keys or values that are not valid UTF-8 (they
+// would be stored changed or refused by some databases). The messages are not changed. Safe for concurrent use (tx itself
 // is not).
 //
 // Write all messages of a transaction in one call where possible: the locks
@@ -59,12 +62,23 @@ func (o *Outbox) Write(ctx context.Context, tx *sql.Tx, topic string, msgs ...*m
 	if topic == "" || len(topic) > MaxTopicLen {
 		return fmt.Errorf("%w: topic %q is empty or longer than %d bytes", ErrInvalidMessage, topic, MaxTopicLen)
 	}
+	if !storableText(topic) {
+		return fmt.Errorf("%w: topic %q is not UTF-8 text without NUL bytes", ErrInvalidMessage, topic)
+	}
 	for i, m := range msgs {
 		if m == nil {
 			return fmt.Errorf("%w: message %d is nil", ErrInvalidMessage, i)
 		}
 		if m.UUID == "" || len(m.UUID) > MaxUUIDLen {
 			return fmt.Errorf("%w: message %d has an empty UUID or one longer than %d bytes", ErrInvalidMessage, i, MaxUUIDLen)
+		}
+		if !storableText(m.UUID) {
+			return fmt.Errorf("%w: message %d has UUID %q, which is not UTF-8 text without NUL bytes", ErrInvalidMessage, i, m.UUID)
+		}
+		for k, v := range m.Metadata {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return fmt.Errorf("%w: message %d (UUID %s) has metadata %q: %q that is not valid UTF-8", ErrInvalidMessage, i, m.UUID, k, v)
+			}
 		}
 	}
 	if len(msgs) == 0 {
@@ -85,6 +99,9 @@ func (o *Outbox) Write(ctx context.Context, tx *sql.Tx, topic string, msgs ...*m
 		if len(key) > MaxKeyLen {
 			return fmt.Errorf("%w: message %d (UUID %s) has an ordering key longer than %d bytes", ErrInvalidMessage, i, m.UUID, MaxKeyLen)
 		}
+		if !storableText(key) {
+			return fmt.Errorf("%w: message %d (UUID %s) has ordering key %q, which is not UTF-8 text without NUL bytes", ErrInvalidMessage, i, m.UUID, key)
+		}
 		rows[i] = newRow{
 			uuid: m.UUID, topic: topic, key: key, hash: keyHash(o.table, key),
 			payload: m.Payload, metadata: encodeMetadata(m.Metadata), traceparent: tp,
@@ -99,6 +116,13 @@ func (o *Outbox) Write(ctx context.Context, tx *sql.Tx, topic string, msgs ...*m
 		return o.wrap("write", err)
 	}
 	return nil
+}
+
+// storableText reports whether s is valid UTF-8 without NUL bytes, as the
+// text columns of every supported database store it unchanged (PostgreSQL
+// refuses NUL and invalid UTF-8, MySQL's utf8mb4 invalid UTF-8).
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.Contains(s, "\x00")
 }
 
 // traceparentOf returns the W3C traceparent of ctx's span, or "".

@@ -77,7 +77,7 @@ func (c *outboxDB) outboxTarget() *outboxDB { return c }
 func (c *outboxDB) dbFlags(fs *flag.FlagSet, timeout time.Duration) {
 	fs.StringVar(&c.db, "db", "", "the outbox's database: postgres://user@host:5432/db, mysql://user:pass@host:3306/db or sqlite://PATH (required)")
 	fs.StringVar(&c.table, "table", outbox.DefaultTable, "the outbox table (its relays' leases are in TABLE_leases, dead rows in TABLE_dead)")
-	fs.IntVar(&c.buckets, "buckets", 0, fmt.Sprintf("key buckets of the table, as it was created with; 0 means the package default, %d", outbox.DefaultBuckets))
+	fs.IntVar(&c.buckets, "buckets", 0, fmt.Sprintf("key buckets of the table, as it was created with; 0 means the table's own count (the package default, %d, for a table relay --migrate creates)", outbox.DefaultBuckets))
 	if timeout > 0 {
 		fs.DurationVar(&c.timeout, "timeout", timeout, "give up after this long")
 	}
@@ -105,12 +105,26 @@ func (c *outboxDB) validateDB() error {
 }
 
 // openOutbox opens the database and the outbox on it and sets e.outbox.
+// Without --migrate the tables must exist. Without --buckets the outbox
+// takes the bucket count the table was migrated with (a new table gets the
+// package default).
 func openOutbox(ctx context.Context, c *outboxDB, e *env) error {
 	db, err := backend.OpenDB(ctx, c.spec, "outbox")
 	if err != nil {
 		return fmt.Errorf("open db %s: %w", c.spec, err)
 	}
-	ob, err := outbox.New(db.DB, &outbox.Options{Table: c.table, Dialect: db.Dialect, Buckets: c.buckets})
+	buckets := c.buckets
+	n, err := tableBuckets(ctx, db, c.table)
+	if c.migrate {
+		err = nil // the tables may be missing: Migrate creates them
+	}
+	if buckets == 0 {
+		buckets = n
+	}
+	var ob *outbox.Outbox
+	if err == nil {
+		ob, err = outbox.New(db.DB, &outbox.Options{Table: c.table, Dialect: db.Dialect, Buckets: buckets})
+	}
 	if err == nil && c.migrate {
 		err = ob.Migrate(ctx)
 	}
@@ -121,6 +135,25 @@ func openOutbox(ctx context.Context, c *outboxDB, e *env) error {
 	e.outbox, e.db = ob, db
 	e.close = func() { _ = db.DB.Close() }
 	return nil
+}
+
+// tableBuckets returns the number of key buckets of an outbox table (the
+// bucket rows of its lease table), failing with a hint when the lease table
+// (which Migrate creates with the others) cannot be read, e.g. because the
+// tables were never created or --table names another table.
+func tableBuckets(ctx context.Context, db *backend.DB, table string) (int, error) {
+	q := "`"
+	if db.Dialect != sqlstore.MySQL {
+		q = `"`
+	}
+	// table is validated by sqlstore.ValidateTable: letters, digits,
+	// underscores and at most one dot.
+	leases := q + strings.ReplaceAll(table+"_leases", ".", q+"."+q) + q
+	var n int
+	if err := db.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+leases+" WHERE bucket >= 0").Scan(&n); err != nil {
+		return 0, fmt.Errorf("cannot read its lease table %s_leases (are the tables created? 'idempo relay --migrate' or the statements of outbox.Outbox.Schema create them; is --table right?): %w", table, err)
+	}
+	return n, nil
 }
 
 // outboxStatus is idempo outbox status.

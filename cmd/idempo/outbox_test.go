@@ -454,6 +454,9 @@ func TestOutboxBadInput(t *testing.T) {
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--max-attempts", "0"}, "--max-attempts must be > 0"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--retention", "-1s"}, "--retention must be >= 0"},
 		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--migrate"}, "open broker amqp://guest:xxxxx@127.0.0.1:1/"},
+		{[]string{"outbox", "status", "--db", db, "--table", "never_created"}, "cannot read its lease table never_created_leases (are the tables created? 'idempo relay --migrate'"},
+		{[]string{"outbox", "dead", "--db", db, "--table", "never_created"}, "'idempo relay --migrate'"},
+		{[]string{"relay", "--db", db, "--broker", "amqp://guest:secret@127.0.0.1:1/", "--table", "never_created"}, "'idempo relay --migrate'"},
 	} {
 		code, out, errOut := runCLI(t, tc.args...)
 		require.Equal(t, 2, code, "%v: %s", tc.args, errOut)
@@ -510,4 +513,29 @@ func TestOutboxSecretsAreNeverPrinted(t *testing.T) {
 	require.Equal(t, 0, p.interrupt(t), p.stderr.String())
 	require.Contains(t, p.stderr.String(), "db: postgres://postgres:xxxxx@127.0.0.1:5432/test")
 	require.NotContains(t, p.stdout.String()+p.stderr.String(), secret)
+}
+
+// Without --buckets the commands take the table's own bucket count: an
+// outbox created by an application with another count than the package
+// default is operated as it is.
+func TestOutboxCommandsTakeTheTablesBuckets(t *testing.T) {
+	t.Parallel()
+	url := "sqlite://" + filepath.Join(t.TempDir(), "o.db")
+	db, err := parseTestDB(url)
+	require.NoError(t, err)
+	defer func() { _ = db.Close() }()
+	ob, err := outbox.New(db, &outbox.Options{Table: "app_outbox", Buckets: 8})
+	require.NoError(t, err)
+	require.NoError(t, ob.Migrate(t.Context()))
+	tx, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	require.NoError(t, ob.Write(t.Context(), tx, "orders", message.NewMessage(watermill.NewUUID(), nil)))
+	require.NoError(t, tx.Commit())
+
+	code, out, errOut := runCLI(t, "outbox", "status", "--db", url, "--table", "app_outbox")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out+errOut, "1 pending")
+	code, _, errOut = runCLI(t, "outbox", "status", "--db", url, "--table", "app_outbox", "--buckets", "64")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "Options.Buckets is 64 but table app_outbox was migrated with 8", "an explicit --buckets is still checked")
 }

@@ -132,6 +132,8 @@ func openSQL(ctx context.Context, spec Spec, runID string) (*Store, error) {
 }
 
 // mysqlDSN turns mysql://user:pass@host:port/db?params into the driver's DSN.
+// The query's user and password parameters set the credentials; the other
+// parameters are the driver's (tls=, timeout=, …) or session variables.
 func mysqlDSN(u *url.URL) (string, error) {
 	cfg := mysql.NewConfig()
 	cfg.Net = "tcp"
@@ -143,7 +145,20 @@ func mysqlDSN(u *url.URL) (string, error) {
 	cfg.Passwd, _ = u.User.Password()
 	cfg.DBName = strings.Trim(u.Path, "/")
 	cfg.ParseTime = true
-	for k, vs := range u.Query() {
+	q := u.Query()
+	// user and password in the query string are credentials, as in
+	// PostgreSQL URLs: the driver would send any other parameter as a
+	// session variable (SET password = '…' changes the account's password
+	// on MySQL 8).
+	if v := q.Get("user"); v != "" {
+		cfg.User = v
+	}
+	if v := q.Get("password"); v != "" {
+		cfg.Passwd = v
+	}
+	q.Del("user")
+	q.Del("password")
+	for k, vs := range q {
 		if len(vs) > 0 && k != "parseTime" {
 			if cfg.Params == nil {
 				cfg.Params = map[string]string{}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 )
 
@@ -134,5 +135,29 @@ func TestParseDB(t *testing.T) {
 		require.ErrorContains(t, err, want, raw)
 		require.ErrorContains(t, err, "--db", raw)
 		require.NotContains(t, err.Error(), "secret", raw)
+	}
+}
+
+// TestMySQLDSNQueryCredentials: user and password in a mysql:// URL's query
+// are the credentials, never session variables (the driver would send
+// SET password = '…', which changes the account's password on MySQL 8).
+func TestMySQLDSNQueryCredentials(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string][2]string{
+		"mysql://root@127.0.0.1:3306/test?password=s%40cret":  {"root", "s@cret"},
+		"mysql://h:3306/test?user=app&password=pw&timeout=5s": {"app", "pw"},
+		"mysql://app:inurl@h:3306/test":                       {"app", "inurl"},
+		"mysql://app:inurl@h:3306/test?password=inquery":      {"app", "inquery"},
+	} {
+		s, err := ParseDB(raw)
+		require.NoError(t, err, raw)
+		dsn, err := mysqlDSN(s.URL)
+		require.NoError(t, err, raw)
+		cfg, err := mysql.ParseDSN(dsn)
+		require.NoError(t, err, raw)
+		require.Equal(t, want[0], cfg.User, raw)
+		require.Equal(t, want[1], cfg.Passwd, raw)
+		require.NotContains(t, cfg.Params, "password", raw)
+		require.NotContains(t, cfg.Params, "user", raw)
 	}
 }
