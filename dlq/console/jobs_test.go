@@ -118,10 +118,20 @@ func TestJobResumes(t *testing.T) {
 			recs, err := b.res.Resolutions(context.Background(), testDLQ)
 			require.NoError(t, err)
 			require.Len(t, recs, 3)
-			raw, err := idx.jobs(context.Background())
-			require.NoError(t, err)
-			require.Len(t, raw, 1)
-			require.Contains(t, string(raw[0]), `"State":"done"`)
+			// The page can show the outcome a moment before the job's final
+			// state is saved: wait for the index, with a deadline.
+			var last string
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				raw, err := idx.jobs(context.Background())
+				require.NoError(t, err)
+				require.Len(t, raw, 1)
+				if last = string(raw[0]); strings.Contains(last, `"State":"done"`) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			require.Contains(t, last, `"State":"done"`, "the resumed job's final state was not saved within 30s")
 		})
 	}
 }
