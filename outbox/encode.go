@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"reflect"
 	"sort"
-
-	"github.com/idempo/idempo/dedup/sqlstore"
 )
 
 // keyHash is the 64-bit hash of an ordering key within table: the
@@ -77,27 +74,4 @@ func sortedUnique(vs []int64) []int64 {
 		}
 	}
 	return out
-}
-
-// driverDialects maps the package path of a database/sql driver type to its
-// dialect (as package sqlstore does).
-var driverDialects = map[string]sqlstore.Dialect{
-	"github.com/jackc/pgx/v5/stdlib":       sqlstore.Postgres,
-	"github.com/jackc/pgx/v4/stdlib":       sqlstore.Postgres,
-	"github.com/lib/pq":                    sqlstore.Postgres,
-	"github.com/go-sql-driver/mysql":       sqlstore.MySQL,
-	"modernc.org/sqlite":                   sqlstore.SQLite,
-	"github.com/mattn/go-sqlite3":          sqlstore.SQLite,
-	"github.com/ncruces/go-sqlite3/driver": sqlstore.SQLite,
-}
-
-func detectDialect(drv any) (sqlstore.Dialect, error) {
-	t := reflect.TypeOf(drv)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if d, ok := driverDialects[t.PkgPath()]; ok {
-		return d, nil
-	}
-	return "", fmt.Errorf("%w: cannot tell the SQL dialect from the driver type %s.%s (set Options.Dialect)", ErrInvalidConfig, t.PkgPath(), t.Name())
 }

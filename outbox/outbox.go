@@ -44,9 +44,9 @@ func New(db *sql.DB, opts *Options) (*Outbox, error) {
 		c = *opts
 	}
 	if c.Dialect == "" {
-		d, err := detectDialect(db.Driver())
+		d, err := sqlstore.DetectDialect(db)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w (set Options.Dialect)", ErrInvalidConfig, err)
 		}
 		c.Dialect = d
 	}

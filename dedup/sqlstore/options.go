@@ -124,7 +124,7 @@ func (o *Options) withDefaults(db *sql.DB) (Options, error) {
 		c = *o
 	}
 	if c.Dialect == "" {
-		d, err := detectDialect(db)
+		d, err := DetectDialect(db)
 		if err != nil {
 			return c, err
 		}
@@ -171,7 +171,12 @@ var driverDialects = map[string]Dialect{
 	"github.com/ncruces/go-sqlite3/driver": SQLite,
 }
 
-func detectDialect(db *sql.DB) (Dialect, error) {
+// DetectDialect tells db's dialect from its driver's package (pgx, lib/pq,
+// go-sql-driver/mysql, modernc.org/sqlite, mattn/go-sqlite3,
+// ncruces/go-sqlite3); an unknown driver gives an error matching
+// [ErrUnknownDialect] that names the driver type. It is what every
+// SQL-backed part of idempo uses when its options name no dialect.
+func DetectDialect(db *sql.DB) (Dialect, error) {
 	t := reflect.TypeOf(db.Driver())
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"reflect"
 	"strings"
 	"time"
 
@@ -28,17 +27,6 @@ type SQLIndexOptions struct {
 	TablePrefix string
 }
 
-// driverDialects maps a database/sql driver's package to its dialect.
-var driverDialects = map[string]dedupsql.Dialect{
-	"github.com/jackc/pgx/v5/stdlib":       dedupsql.Postgres,
-	"github.com/jackc/pgx/v4/stdlib":       dedupsql.Postgres,
-	"github.com/lib/pq":                    dedupsql.Postgres,
-	"github.com/go-sql-driver/mysql":       dedupsql.MySQL,
-	"modernc.org/sqlite":                   dedupsql.SQLite,
-	"github.com/mattn/go-sqlite3":          dedupsql.SQLite,
-	"github.com/ncruces/go-sqlite3/driver": dedupsql.SQLite,
-}
-
 // NewSQLIndex returns an index in db, the resolution store's database
 // (PostgreSQL, MySQL/MariaDB or SQLite), creating its tables if they do not
 // exist (safe from many processes at once). The caller keeps ownership of
@@ -53,13 +41,9 @@ func NewSQLIndex(ctx context.Context, db *sql.DB, opts *SQLIndexOptions) (Index,
 		o = *opts
 	}
 	if o.Dialect == "" {
-		t := reflect.TypeOf(db.Driver())
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		d, ok := driverDialects[t.PkgPath()]
-		if !ok {
-			return nil, fmt.Errorf("%w: driver type %s.%s", dedupsql.ErrUnknownDialect, t.PkgPath(), t.Name())
+		d, err := dedupsql.DetectDialect(db)
+		if err != nil {
+			return nil, err
 		}
 		o.Dialect = d
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"reflect"
 	"strings"
 	"time"
 
@@ -45,17 +44,6 @@ type queries struct {
 	abort, resolutions, table           string
 }
 
-// driverDialects maps a database/sql driver's package to its dialect.
-var driverDialects = map[string]dedupsql.Dialect{
-	"github.com/jackc/pgx/v5/stdlib":       dedupsql.Postgres,
-	"github.com/jackc/pgx/v4/stdlib":       dedupsql.Postgres,
-	"github.com/lib/pq":                    dedupsql.Postgres,
-	"github.com/go-sql-driver/mysql":       dedupsql.MySQL,
-	"modernc.org/sqlite":                   dedupsql.SQLite,
-	"github.com/mattn/go-sqlite3":          dedupsql.SQLite,
-	"github.com/ncruces/go-sqlite3/driver": dedupsql.SQLite,
-}
-
 // New returns a store on db; it does not touch the database (call
 // [Store.Migrate] first). The caller keeps ownership of db.
 func New(db *sql.DB, opts *Options) (*Store, error) {
@@ -67,13 +55,9 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 		o = *opts
 	}
 	if o.Dialect == "" {
-		t := reflect.TypeOf(db.Driver())
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		d, ok := driverDialects[t.PkgPath()]
-		if !ok {
-			return nil, fmt.Errorf("%w: driver type %s.%s", dedupsql.ErrUnknownDialect, t.PkgPath(), t.Name())
+		d, err := dedupsql.DetectDialect(db)
+		if err != nil {
+			return nil, err
 		}
 		o.Dialect = d
 	}
