@@ -10,6 +10,7 @@ import (
 	"github.com/idempo/idempo/dedup"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/internal/dlqmeta"
+	"github.com/idempo/idempo/internal/progress"
 )
 
 // claim reserves the delivery's key (row "claim"): through the key's local
@@ -25,7 +26,7 @@ func (s *Stack) claim(d *delivery) (l *lease, start time.Time, err error) {
 	}
 	for {
 		l = &d.gate
-		*l = lease{key: d.key, token: s.keeper.newToken(), handler: d.handler, topic: d.topic}
+		*l = lease{key: d.key, token: s.keeper.newToken(), handler: d.handler, topic: d.topic, touch: progress.From(d.ctx)}
 		if wait := s.keeper.enter(l); wait != nil {
 			if err := s.waitTwin(d, wait); err != nil {
 				return nil, start, err

@@ -129,6 +129,26 @@ func (k *keeper) loop() {
 	}
 }
 
+// touch tells the broker the message of l is still being handled, after
+// its lease was extended up to until, so the broker's redelivery clock
+// (JetStream's AckWait, a Redis pending entry's idle time) restarts with
+// idempo's. A failure is logged: the next extension tries again, and the
+// broker redelivering the message early costs a nack, not a double effect.
+func (k *keeper) touch(l *lease, until time.Time) {
+	k.mu.Lock()
+	live := l.touch != nil && (l.state == leaseHeld || l.state == leaseSettling)
+	k.mu.Unlock()
+	if !live {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(until.Sub(k.clk.Now()), time.Millisecond))
+	defer cancel()
+	if err := l.touch(ctx); err != nil {
+		k.s.cfg.Logger.Warn("idempo: telling the broker the message is still being handled failed",
+			"scope", l.key.Scope, "event_id", l.key.ID, "error", err)
+	}
+}
+
 // extend extends one lease. It runs on its own goroutine, one per extension
 // (every Lease/3 per long-running claim), so a slow store delays no other lease.
 func (k *keeper) extend(l *lease) {
@@ -172,6 +192,7 @@ func (k *keeper) extend(l *lease) {
 	case quiet:
 	case err == nil:
 		s.emit(context.Background(), Event{Kind: KindLeaseExtended, Handler: l.handler, Topic: l.topic})
+		k.touch(l, start.Add(leaseDur))
 	case lost:
 		s.cfg.Logger.Warn("idempo: lease lost while the handler ran; its context is cancelled",
 			"scope", l.key.Scope, "event_id", l.key.ID, "error", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/idempo/idempo/dedup"
+	"github.com/idempo/idempo/internal/progress"
 )
 
 // errLeaseExpired is the cancellation cause of a handler whose lease could
@@ -71,6 +72,9 @@ type lease struct {
 	done      chan struct{} // closed when the claim is given up; nil until a twin waits
 	handler   string
 	topic     string
+	// touch tells the broker the message is still being handled (NATS
+	// JetStream's in-progress ack); called after each extension. May be nil.
+	touch progress.Touch
 }
 
 // enter makes l (filled in by the caller) the local gate holder of its
