@@ -151,8 +151,8 @@ func (*verifyOutboxChild) usage() (string, string, string) {
 func (c *verifyOutboxChild) flags(fs *flag.FlagSet) {
 	o := &c.o
 	fs.StringVar(&o.Role, "role", "", "producer, relay or consumer")
-	fs.StringVar(&o.Broker, "broker", "", "broker URL")
-	fs.StringVar(&o.Store, "store", "", "store URL")
+	fs.StringVar(&o.Broker, "broker", "", "broker URL (default: $"+verify.EnvChildBroker+")")
+	fs.StringVar(&o.Store, "store", "", "store URL (default: $"+verify.EnvChildStore+")")
 	fs.StringVar(&o.RunID, "run", "", "run ID")
 	fs.StringVar(&o.Ordering, "ordering", "partition", "Kafka ordering: partition, key or unordered")
 	fs.IntVar(&o.Events, "events", 0, "number of events")
@@ -171,6 +171,7 @@ func (c *verifyOutboxChild) Validate() error {
 }
 
 func (c *verifyOutboxChild) Run(ctx context.Context, e *env) (result, error) {
+	c.o.Broker, c.o.Store = verify.ChildURLs(c.o.Broker, c.o.Store)
 	c.o.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	if err := verify.RunOutboxChild(ctx, c.o); err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("%s %d: %w", c.o.Role, c.o.Index, err)
@@ -190,8 +191,8 @@ func (*verifyConsumer) usage() (string, string, string) {
 func (c *verifyConsumer) flags(fs *flag.FlagSet) {
 	o := &c.o
 	faultFlags(fs, &o.Faults)
-	fs.StringVar(&o.Broker, "broker", "", "broker URL")
-	fs.StringVar(&o.Store, "store", "", "store URL")
+	fs.StringVar(&o.Broker, "broker", "", "broker URL (default: $"+verify.EnvChildBroker+")")
+	fs.StringVar(&o.Store, "store", "", "store URL (default: $"+verify.EnvChildStore+")")
 	fs.StringVar(&o.RunID, "run", "", "run ID")
 	fs.IntVar(&o.Events, "events", 0, "number of unique events")
 	fs.StringVar(&o.Ledger, "ledger", "", "SQLite ledger file (plain mode)")
@@ -207,6 +208,7 @@ func (c *verifyConsumer) Validate() error { return nil }
 
 func (c *verifyConsumer) Run(ctx context.Context, e *env) (result, error) {
 	o := c.o
+	o.Broker, o.Store = verify.ChildURLs(o.Broker, o.Store)
 	o.Report = os.Stdout
 	level := slog.LevelError
 	if o.Debug {

@@ -283,11 +283,12 @@ func readReport(r io.Reader, onLine func(kind byte, id string)) {
 	}
 }
 
-// consumerArgs are the command-line arguments of a consumer process.
+// consumerArgs are the command-line arguments of a consumer process (the
+// broker and store URLs go in its environment: see [childCommand]).
 func consumerArgs(o ConsumerOptions) []string {
 	f := o.Faults
 	args := []string{
-		"--broker", o.Broker, "--store", o.Store, "--run", o.RunID, "--events", strconv.Itoa(o.Events),
+		"--run", o.RunID, "--events", strconv.Itoa(o.Events),
 		"--dup-rate", fmt.Sprint(f.DupRate), "--ack-loss-rate", fmt.Sprint(f.AckLossRate), "--fail-rate", fmt.Sprint(f.FailRate),
 		"--poison-rate", fmt.Sprint(f.PoisonRate), "--panic-rate", fmt.Sprint(f.PanicRate), "--seed", strconv.FormatUint(f.Seed, 10),
 		"--ledger", o.Ledger, "--index", strconv.Itoa(o.Index), "--lease", o.Lease.String(),

@@ -53,10 +53,11 @@ type OutboxChildOptions struct {
 	Logger *slog.Logger
 }
 
-// outboxChildArgs is the command line of a child process.
+// outboxChildArgs is the command line of a child process (the broker and
+// store URLs go in its environment: see [childCommand]).
 func outboxChildArgs(o OutboxChildOptions) []string {
 	args := []string{
-		"--role", o.Role, "--broker", o.Broker, "--store", o.Store, "--run", o.RunID,
+		"--role", o.Role, "--run", o.RunID,
 		"--events", strconv.Itoa(o.Events), "--index", strconv.Itoa(o.Index),
 		"--producers", strconv.Itoa(o.Producers), "--lease", o.Lease.String(), "--ordering", o.Ordering,
 	}
@@ -180,8 +181,7 @@ type outboxHarness struct {
 func (h *outboxHarness) start(role string, i int) (*outboxProc, error) {
 	co := h.child
 	co.Role, co.Index = role, i
-	args := append(append(append([]string{}, h.o.Command[1:]...), "verify-outbox-child"), outboxChildArgs(co)...)
-	cmd := exec.Command(h.o.Command[0], args...)
+	cmd := childCommand(h.o.Command, "verify-outbox-child", outboxChildArgs(co), co.Broker, co.Store)
 	cmd.Stderr = h.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

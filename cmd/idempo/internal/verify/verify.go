@@ -731,8 +731,7 @@ func (h *harness) start(i int) (*child, error) {
 		Ledger: h.ledgerPath, Inbox: h.inbox, Index: i, Lease: h.o.Lease, Break: h.o.Break, Debug: h.o.Debug,
 		Ordering: h.o.Ordering,
 	}
-	args := append(append(append([]string{}, h.o.Command[1:]...), "verify-consumer"), consumerArgs(co)...)
-	cmd := exec.Command(h.o.Command[0], args...)
+	cmd := childCommand(h.o.Command, "verify-consumer", consumerArgs(co), co.Broker, co.Store)
 	cmd.Stderr = h.o.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
