@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
+	"github.com/IBM/sarama"
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/idempo/idempo/internal/wire"
+	"github.com/idempo/idempo/retry"
 )
 
 // ErrClosed is returned by Publish after Close.
@@ -62,7 +65,40 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if p.closed {
 		return ErrClosed
 	}
-	return p.inner.Publish(topic, msgs...)
+	return permanentIfTooLarge(p.inner.Publish(topic, msgs...))
+}
+
+// permanentIfTooLarge marks a publish error [retry.Permanent] when a record
+// is larger than the producer (Producer.MaxMessageBytes) or the broker (the
+// topic's max.message.bytes) accepts: no retry can publish it, so an outbox
+// relay moves its row to the dead table at once and a stack does not retry
+// the publish. Every other error is returned as it is.
+func permanentIfTooLarge(err error) error {
+	if err == nil || !tooLarge(err) {
+		return err
+	}
+	return retry.Permanent(fmt.Errorf("%w (a record this large can never be published)", err))
+}
+
+// tooLarge reports whether err says a record is larger than the producer
+// or the broker accepts.
+func tooLarge(err error) bool {
+	if errors.Is(err, sarama.ErrMessageSizeTooLarge) {
+		return true
+	}
+	var ce sarama.ConfigurationError
+	if errors.As(err, &ce) && strings.Contains(string(ce), "larger than configured Producer.MaxMessageBytes") {
+		return true
+	}
+	var pes sarama.ProducerErrors
+	if errors.As(err, &pes) {
+		for _, pe := range pes {
+			if pe != nil && tooLarge(pe.Err) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Close waits for in-flight publishes and closes the producer. Safe to call
