@@ -119,6 +119,44 @@ func TestEntry(t *testing.T) {
 	}
 }
 
+// TestEntryHistory: an entry page lists every entry of its event in the
+// DLQ (the event replayed and dead-lettered again), oldest first, with who
+// replayed or purged each and when.
+func TestEntryHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.refresh(t)
+	r := b.get(t, "/dlq/orders.dlq/entry?id=p1")
+	require.Contains(t, r.body, "History of event evt-p1")
+	require.Contains(t, r.body, "p1 (this entry)")
+	require.Equal(t, 1, strings.Count(r.body, "<tr class=\"current\">"))
+
+	_, pending := b.dryRun(t, url.Values{"action": {"replay"}, "id": {"p1"}})
+	r = b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}})
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	// The replay failed again: a new entry of the same event, and another
+	// event whose error text names it.
+	b.src.deadLetter(testDLQ, "p1-again", "evt-p1", "permanent_error", "charge", "declined again", t0.Add(90*time.Minute), `{}`)
+	b.src.deadLetter(testDLQ, "x1", "evt-x1", "permanent_error", "charge", "duplicate of evt-p1", t0.Add(91*time.Minute), `{}`)
+	b.refresh(t)
+	_, pending = b.dryRun(t, url.Values{"action": {"purge"}, "id": {"p1-again"}})
+	require.Equal(t, http.StatusOK, b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}}).status)
+
+	recs, err := b.res.Resolutions(context.Background(), testDLQ)
+	require.NoError(t, err)
+	r = b.get(t, "/dlq/orders.dlq/entry?id=p1-again")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	hist := r.body[strings.Index(r.body, "History of event"):]
+	hist = hist[:strings.Index(hist, "</table>")]
+	first := strings.Index(hist, `entry?id=p1"`)
+	second := strings.Index(hist, "p1-again (this entry)")
+	require.True(t, first >= 0 && second > first, "oldest first:\n%s", hist)
+	require.Contains(t, hist, "<td>replayed</td><td>alice</td><td>"+when(recs["p1"].At)+"</td>")
+	require.Contains(t, hist, "<td>purged</td><td>alice</td><td>"+when(recs["p1-again"].At)+"</td>")
+	require.NotContains(t, hist, "x1", "an event named in another's error text is not its history")
+	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry?id=p1").body, "p1-again</a>", "the older entry links to the newer")
+}
+
 func TestEntryHidesPayloadsAndSecrets(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *Config) { c.HidePayloads = true })
