@@ -35,6 +35,39 @@ func TestOverview(t *testing.T) {
 	require.NotContains(t, r.body, "<script", "works without JavaScript")
 }
 
+// TestOverviewCharts: the overview draws, per DLQ, the failures of each
+// hour of the last day and each day of the last week, resolved or not.
+func TestOverviewCharts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil) // the console's clock says 05:00
+	b.src.deadLetter(testDLQ, "old", "evt-old", "permanent_error", "charge", "x", t0.Add(-50*time.Hour), `{}`)
+	b.refresh(t)
+	r := b.get(t, "/")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	for _, want := range []string{
+		`<title id="hours-orders.dlq">Per hour, last 24 h (UTC): 5 failures in all, most in 11-26 03:00–04:00Z (3)</title>`,
+		`<title>11-26 03:00–04:00Z: 3 failures</title>`, `<title>11-26 04:00–05:00Z: 2 failures</title>`,
+		`<title>11-26 05:00–06:00Z: 0 failures</title>`, `<title>11-25 06:00–07:00Z: 0 failures</title>`,
+		`<title id="days-orders.dlq">Per day, last 7 days (UTC): 6 failures in all, most in Thu 2026-11-26 (5)</title>`,
+		`<title>Tue 2026-11-24: 1 failure</title>`, `<title>Fri 2026-11-20: 0 failures</title>`,
+		`<text x="0" y="62" class="axis">06:00</text>`, `role="img"`,
+	} {
+		require.Contains(t, r.body, want)
+	}
+	require.Equal(t, 24+7, strings.Count(r.body, "<rect "), "one bar per hour and per day")
+	// The tallest bar is the chart's height; a period without failures
+	// still shows, as a line.
+	require.Contains(t, r.body, `y="0" width="12" height="48" class="bar"><title>11-26 03:00`)
+	require.Contains(t, r.body, `height="1" class="bar zero"><title>11-26 05:00`)
+
+	// Replayed entries still count: the charts show what failed.
+	_, pending := b.dryRun(t, url.Values{"action": {"replay"}, "id": {"p1", "p2", "p3"}})
+	require.Equal(t, http.StatusOK, b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}}).status)
+	r = b.get(t, "/")
+	require.Contains(t, r.body, `<title>11-26 03:00–04:00Z: 3 failures</title>`)
+	require.Contains(t, r.body, "orders.dlq</a>: 4 unresolved")
+}
+
 func TestIndexingProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
@@ -146,8 +179,10 @@ func TestEntryHistory(t *testing.T) {
 	require.NoError(t, err)
 	r = b.get(t, "/dlq/orders.dlq/entry?id=p1-again")
 	require.Equal(t, http.StatusOK, r.status, r.body)
-	hist := r.body[strings.Index(r.body, "History of event"):]
-	hist = hist[:strings.Index(hist, "</table>")]
+	_, hist, ok := strings.Cut(r.body, "History of event")
+	require.True(t, ok, r.body)
+	hist, _, ok = strings.Cut(hist, "</table>")
+	require.True(t, ok, r.body)
 	first := strings.Index(hist, `entry?id=p1"`)
 	second := strings.Index(hist, "p1-again (this entry)")
 	require.True(t, first >= 0 && second > first, "oldest first:\n%s", hist)

@@ -153,6 +153,27 @@ func sortGroups(gs []group) {
 	})
 }
 
+func (m *memIndex) counts(ctx context.Context, dlq string, since []time.Time) ([]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]int, len(since))
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.dlqs[dlq]
+	if d == nil {
+		return out, nil
+	}
+	for _, r := range d.rows {
+		for i, t := range since {
+			if !r.At.Before(t) {
+				out[i]++
+			}
+		}
+	}
+	return out, nil
+}
+
 func (m *memIndex) list(ctx context.Context, q query) ([]row, int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err

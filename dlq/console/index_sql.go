@@ -159,6 +159,8 @@ func (x *sqlIndex) build(prefix string) {
 		// The overview's counts: an index-only scan in group order.
 		idx("by_group", "dlq, group_id, resolution, at_us"),
 		idx("event", "dlq, event_id"),
+		// The overview's counts over time.
+		idx("at", "dlq, at_us"),
 	}
 }
 
@@ -434,6 +436,33 @@ FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), args
 		return nil, x.wrap("read the groups", err)
 	}
 	sortGroups(out)
+	return out, nil
+}
+
+func (x *sqlIndex) counts(ctx context.Context, dlq string, since []time.Time) ([]int, error) {
+	out := make([]int, len(since))
+	if len(since) == 0 {
+		return out, nil
+	}
+	cols := make([]string, len(since))
+	args := make([]any, 0, len(since)+2)
+	oldest := since[0]
+	for i, t := range since {
+		cols[i] = "COALESCE(SUM(CASE WHEN at_us >= ? THEN 1 ELSE 0 END), 0)"
+		args = append(args, micros(t))
+		if t.Before(oldest) {
+			oldest = t
+		}
+	}
+	args = append(args, dlq, micros(oldest))
+	dst := make([]any, len(out))
+	for i := range out {
+		dst[i] = &out[i]
+	}
+	err := x.db.QueryRowContext(ctx, x.ph(`SELECT `+strings.Join(cols, ", ")+` FROM `+x.entries+` WHERE dlq = ? AND at_us >= ?`), args...).Scan(dst...)
+	if err != nil {
+		return nil, x.wrap("count the entries over time", err)
+	}
 	return out, nil
 }
 

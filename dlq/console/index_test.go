@@ -95,6 +95,13 @@ func TestIndex(t *testing.T) {
 			require.Equal(t, "dial tcp <addr>: connection refused", gs[1].Key)
 			require.Equal(t, 1, gs[2].Count)
 
+			n, err := x.counts(ctx, testDLQ, []time.Time{t0.Add(time.Minute), t0.Add(time.Hour), t0.Add(3 * time.Hour)})
+			require.NoError(t, err)
+			require.Equal(t, []int{4, 2, 0}, n, "p2, p3, s1 and s2 at or after 03:01; s1 and s2 after 04:00")
+			n, err = x.counts(ctx, "no.such.dlq", []time.Time{t0})
+			require.NoError(t, err)
+			require.Equal(t, []int{0}, n)
+
 			list := func(q query) ([]string, int) {
 				t.Helper()
 				q.DLQ = testDLQ

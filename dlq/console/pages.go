@@ -125,6 +125,7 @@ type dlqView struct {
 	Recent     []int
 	Progress   progress
 	Groups     []group
+	Charts     []chart
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
@@ -135,7 +136,12 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 			h.unavailable(w, r, "read the index of "+d, err)
 			return
 		}
-		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs, Recent: make([]int, len(recentWindows))}
+		cs, err := h.charts(r.Context(), d)
+		if err != nil {
+			h.unavailable(w, r, "read the index of "+d, err)
+			return
+		}
+		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs, Charts: cs, Recent: make([]int, len(recentWindows))}
 		for _, g := range gs {
 			v.Unresolved += g.Count
 			for i, n := range g.Recent {
