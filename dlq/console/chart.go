@@ -63,7 +63,7 @@ var chartSpans = []chartSpan{
 		},
 	},
 	{
-		name: "days", title: "Per day, last 7 days (UTC)", n: 7, step: 24 * time.Hour, barW: 36,
+		name: "days", title: "Per day, last 7 days (UTC)", n: 7, step: 24 * time.Hour, barW: 44,
 		start: func(now time.Time) time.Time {
 			return time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -6)
 		},

@@ -3,8 +3,8 @@
 // cluster, adds a second DLQ of payment failures spread over the last week,
 // serves the dead-letter console over both, and photographs its pages in
 // headless Chromium (Debian's chromium, or the binary -chromium names):
-// the overview, a group's list, an entry, a replay's confirmation and its
-// job page.
+// the overview, a group's list, a replay's confirmation, its job page and
+// an entry it replayed.
 //
 // Usage:
 //
@@ -268,10 +268,6 @@ func shoot(ctx context.Context, bin, base, demoDLQ, out string) error {
 			chromedp.Click(chromedp.Search(`(//section[1]//tbody//th/a)[1]`)),
 			chromedp.WaitVisible(chromedp.Search(`//p[starts-with(., "Group:")]`)),
 		}},
-		{"console-entry.png", 860, []chromedp.Action[chromedp.Void]{
-			chromedp.Click(chromedp.Search(`(//tbody//th/a)[1]`)),
-			chromedp.WaitVisible(chromedp.Search(`//h1[starts-with(., "Entry ")]`)),
-		}},
 		{"console-confirm.png", 460, []chromedp.Action[chromedp.Void]{
 			chromedp.Navigate(base),
 			chromedp.Click(chromedp.Search(fmt.Sprintf(`//section[h2/a[text()=%q]]//button[text()="Replay group…"]`, demoDLQ))),
@@ -280,6 +276,12 @@ func shoot(ctx context.Context, bin, base, demoDLQ, out string) error {
 		{"console-job.png", 360, []chromedp.Action[chromedp.Void]{
 			chromedp.Click(chromedp.Search(`//button[text()="Confirm the replay"]`)),
 			chromedp.WaitVisible(chromedp.Search(`//p[starts-with(., "Done:")]`)),
+		}},
+		// An entry of the group just replayed: its resolution and history.
+		{"console-entry.png", 900, []chromedp.Action[chromedp.Void]{
+			chromedp.Navigate(base + "dlq/" + demoDLQ + "?all=1"),
+			chromedp.Click(chromedp.Search(`(//tbody//th/a)[1]`)),
+			chromedp.WaitVisible(chromedp.Search(`//h1[starts-with(., "Entry ")]`)),
 		}},
 	}
 	for _, s := range steps {
