@@ -18,12 +18,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempo/idempo/broker/kafka/embedded"
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/cmd/idempo/internal/demo"
 	"github.com/idempo/idempo/dlq"
+	"github.com/idempo/idempo/dlq/console"
 	"github.com/idempo/idempo/dlq/resolution"
 	"github.com/idempo/idempo/middleware"
 	"github.com/idempo/idempo/retry"
@@ -36,8 +38,9 @@ import (
 // per replayed event and none for any other, and the entries must show as
 // replayed by the operator, on the entry page and in the resolution store.
 
-// TestConsoleBrowserOnRabbitMQ runs the scenario on RabbitMQ with a Redis
-// dedup store; it also checks that the console shows the demo's DLQ grouped
+// TestConsoleBrowserOnRabbitMQ runs the scenario on RabbitMQ with the
+// dedup store, the resolution records and the console's index in Redis; it
+// also checks that the console shows the demo's DLQ grouped
 // by reason and refuses a state-changing request without its CSRF token.
 func TestConsoleBrowserOnRabbitMQ(t *testing.T) {
 	chromium := needChromium(t)
@@ -50,19 +53,21 @@ func TestConsoleBrowserOnRabbitMQ(t *testing.T) {
 			t.Logf("delete the demo's queues: %v", err)
 		}
 	})
-	consoleBrowserScenario(t, chromium, e, "--topic", e.dlqTopic)
+	// The resolution records and the console's index in Redis too.
+	t.Cleanup(func() { unlinkMatching(t, "idempo:*{"+e.dlqTopic+"}*", e.dlqTopic) })
+	consoleBrowserScenario(t, chromium, e, "redis://127.0.0.1:6379/0", "--topic", e.dlqTopic)
 }
 
 // TestConsoleBrowserOnKafka runs the scenario on an embedded Kafka cluster
-// (which outlives the demo, as a real one would) with a SQLite dedup store,
-// the console finding the DLQ by its suffix.
+// (which outlives the demo, as a real one would) with SQLite stores, the
+// console finding the DLQ by its suffix.
 func TestConsoleBrowserOnKafka(t *testing.T) {
 	chromium := needChromium(t)
 	emb, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(emb.Close)
 	e := runKeptDemo(t, emb.URL(), "sqlite://"+filepath.Join(t.TempDir(), "dedup.db"))
-	consoleBrowserScenario(t, chromium, e, "--topic-suffix", ".dlq")
+	consoleBrowserScenario(t, chromium, e, "sqlite://"+filepath.Join(t.TempDir(), "resolutions.db"), "--topic-suffix", ".dlq")
 }
 
 func needChromium(t *testing.T) string {
@@ -150,6 +155,32 @@ func deleteAMQPQueues(ctx context.Context, queues ...string) error {
 	return b.Delete(ctx, queues...)
 }
 
+// unlinkMatching deletes the keys of the shared Redis matching pattern,
+// and the console's jobs on dlqTopic.
+func unlinkMatching(t *testing.T, pattern, dlqTopic string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer func() { _ = client.Close() }()
+	iter := client.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		_ = client.Unlink(ctx, iter.Val()).Err()
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("delete the keys %s: %v", pattern, err)
+	}
+	jobs, err := client.HGetAll(ctx, console.DefaultRedisPrefix+"jobs").Result()
+	if err != nil {
+		t.Logf("read the console's jobs: %v", err)
+	}
+	for id, state := range jobs {
+		var j struct{ DLQ string }
+		if json.Unmarshal([]byte(state), &j) == nil && j.DLQ == dlqTopic {
+			_ = client.HDel(ctx, console.DefaultRedisPrefix+"jobs", id).Err()
+		}
+	}
+}
+
 // fixedConsumer is the demo's consumer after the fix: the same dedup store
 // and scope, a handler that succeeds, and a ledger of its effects.
 type fixedConsumer struct {
@@ -228,11 +259,10 @@ var eventCell = regexp.MustCompile(`<td>(ev-[^<]+)</td>`)
 // consoleBrowserScenario serves `idempo console consoleArgs…` on e's DLQ
 // and replays its poison group from Chromium, then checks the ledger and
 // the records.
-func consoleBrowserScenario(t *testing.T, chromium string, e keptDemo, consoleArgs ...string) {
+func consoleBrowserScenario(t *testing.T, chromium string, e keptDemo, resURL string, consoleArgs ...string) {
 	const operator = "oncall-ana"
 	n := len(e.poison)
 	fixed := startFixedConsumer(t, e)
-	resURL := "sqlite://" + filepath.Join(t.TempDir(), "resolutions.db")
 	s := serveConsole(t, append([]string{"--broker", e.broker, "--store", resURL, "--unauthenticated", "--operator", operator}, consoleArgs...)...)
 
 	// The overview shows the DLQ's poison events as one group, by reason.

@@ -41,8 +41,9 @@
 // [Handler.Run] tails every DLQ into it from there and brings the entries'
 // resolution marks up to date with the resolution store; an action updates
 // the marks at once. [NewSQLIndex] keeps it in the resolution store's
-// database (PostgreSQL, MySQL/MariaDB, SQLite) across restarts;
-// [NewMemoryIndex] rebuilds it at each start.
+// database (PostgreSQL, MySQL/MariaDB, SQLite) across restarts, and
+// [NewRedisIndex] in its Redis server; [NewMemoryIndex] rebuilds it at
+// each start.
 //
 // # Security
 //
