@@ -72,34 +72,39 @@ var chartSpans = []chartSpan{
 	},
 }
 
-// charts reads the counts of dlq's charts from the index in one query.
+// charts reads the counts of dlq's charts from the index in one query
+// (per hour, since the first day's start).
 func (h *Handler) charts(ctx context.Context, dlq string) ([]chart, error) {
 	now := h.cfg.Now().UTC()
-	var since []time.Time
+	from := now
 	for _, s := range chartSpans {
-		start := s.start(now)
-		for i := range s.n {
-			since = append(since, start.Add(time.Duration(i)*s.step))
+		if st := s.start(now); st.Before(from) {
+			from = st
 		}
 	}
-	counts, err := h.idx.counts(ctx, dlq, since)
+	perHour, err := h.idx.hourly(ctx, dlq, from)
 	if err != nil {
 		return nil, err
 	}
-	var out []chart
-	at := 0
+	out := make([]chart, 0, len(chartSpans))
 	for _, s := range chartSpans {
-		c := counts[at : at+s.n]
-		b := since[at : at+s.n]
-		at += s.n
+		start := s.start(now)
+		starts := make([]time.Time, s.n)
 		per := make([]int, s.n)
-		for i := range per {
-			per[i] = c[i]
-			if i+1 < s.n {
-				per[i] -= c[i+1]
+		for i := range s.n {
+			starts[i] = start.Add(time.Duration(i) * s.step)
+		}
+		for hr, n := range perHour {
+			i := int((time.Duration(hr)*time.Hour - time.Duration(start.Unix())*time.Second) / s.step)
+			switch {
+			case hr < hourOf(start):
+			case i >= s.n:
+				per[s.n-1] += n // after now (another clock): the last period
+			default:
+				per[i] += n
 			}
 		}
-		out = append(out, drawChart(dlq, s, b, per))
+		out = append(out, drawChart(dlq, s, starts, per))
 	}
 	return out, nil
 }

@@ -153,11 +153,11 @@ func sortGroups(gs []group) {
 	})
 }
 
-func (m *memIndex) counts(ctx context.Context, dlq string, since []time.Time) ([]int, error) {
+func (m *memIndex) hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	out := make([]int, len(since))
+	out := map[int64]int{}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	d := m.dlqs[dlq]
@@ -165,14 +165,15 @@ func (m *memIndex) counts(ctx context.Context, dlq string, since []time.Time) ([
 		return out, nil
 	}
 	for _, r := range d.rows {
-		for i, t := range since {
-			if !r.At.Before(t) {
-				out[i]++
-			}
+		if !r.At.Before(from) {
+			out[hourOf(r.At)]++
 		}
 	}
 	return out, nil
 }
+
+// hourOf numbers the UTC hour holding t: Unix seconds / 3600.
+func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
 
 func (m *memIndex) list(ctx context.Context, q query) ([]row, int, error) {
 	if err := ctx.Err(); err != nil {

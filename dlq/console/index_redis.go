@@ -263,11 +263,11 @@ func (x *redisIndex) groups(ctx context.Context, dlq string, since []time.Time) 
 	return x.mem.groups(ctx, dlq, since)
 }
 
-func (x *redisIndex) counts(ctx context.Context, dlq string, since []time.Time) ([]int, error) {
+func (x *redisIndex) hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error) {
 	if err := x.sync(ctx, dlq); err != nil {
 		return nil, err
 	}
-	return x.mem.counts(ctx, dlq, since)
+	return x.mem.hourly(ctx, dlq, from)
 }
 
 func (x *redisIndex) list(ctx context.Context, q query) ([]row, int, error) {

@@ -439,31 +439,29 @@ FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), args
 	return out, nil
 }
 
-func (x *sqlIndex) counts(ctx context.Context, dlq string, since []time.Time) ([]int, error) {
-	out := make([]int, len(since))
-	if len(since) == 0 {
-		return out, nil
+func (x *sqlIndex) hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error) {
+	div := "/" // integer division of BIGINTs
+	if x.d == dedupsql.MySQL {
+		div = "DIV"
 	}
-	cols := make([]string, len(since))
-	args := make([]any, 0, len(since)+2)
-	oldest := since[0]
-	for i, t := range since {
-		cols[i] = "COALESCE(SUM(CASE WHEN at_us >= ? THEN 1 ELSE 0 END), 0)"
-		args = append(args, micros(t))
-		if t.Before(oldest) {
-			oldest = t
-		}
-	}
-	args = append(args, dlq, micros(oldest))
-	dst := make([]any, len(out))
-	for i := range out {
-		dst[i] = &out[i]
-	}
-	err := x.db.QueryRowContext(ctx, x.ph(`SELECT `+strings.Join(cols, ", ")+` FROM `+x.entries+` WHERE dlq = ? AND at_us >= ?`), args...).Scan(dst...)
+	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT at_us `+div+` 3600000000 AS h, COUNT(*) FROM `+x.entries+`
+WHERE dlq = ? AND at_us >= ? GROUP BY h`), dlq, micros(from))
 	if err != nil {
-		return nil, x.wrap("count the entries over time", err)
+		return nil, x.wrap("count the entries per hour", err)
 	}
-	return out, nil
+	defer func() { _ = rows.Close() }()
+	out := map[int64]int{}
+	for rows.Next() {
+		var (
+			h int64
+			n int
+		)
+		if err := rows.Scan(&h, &n); err != nil {
+			return nil, x.wrap("count the entries per hour", err)
+		}
+		out[h] = n
+	}
+	return out, x.wrap("count the entries per hour", rows.Err())
 }
 
 // likePattern escapes s for LIKE ... ESCAPE '!' and wraps it in %.

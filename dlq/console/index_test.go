@@ -180,12 +180,15 @@ func TestIndex(t *testing.T) {
 			require.Equal(t, "dial tcp <addr>: connection refused", gs[1].Key)
 			require.Equal(t, 1, gs[2].Count)
 
-			n, err := x.counts(ctx, testDLQ, []time.Time{t0.Add(time.Minute), t0.Add(time.Hour), t0.Add(3 * time.Hour)})
+			n, err := x.hourly(ctx, testDLQ, t0.Add(-24*time.Hour))
 			require.NoError(t, err)
-			require.Equal(t, []int{4, 2, 0}, n, "p2, p3, s1 and s2 at or after 03:01; s1 and s2 after 04:00")
-			n, err = x.counts(ctx, "no.such.dlq", []time.Time{t0})
+			require.Equal(t, map[int64]int{hourOf(t0): 3, hourOf(t0) + 1: 2}, n, "p1–p3 in 03:00–04:00, s1 and s2 in 04:00–05:00")
+			n, err = x.hourly(ctx, testDLQ, t0.Add(time.Hour))
 			require.NoError(t, err)
-			require.Equal(t, []int{0}, n)
+			require.Equal(t, map[int64]int{hourOf(t0) + 1: 2}, n)
+			n, err = x.hourly(ctx, "no.such.dlq", t0)
+			require.NoError(t, err)
+			require.Empty(t, n)
 
 			list := func(q query) ([]string, int) {
 				t.Helper()
