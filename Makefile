@@ -4,7 +4,7 @@ LINT_VER  := v2.15.0
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 PKGS      := ./...
 
-.PHONY: test test-loaded services lint fmt bench bench-save bench-compare bench-matrix demo stress exports verify-full
+.PHONY: test test-loaded services lint fmt bench bench-save bench-compare bench-matrix demo stress exports verify-full screenshots
 
 ## test: start the servers the suite needs, then run every test with -race
 test:
@@ -67,3 +67,8 @@ verify-full: services
 ## exports: count the public surface of the core packages (names per package)
 exports:
 	$(GO) run ./scripts/exportcount
+
+## screenshots: the pictures of docs/console.md (docs/img/console-*.png),
+## from a demo run on an embedded Kafka cluster, taken in headless Chromium
+screenshots:
+	$(GO) run ./cmd/idempo/internal/screenshots -out docs/img

@@ -54,8 +54,8 @@ recorded in the resolution store (--store) with the operator's name, as
 
 The console keeps an index of each DLQ (entry metadata and group keys, not
 payloads) in the resolution store's database (PostgreSQL, MySQL/MariaDB,
-SQLite), and reads each DLQ from where it stopped; with a Redis store the
-index is kept in memory and rebuilt at each start.
+SQLite, or Redis under the prefix idempo:console:), and reads each DLQ from
+where it stopped.
 
 On Kafka, --topic-suffix .dlq shows every topic whose name ends so, as found
 at start (RabbitMQ cannot list its queues without the management plugin:
@@ -196,10 +196,14 @@ func (c *consoleCommand) Run(ctx context.Context, e *env) (result, error) {
 		}
 	}
 	var idx console.Index
-	if st.DB != nil {
-		if idx, err = console.NewSQLIndex(ctx, st.DB, &console.SQLIndexOptions{Dialect: st.Dialect}); err != nil {
-			return nil, fmt.Errorf("open the index in %s: %w", sspec, err)
-		}
+	switch {
+	case st.DB != nil:
+		idx, err = console.NewSQLIndex(ctx, st.DB, &console.SQLIndexOptions{Dialect: st.Dialect})
+	case st.Redis != nil:
+		idx, err = console.NewRedisIndex(st.Redis, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the index in %s: %w", sspec, err)
 	}
 	cfg := console.Config{
 		DLQs: c.topics, Source: broker.Source, Resolutions: st.Store, Index: idx,

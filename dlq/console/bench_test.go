@@ -60,7 +60,7 @@ func BenchmarkConsole(b *testing.B) {
 	if v := os.Getenv("IDEMPO_CONSOLE_BENCH_N"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
-	for _, kind := range []string{"memory", "sqlite", "postgres", "mysql"} {
+	for _, kind := range []string{"memory", "sqlite", "postgres", "mysql", "redis"} {
 		b.Run(kind, func(b *testing.B) {
 			idx := indexes()[kind](b)
 			h, err := New(Config{

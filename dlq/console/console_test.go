@@ -35,6 +35,39 @@ func TestOverview(t *testing.T) {
 	require.NotContains(t, r.body, "<script", "works without JavaScript")
 }
 
+// TestOverviewCharts: the overview draws, per DLQ, the failures of each
+// hour of the last day and each day of the last week, resolved or not.
+func TestOverviewCharts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil) // the console's clock says 05:00
+	b.src.deadLetter(testDLQ, "old", "evt-old", "permanent_error", "charge", "x", t0.Add(-50*time.Hour), `{}`)
+	b.refresh(t)
+	r := b.get(t, "/")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	for _, want := range []string{
+		`<title id="hours-orders.dlq">Per hour, last 24 h (UTC): 5 failures in all, most in 11-26 03:00–04:00Z (3)</title>`,
+		`<title>11-26 03:00–04:00Z: 3 failures</title>`, `<title>11-26 04:00–05:00Z: 2 failures</title>`,
+		`<title>11-26 05:00–06:00Z: 0 failures</title>`, `<title>11-25 06:00–07:00Z: 0 failures</title>`,
+		`<title id="days-orders.dlq">Per day, last 7 days (UTC): 6 failures in all, most in Thu 2026-11-26 (5)</title>`,
+		`<title>Tue 2026-11-24: 1 failure</title>`, `<title>Fri 2026-11-20: 0 failures</title>`,
+		`<text x="0" y="62" class="axis">06:00</text>`, `role="img"`,
+	} {
+		require.Contains(t, r.body, want)
+	}
+	require.Equal(t, 24+7, strings.Count(r.body, "<rect "), "one bar per hour and per day")
+	// The tallest bar is the chart's height; a period without failures
+	// still shows, as a line.
+	require.Contains(t, r.body, `y="0" width="12" height="48" class="bar"><title>11-26 03:00`)
+	require.Contains(t, r.body, `height="1" class="bar zero"><title>11-26 05:00`)
+
+	// Replayed entries still count: the charts show what failed.
+	_, pending := b.dryRun(t, url.Values{"action": {"replay"}, "id": {"p1", "p2", "p3"}})
+	require.Equal(t, http.StatusOK, b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}}).status)
+	r = b.get(t, "/")
+	require.Contains(t, r.body, `<title>11-26 03:00–04:00Z: 3 failures</title>`)
+	require.Contains(t, r.body, "orders.dlq</a>: 4 unresolved")
+}
+
 func TestIndexingProgress(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
@@ -117,6 +150,46 @@ func TestEntry(t *testing.T) {
 		r = b.get(t, "/dlq/orders.dlq/entry?id="+url.QueryEscape(id))
 		require.Equal(t, http.StatusNotFound, r.status, id)
 	}
+}
+
+// TestEntryHistory: an entry page lists every entry of its event in the
+// DLQ (the event replayed and dead-lettered again), oldest first, with who
+// replayed or purged each and when.
+func TestEntryHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.refresh(t)
+	r := b.get(t, "/dlq/orders.dlq/entry?id=p1")
+	require.Contains(t, r.body, "History of event evt-p1")
+	require.Contains(t, r.body, "p1 (this entry)")
+	require.Equal(t, 1, strings.Count(r.body, "<tr class=\"current\">"))
+
+	_, pending := b.dryRun(t, url.Values{"action": {"replay"}, "id": {"p1"}})
+	r = b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}})
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	// The replay failed again: a new entry of the same event, and another
+	// event whose error text names it.
+	b.src.deadLetter(testDLQ, "p1-again", "evt-p1", "permanent_error", "charge", "declined again", t0.Add(90*time.Minute), `{}`)
+	b.src.deadLetter(testDLQ, "x1", "evt-x1", "permanent_error", "charge", "duplicate of evt-p1", t0.Add(91*time.Minute), `{}`)
+	b.refresh(t)
+	_, pending = b.dryRun(t, url.Values{"action": {"purge"}, "id": {"p1-again"}})
+	require.Equal(t, http.StatusOK, b.post(t, "/dlq/orders.dlq/execute", url.Values{"pending": {pending}}).status)
+
+	recs, err := b.res.Resolutions(context.Background(), testDLQ)
+	require.NoError(t, err)
+	r = b.get(t, "/dlq/orders.dlq/entry?id=p1-again")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	_, hist, ok := strings.Cut(r.body, "History of event")
+	require.True(t, ok, r.body)
+	hist, _, ok = strings.Cut(hist, "</table>")
+	require.True(t, ok, r.body)
+	first := strings.Index(hist, `entry?id=p1"`)
+	second := strings.Index(hist, "p1-again (this entry)")
+	require.True(t, first >= 0 && second > first, "oldest first:\n%s", hist)
+	require.Contains(t, hist, "<td>replayed</td><td>alice</td><td>"+when(recs["p1"].At)+"</td>")
+	require.Contains(t, hist, "<td>purged</td><td>alice</td><td>"+when(recs["p1-again"].At)+"</td>")
+	require.NotContains(t, hist, "x1", "an event named in another's error text is not its history")
+	require.Contains(t, b.get(t, "/dlq/orders.dlq/entry?id=p1").body, "p1-again</a>", "the older entry links to the newer")
 }
 
 func TestEntryHidesPayloadsAndSecrets(t *testing.T) {

@@ -10,12 +10,17 @@
 //     failure to the next — quoted values, URLs, addresses, UUIDs, times,
 //     hexadecimal values, identifiers, numbers — replaced by placeholders),
 //     with first and last failure times and counts of the last hour, day and
-//     week; "indexing n of N" while an index
+//     week; per DLQ, bar charts (inline SVG drawn by the server) of the
+//     entries dead-lettered in each hour of the last day and each day of
+//     the last week, resolved or not; "indexing n of N" while an index
 //     pass runs (N when the source implements [Counter]).
 //   - Lists per DLQ and per group: search by entry ID, event ID or error
 //     text; filters by reason, error class, handler and time; pages.
 //   - An entry: metadata, error, panic stack, attempts, deliveries, replays,
-//     trace ID, resolution (who, when), and the payload read from the DLQ on
+//     trace ID, resolution (who, when), the history of its event in the DLQ
+//     (every entry of the event, oldest first, replayed or purged by whom
+//     and when: a resolution is final, so an event replayed and
+//     dead-lettered again has a new entry), and the payload read from the DLQ on
 //     demand, shown as indented JSON, text or a hex dump
 //     ([Config.HidePayloads]: only when asked for).
 //   - Actions: replay (to the original topic or another) or purge one entry,
@@ -36,8 +41,9 @@
 // [Handler.Run] tails every DLQ into it from there and brings the entries'
 // resolution marks up to date with the resolution store; an action updates
 // the marks at once. [NewSQLIndex] keeps it in the resolution store's
-// database (PostgreSQL, MySQL/MariaDB, SQLite) across restarts;
-// [NewMemoryIndex] rebuilds it at each start.
+// database (PostgreSQL, MySQL/MariaDB, SQLite) across restarts, and
+// [NewRedisIndex] in its Redis server; [NewMemoryIndex] rebuilds it at
+// each start.
 //
 // # Security
 //

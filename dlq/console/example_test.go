@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/console"
@@ -81,4 +82,24 @@ func Example() {
 	// Output:
 	// 200 true
 	// true
+}
+
+// Keep the index in the Redis server of the resolution store
+// (dlq/resolution/redisstore), across restarts and shared by consoles.
+func ExampleNewRedisIndex() {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer client.Close()
+	bus := &memDLQ{logs: map[string][]*message.Message{}}
+	idx, err := console.NewRedisIndex(client, &console.RedisIndexOptions{Prefix: "example:console:"})
+	if err != nil {
+		panic(err)
+	}
+	h, err := console.New(console.Config{
+		DLQs: []string{"orders.dlq"}, Source: bus, Publisher: bus, Resolutions: memstore.New(nil), Index: idx,
+		Auth: console.Auth{BasicUser: "alice", BasicPassword: "change me"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	_ = h // serve it, and keep the index current with h.Run(ctx)
 }

@@ -34,6 +34,11 @@ type Index interface {
 	// first, each with how many of its entries failed at or after each of
 	// the times in since (group.Recent).
 	groups(ctx context.Context, dlq string, since []time.Time) ([]group, error)
+	// hourly returns how many entries of dlq (resolved or not) were
+	// dead-lettered in each UTC hour at or after from (a whole hour), by
+	// the hour's number (Unix seconds / 3600); hours without any are
+	// absent.
+	hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error)
 	// list returns a page of the entries q selects, newest first, and how
 	// many it selects in all.
 	list(ctx context.Context, q query) ([]row, int, error)

@@ -153,6 +153,28 @@ func sortGroups(gs []group) {
 	})
 }
 
+func (m *memIndex) hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := map[int64]int{}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.dlqs[dlq]
+	if d == nil {
+		return out, nil
+	}
+	for _, r := range d.rows {
+		if !r.At.Before(from) {
+			out[hourOf(r.At)]++
+		}
+	}
+	return out, nil
+}
+
+// hourOf numbers the UTC hour holding t: Unix seconds / 3600.
+func hourOf(t time.Time) int64 { return t.Unix() / 3600 }
+
 func (m *memIndex) list(ctx context.Context, q query) ([]row, int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err

@@ -159,6 +159,8 @@ func (x *sqlIndex) build(prefix string) {
 		// The overview's counts: an index-only scan in group order.
 		idx("by_group", "dlq, group_id, resolution, at_us"),
 		idx("event", "dlq, event_id"),
+		// The overview's counts over time.
+		idx("at", "dlq, at_us"),
 	}
 }
 
@@ -435,6 +437,31 @@ FROM `+x.entries+` WHERE dlq = ? AND `+unresolvedSQL+` GROUP BY group_id`), args
 	}
 	sortGroups(out)
 	return out, nil
+}
+
+func (x *sqlIndex) hourly(ctx context.Context, dlq string, from time.Time) (map[int64]int, error) {
+	div := "/" // integer division of BIGINTs
+	if x.d == dedupsql.MySQL {
+		div = "DIV"
+	}
+	rows, err := x.db.QueryContext(ctx, x.ph(`SELECT at_us `+div+` 3600000000 AS h, COUNT(*) FROM `+x.entries+`
+WHERE dlq = ? AND at_us >= ? GROUP BY h`), dlq, micros(from))
+	if err != nil {
+		return nil, x.wrap("count the entries per hour", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := map[int64]int{}
+	for rows.Next() {
+		var (
+			h int64
+			n int
+		)
+		if err := rows.Scan(&h, &n); err != nil {
+			return nil, x.wrap("count the entries per hour", err)
+		}
+		out[h] = n
+	}
+	return out, x.wrap("count the entries per hour", rows.Err())
 }
 
 // likePattern escapes s for LIKE ... ESCAPE '!' and wraps it in %.

@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	dedupsql "github.com/idempo/idempo/dedup/sqlstore"
@@ -59,11 +60,95 @@ func indexes() map[string]func(t testing.TB) Index {
 		}
 	}
 	return map[string]func(t testing.TB) Index{
+		"redis":    func(t testing.TB) Index { x, _ := redisIndexes(t, 1); return x[0] },
 		"memory":   func(testing.TB) Index { return NewMemoryIndex() },
 		"sqlite":   sqlIndex(dedupsql.SQLite),
 		"postgres": sqlIndex(dedupsql.Postgres),
 		"mysql":    sqlIndex(dedupsql.MySQL),
 	}
+}
+
+// redisIndexes returns n Redis indexes on one fresh prefix (consoles
+// sharing the index, or one restarted), deleted when the test ends.
+func redisIndexes(t testing.TB, n int) ([]Index, *redis.Client) {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, client.Ping(ctx).Err(), "Redis is required at 127.0.0.1:6379 for this test")
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	prefix := "idempo:console_test_" + hex.EncodeToString(b) + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			_ = client.Unlink(ctx, iter.Val()).Err()
+		}
+		_ = client.Close()
+	})
+	out := make([]Index, n)
+	for i := range out {
+		x, err := NewRedisIndex(client, &RedisIndexOptions{Prefix: prefix})
+		require.NoError(t, err)
+		out[i] = x
+	}
+	return out, client
+}
+
+// Two Redis indexes on one prefix (two consoles, or a console and its
+// restart) see each other's entries, ends and marks.
+func TestRedisIndexShared(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	xs, _ := redisIndexes(t, 2)
+	b := setup(t, func(c *Config) { c.Index = xs[0] })
+	b.refresh(t)
+	st, err := xs[1].state(ctx, testDLQ)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{"0": 5}, st.ends)
+	require.Len(t, st.digests, 6)
+	require.Equal(t, int64(6), st.seq)
+	r, ok, err := xs[1].get(ctx, testDLQ, "p2")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "evt-p2", r.EventID)
+	require.Equal(t, t0.Add(time.Minute), r.At)
+
+	// A restarted console on the same index adds only what is new.
+	b2 := setup(t, func(c *Config) { c.Index = xs[1]; c.Source = b.src })
+	b.src.deadLetter(testDLQ, "n1", "evt-n1", "permanent_error", "charge", "x", t0, "{}")
+	b2.refresh(t)
+	st, err = xs[0].state(ctx, testDLQ)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{"0": 6}, st.ends)
+	require.Len(t, st.digests, 7)
+	rows, total, err := xs[0].list(ctx, query{DLQ: testDLQ, Limit: 100})
+	require.NoError(t, err)
+	require.Equal(t, 7, total)
+	require.Equal(t, "n1", rows[0].ID, "newest first")
+
+	// Marks set through one are seen by the other, and cleared.
+	require.NoError(t, xs[1].setMarks(ctx, testDLQ, map[string]mark{"p1": {Resolution: "replayed", By: "bob"}, "nope": {Resolution: "purged", By: "x"}}))
+	mk, err := xs[0].marks(ctx, testDLQ)
+	require.NoError(t, err)
+	require.Equal(t, map[string]mark{"p1": {Resolution: "replayed", By: "bob"}}, mk, "an unknown entry gets no mark")
+	require.NoError(t, xs[0].setMarks(ctx, testDLQ, map[string]mark{"p1": {}}))
+	mk, err = xs[1].marks(ctx, testDLQ)
+	require.NoError(t, err)
+	require.Empty(t, mk)
+	require.NoError(t, xs[0].saveJob(ctx, "j1", []byte(`{"ID":"j1"}`)))
+	js, err := xs[1].jobs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, [][]byte{[]byte(`{"ID":"j1"}`)}, js)
+}
+
+func TestNewRedisIndexNil(t *testing.T) {
+	t.Parallel()
+	_, err := NewRedisIndex(nil, nil)
+	require.ErrorIs(t, err, ErrInvalidConfig)
 }
 
 // TestIndex runs the same cases on every index: tailing, groups, filters,
@@ -94,6 +179,16 @@ func TestIndex(t *testing.T) {
 			require.Equal(t, []int{2, 2}, gs[1].Recent)
 			require.Equal(t, "dial tcp <addr>: connection refused", gs[1].Key)
 			require.Equal(t, 1, gs[2].Count)
+
+			n, err := x.hourly(ctx, testDLQ, t0.Add(-24*time.Hour))
+			require.NoError(t, err)
+			require.Equal(t, map[int64]int{hourOf(t0): 3, hourOf(t0) + 1: 2}, n, "p1–p3 in 03:00–04:00, s1 and s2 in 04:00–05:00")
+			n, err = x.hourly(ctx, testDLQ, t0.Add(time.Hour))
+			require.NoError(t, err)
+			require.Equal(t, map[int64]int{hourOf(t0) + 1: 2}, n)
+			n, err = x.hourly(ctx, "no.such.dlq", t0)
+			require.NoError(t, err)
+			require.Empty(t, n)
 
 			list := func(q query) ([]string, int) {
 				t.Helper()

@@ -90,7 +90,7 @@ func TestJob(t *testing.T) {
 // Run on that index, on exactly its snapshot.
 func TestJobResumes(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []string{"memory", "sqlite", "postgres", "mysql"} {
+	for _, kind := range []string{"memory", "sqlite", "postgres", "mysql", "redis"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			idx := indexes()[kind](t)

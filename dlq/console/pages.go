@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/dlq/dlqops"
+	"github.com/idempo/idempo/dlq/resolution"
 	"github.com/idempo/idempo/internal/dlqmeta"
 )
 
@@ -123,6 +125,7 @@ type dlqView struct {
 	Recent     []int
 	Progress   progress
 	Groups     []group
+	Charts     []chart
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +136,12 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 			h.unavailable(w, r, "read the index of "+d, err)
 			return
 		}
-		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs, Recent: make([]int, len(recentWindows))}
+		cs, err := h.charts(r.Context(), d)
+		if err != nil {
+			h.unavailable(w, r, "read the index of "+d, err)
+			return
+		}
+		v := dlqView{Name: d, Progress: h.progress.get(d), Groups: gs, Charts: cs, Recent: make([]int, len(recentWindows))}
 		for _, g := range gs {
 			v.Unresolved += g.Count
 			for i, n := range g.Recent {
@@ -269,6 +277,67 @@ type entryView struct {
 	Payload     string
 	PayloadSize int
 	Truncated   bool
+	// History is every entry of the same event in this DLQ, oldest first,
+	// with how each was settled; HistoryErr says why it could not be read.
+	History    []historyRow
+	HistoryErr string
+}
+
+// historyRow is one dead-lettering of an event and what an operator did
+// about it.
+type historyRow struct {
+	ID      string
+	At      time.Time // dead-lettered
+	Current bool      // the entry of the page
+	// Outcome, By and When are the entry's resolution record ("" while
+	// unresolved; Outcome "in_progress" while an operator holds it).
+	Outcome, By string
+	When        time.Time
+}
+
+// maxHistory is the most entries of one event an entry page lists.
+const maxHistory = 100
+
+// history returns the entries of event in dlq, oldest first, each with
+// its resolution record. Resolution records are final (an entry is
+// replayed or purged once): an event replayed and dead-lettered again has
+// a new entry, so the entries of the event are the history of its replays.
+func (h *Handler) history(ctx context.Context, dlq, current, event string) ([]historyRow, error) {
+	if event == "" {
+		return nil, nil
+	}
+	rows, _, err := h.idx.list(ctx, query{DLQ: dlq, Search: event, All: true, Limit: maxHistory})
+	if err != nil {
+		return nil, err
+	}
+	var out []historyRow
+	resolved := false
+	for _, r := range rows {
+		if r.EventID != event {
+			continue // the event ID found in an error text
+		}
+		out = append(out, historyRow{ID: r.ID, At: r.At, Current: r.ID == current, Outcome: r.Resolution, By: r.By})
+		resolved = resolved || r.Resolution != ""
+	}
+	slices.SortStableFunc(out, func(a, b historyRow) int { return a.At.Compare(b.At) })
+	if !resolved {
+		return out, nil
+	}
+	recs, err := h.cfg.Resolutions.Resolutions(ctx, dlq)
+	if err != nil {
+		return out, err
+	}
+	for i := range out {
+		if rec, ok := recs[out[i].ID]; ok {
+			out[i].Outcome, out[i].By, out[i].When = string(rec.Outcome), rec.By, rec.At
+			if rec.Status == resolution.InProgress {
+				out[i].Outcome = inProgress
+			}
+		} else {
+			out[i].Outcome, out[i].By = "", ""
+		}
+	}
+	return out, nil
 }
 
 func (h *Handler) entry(w http.ResponseWriter, r *http.Request) {
@@ -314,6 +383,9 @@ func (h *Handler) entry(w http.ResponseWriter, r *http.Request) {
 	}
 	e.Error, e.PanicStack = redact(e.Error), redact(e.PanicStack)
 	v.E = e
+	if v.History, err = h.history(r.Context(), d, id, e.EventID); err != nil {
+		v.HistoryErr = "The history of this event could not be read: " + redact(err.Error())
+	}
 	h.render(w, r, http.StatusOK, "entry", "Entry "+id, v)
 }
 

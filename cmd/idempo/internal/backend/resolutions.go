@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/idempo/idempo/dedup/sqlstore"
 
 	"github.com/idempo/idempo/dlq/resolution"
@@ -20,7 +22,10 @@ type Resolutions struct {
 	// (nil for Redis): where the dead-letter console keeps its index.
 	DB      *sql.DB
 	Dialect sqlstore.Dialect
-	close   func() error
+	// Redis is the store's client on Redis (nil elsewhere): where the
+	// dead-letter console keeps its index then.
+	Redis *redis.Client
+	close func() error
 }
 
 // Close closes the store's connections.
@@ -43,7 +48,7 @@ func OpenResolutions(ctx context.Context, spec Spec) (*Resolutions, error) {
 			_ = client.Close()
 			return nil, err
 		}
-		return &Resolutions{Store: st, close: client.Close}, nil
+		return &Resolutions{Store: st, Redis: client, close: client.Close}, nil
 	case Postgres, MySQL, SQLite:
 		o, err := openSQLDB(ctx, spec, "dlq")
 		if err != nil {
