@@ -1,0 +1,199 @@
+package wire
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/idempo/idempo/internal/dlqmeta"
+)
+
+// NATSUUIDHeader is the message header that carries the Watermill message
+// UUID (the same header watermill-nats uses, so both interoperate).
+const NATSUUIDHeader = wnats.WatermillUUIDHdr
+
+// NATSMsgIDKey is the metadata field that holds a message's event ID for
+// JetStream's duplicate window: Unmarshal fills it from the Nats-Msg-Id
+// header of a message whose Nats-Msg-Id is not its Watermill UUID (a
+// producer that is not Watermill), and Marshal sends it as Nats-Msg-Id.
+const NATSMsgIDKey = "nats_msg_id"
+
+// NATSNumDeliveredKey is the metadata field that holds JetStream's delivery
+// count of a consumed message (1 on the first delivery).
+const NATSNumDeliveredKey = "nats_num_delivered"
+
+// NATSStreamSeqKey is the metadata field that holds the stream sequence of a
+// consumed message.
+const NATSStreamSeqKey = "nats_stream_seq"
+
+// NATSEncodedPrefix starts the header name under which a metadata field is
+// sent whose name is not a valid header name or whose value would not survive
+// a NATS header line (line breaks, leading or trailing blanks, invalid
+// UTF-8): the rest of the name is the field's name in unpadded URL-safe
+// base64, the value is the field's value in standard base64.
+const NATSEncodedPrefix = "Idempo-Enc-"
+
+// natsReplaySep separates the event ID from a replay's ID in the Nats-Msg-Id
+// of a replayed copy, so that JetStream's duplicate window does not drop a
+// replay of a message published moments before.
+const natsReplaySep = "|replay:"
+
+// NATSMsgID returns the Nats-Msg-Id header Marshal sends for msg: the
+// dead-letter copy's UUID (its entry ID) for a copy, else [NATSMsgIDKey] or
+// the UUID, with the replay's ID appended for a replayed message. "" when
+// the message has neither (JetStream then deduplicates nothing).
+func NATSMsgID(msg *message.Message) string {
+	id := msg.Metadata.Get(NATSMsgIDKey)
+	if id == "" || msg.Metadata.Get(dlqmeta.KeyEntryID) != "" {
+		id = msg.UUID
+	}
+	if rid := msg.Metadata.Get(dlqmeta.KeyReplayID); rid != "" && id != "" {
+		id += natsReplaySep + rid
+	}
+	return id
+}
+
+// NATSMarshal converts msg into a NATS message for subject. It never fails.
+//
+// The UUID goes to [NATSUUIDHeader], the ID from [NATSMsgID] to Nats-Msg-Id,
+// and every metadata field to a header of its name, except the fields set
+// on consume ([NATSNumDeliveredKey], [NATSStreamSeqKey]) and those that a
+// NATS header line cannot carry faithfully, which go base64-encoded under
+// [NATSEncodedPrefix] (nats.go would drop an invalid name and rewrite line
+// breaks and blanks silently).
+func NATSMarshal(subject string, msg *message.Message) *natsgo.Msg {
+	h := make(natsgo.Header, len(msg.Metadata)+2)
+	for k, v := range msg.Metadata {
+		if k == NATSUUIDHeader || k == NATSNumDeliveredKey || k == NATSStreamSeqKey || k == natsgo.MsgIdHdr {
+			continue
+		}
+		if natsHeaderSafe(k, v) {
+			h[k] = []string{v}
+			continue
+		}
+		h[NATSEncodedPrefix+base64.RawURLEncoding.EncodeToString([]byte(k))] = []string{base64.StdEncoding.EncodeToString([]byte(v))}
+	}
+	if msg.UUID != "" {
+		if natsHeaderSafe(NATSUUIDHeader, msg.UUID) {
+			h[NATSUUIDHeader] = []string{msg.UUID}
+		} else {
+			h[NATSEncodedPrefix+base64.RawURLEncoding.EncodeToString([]byte(NATSUUIDHeader))] = []string{base64.StdEncoding.EncodeToString([]byte(msg.UUID))}
+		}
+	}
+	if id := NATSMsgID(msg); id != "" {
+		// A line break cannot be sent; JetStream compares the ID as text.
+		h[natsgo.MsgIdHdr] = []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(strings.TrimSpace(id))}
+	}
+	return &natsgo.Msg{Subject: subject, Header: h, Data: msg.Payload}
+}
+
+// NATSUnmarshal converts a NATS message's headers and data into a Watermill
+// message. It never fails: what it cannot convert faithfully is reported in
+// "idempo_malformed", which makes the idempo middleware dead-letter the
+// message instead of running it.
+//
+// The UUID is read from [NATSUUIDHeader] ("" when absent), every other
+// header becomes a metadata field (a header with several values becomes a
+// JSON array of strings; an encoded one under [NATSEncodedPrefix] is decoded),
+// and Nats-Msg-Id becomes [NATSMsgIDKey] unless it is the UUID (the replay
+// suffix [NATSMsgID] adds is removed). Malformed are: several UUID or
+// Nats-Msg-Id values, invalid UTF-8, and an encoded header that does not
+// decode.
+func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
+	md := make(message.Metadata, len(h)+1)
+	var problems []string
+	uuid := ""
+	set := func(k, v string) {
+		if k == NATSUUIDHeader {
+			uuid = v
+			return
+		}
+		md[k] = v
+	}
+	for k, vs := range h {
+		if len(vs) == 0 {
+			continue
+		}
+		if enc, ok := strings.CutPrefix(k, NATSEncodedPrefix); ok && len(vs) == 1 {
+			name, kerr := base64.RawURLEncoding.DecodeString(enc)
+			val, verr := base64.StdEncoding.DecodeString(vs[0])
+			if kerr == nil && verr == nil {
+				set(string(name), string(val))
+				continue
+			}
+			problems = append(problems, fmt.Sprintf("header %q does not decode", dlqmeta.Truncate(k, 64)))
+		}
+		v := vs[0]
+		if len(vs) > 1 {
+			if k == NATSUUIDHeader || k == natsgo.MsgIdHdr {
+				problems = append(problems, fmt.Sprintf("header %q has %d values", k, len(vs)))
+			}
+			j, _ := json.Marshal(vs) // strings always encode
+			v = string(j)
+		}
+		if !utf8.ValidString(v) {
+			problems = append(problems, fmt.Sprintf("header %q is not UTF-8", dlqmeta.Truncate(strings.ToValidUTF8(k, "?"), 64)))
+			v = strings.ToValidUTF8(v, "\uFFFD")
+		}
+		if k == natsgo.MsgIdHdr {
+			continue // below
+		}
+		set(k, v)
+	}
+	if vs := h[natsgo.MsgIdHdr]; len(vs) > 0 {
+		id := strings.ToValidUTF8(vs[0], "\uFFFD")
+		if rid := md.Get(dlqmeta.KeyReplayID); rid != "" {
+			id = strings.TrimSuffix(id, natsReplaySep+rid)
+		}
+		if _, has := md[NATSMsgIDKey]; !has && id != uuid && id != "" {
+			md[NATSMsgIDKey] = id
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		md[dlqmeta.KeyMalformed] = strings.Join(problems, "; ")
+	}
+	msg := message.NewMessage(uuid, data)
+	msg.Metadata = md
+	return msg
+}
+
+// NATSSetDelivery records where a consumed message sits and how often
+// JetStream has delivered it.
+func NATSSetDelivery(msg *message.Message, streamSeq, numDelivered uint64) {
+	msg.Metadata[NATSStreamSeqKey] = strconv.FormatUint(streamSeq, 10)
+	msg.Metadata[NATSNumDeliveredKey] = strconv.FormatUint(numDelivered, 10)
+}
+
+// natsHeaderSafe reports whether k: v survives a NATS header line as is.
+func natsHeaderSafe(k, v string) bool {
+	if k == "" || strings.HasPrefix(k, NATSEncodedPrefix) {
+		return false
+	}
+	for i := range len(k) {
+		if !isTokenChar(k[i]) {
+			return false
+		}
+	}
+	return utf8.ValidString(v) && strings.Trim(v, " \t") == v && !strings.ContainsFunc(v, isCtl)
+}
+
+func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// isTokenChar reports whether c may appear in an HTTP header name (RFC 7230
+// token), which is what nats.go writes.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
