@@ -13,7 +13,10 @@ import (
 const MsgIDKey = wire.NATSMsgIDKey
 
 // NumDeliveredKey is the metadata field that holds JetStream's delivery
-// count of a consumed message ("1" on the first delivery).
+// count of a consumed message ("1" on the first delivery). It is the
+// server's figure: nats-server 2.9 takes back the count of a delivery made
+// to a pull request that had just expired, so it can repeat a number. The
+// idempo stack counts deliveries in its store and does not rely on it.
 const NumDeliveredKey = wire.NATSNumDeliveredKey
 
 // StreamSeqKey is the metadata field that holds a consumed message's stream

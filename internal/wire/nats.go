@@ -41,22 +41,33 @@ const NATSStreamSeqKey = "nats_stream_seq"
 // base64, the value is the field's value in standard base64.
 const NATSEncodedPrefix = "Idempo-Enc-"
 
-// natsReplaySep separates the event ID from a replay's ID in the Nats-Msg-Id
-// of a replayed copy, so that JetStream's duplicate window does not drop a
-// replay of a message published moments before.
-const natsReplaySep = "|replay:"
+// natsIDSep separates the event ID from what tells a deliberate republish
+// of one event apart in its Nats-Msg-Id (a replay's ID, a delay tier), so
+// that JetStream's duplicate window does not drop a replay or a message
+// coming back from a delay tier moments after the original.
+const natsIDSep = "|idempo:"
+
+// natsTierKey is the stack's delay-tier metadata field (middleware's
+// Redelivery): a message returning from a tier keeps its UUID.
+const natsTierKey = "idempo_redelivery_tier"
 
 // NATSMsgID returns the Nats-Msg-Id header Marshal sends for msg: the
 // dead-letter copy's UUID (its entry ID) for a copy, else [NATSMsgIDKey] or
-// the UUID, with the replay's ID appended for a replayed message. "" when
-// the message has neither (JetStream then deduplicates nothing).
+// the UUID, followed, for a replayed message or one returning from a delay
+// tier, by "|idempo:" and the replay's ID and the tier. "" when the message
+// has neither (JetStream then deduplicates nothing). A publisher's retry of
+// one message sends the same ID; a deliberate republish another.
 func NATSMsgID(msg *message.Message) string {
 	id := msg.Metadata.Get(NATSMsgIDKey)
 	if id == "" || msg.Metadata.Get(dlqmeta.KeyEntryID) != "" {
 		id = msg.UUID
 	}
-	if rid := msg.Metadata.Get(dlqmeta.KeyReplayID); rid != "" && id != "" {
-		id += natsReplaySep + rid
+	if id == "" {
+		return ""
+	}
+	rid, tier := msg.Metadata.Get(dlqmeta.KeyReplayID), msg.Metadata.Get(natsTierKey)
+	if rid != "" || tier != "" {
+		id += natsIDSep + "replay=" + rid + ",tier=" + tier
 	}
 	return id
 }
@@ -65,14 +76,15 @@ func NATSMsgID(msg *message.Message) string {
 //
 // The UUID goes to [NATSUUIDHeader], the ID from [NATSMsgID] to Nats-Msg-Id,
 // and every metadata field to a header of its name, except the fields set
-// on consume ([NATSNumDeliveredKey], [NATSStreamSeqKey]) and those that a
+// on consume ([NATSNumDeliveredKey], [NATSStreamSeqKey]) and those starting
+// with "Nats-" (JetStream's own, such as Nats-Expected-Stream), and those that a
 // NATS header line cannot carry faithfully, which go base64-encoded under
 // [NATSEncodedPrefix] (nats.go would drop an invalid name and rewrite line
 // breaks and blanks silently).
 func NATSMarshal(subject string, msg *message.Message) *natsgo.Msg {
 	h := make(natsgo.Header, len(msg.Metadata)+2)
 	for k, v := range msg.Metadata {
-		if k == NATSUUIDHeader || k == NATSNumDeliveredKey || k == NATSStreamSeqKey || k == natsgo.MsgIdHdr {
+		if k == NATSUUIDHeader || k == NATSNumDeliveredKey || k == NATSStreamSeqKey || natsReserved(k) {
 			continue
 		}
 		if natsHeaderSafe(k, v) {
@@ -102,9 +114,10 @@ func NATSMarshal(subject string, msg *message.Message) *natsgo.Msg {
 //
 // The UUID is read from [NATSUUIDHeader] ("" when absent), every other
 // header becomes a metadata field (a header with several values becomes a
-// JSON array of strings; an encoded one under [NATSEncodedPrefix] is decoded),
-// and Nats-Msg-Id becomes [NATSMsgIDKey] unless it is the UUID (the replay
-// suffix [NATSMsgID] adds is removed). Malformed are: several UUID or
+// JSON array of strings; an encoded one under [NATSEncodedPrefix] is decoded;
+// headers starting with "Nats-", which JetStream interprets, are left out),
+// and Nats-Msg-Id becomes [NATSMsgIDKey] unless it is the UUID (without the
+// suffix [NATSMsgID] adds). Malformed are: several UUID or
 // Nats-Msg-Id values, invalid UTF-8, and an encoded header that does not
 // decode.
 func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
@@ -143,16 +156,13 @@ func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
 			problems = append(problems, fmt.Sprintf("header %q is not UTF-8", dlqmeta.Truncate(strings.ToValidUTF8(k, "?"), 64)))
 			v = strings.ToValidUTF8(v, "\uFFFD")
 		}
-		if k == natsgo.MsgIdHdr {
-			continue // below
+		if natsReserved(k) {
+			continue // Nats-Msg-Id below; the others are the publisher's
 		}
 		set(k, v)
 	}
 	if vs := h[natsgo.MsgIdHdr]; len(vs) > 0 {
-		id := strings.ToValidUTF8(vs[0], "\uFFFD")
-		if rid := md.Get(dlqmeta.KeyReplayID); rid != "" {
-			id = strings.TrimSuffix(id, natsReplaySep+rid)
-		}
+		id, _, _ := strings.Cut(strings.ToValidUTF8(vs[0], "\uFFFD"), natsIDSep)
 		if _, has := md[NATSMsgIDKey]; !has && id != uuid && id != "" {
 			md[NATSMsgIDKey] = id
 		}
@@ -171,6 +181,15 @@ func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
 func NATSSetDelivery(msg *message.Message, streamSeq, numDelivered uint64) {
 	msg.Metadata[NATSStreamSeqKey] = strconv.FormatUint(streamSeq, 10)
 	msg.Metadata[NATSNumDeliveredKey] = strconv.FormatUint(numDelivered, 10)
+}
+
+// natsReserved reports whether k is a header JetStream interprets on
+// publish (Nats-Msg-Id, Nats-Expected-Stream and the other expectations,
+// Nats-Rollup, Nats-TTL …): never metadata, never sent from metadata, or a
+// copy of a consumed message republished elsewhere would carry the
+// original's expectations and be refused.
+func natsReserved(k string) bool {
+	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-")
 }
 
 // natsHeaderSafe reports whether k: v survives a NATS header line as is.
