@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -101,8 +103,7 @@ func NATSMarshal(subject string, msg *message.Message) *natsgo.Msg {
 		}
 	}
 	if id := NATSMsgID(msg); id != "" {
-		// A line break cannot be sent; JetStream compares the ID as text.
-		h[natsgo.MsgIdHdr] = []string{strings.NewReplacer("\r", " ", "\n", " ").Replace(strings.TrimSpace(id))}
+		h[natsgo.MsgIdHdr] = []string{natsSafeID(id)}
 	}
 	return &natsgo.Msg{Subject: subject, Header: h, Data: msg.Payload}
 }
@@ -163,7 +164,7 @@ func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
 	}
 	if vs := h[natsgo.MsgIdHdr]; len(vs) > 0 {
 		id, _, _ := strings.Cut(strings.ToValidUTF8(vs[0], "\uFFFD"), natsIDSep)
-		if _, has := md[NATSMsgIDKey]; !has && id != uuid && id != "" {
+		if _, has := md[NATSMsgIDKey]; !has && id != natsSafeID(uuid) && id != "" {
 			md[NATSMsgIDKey] = id
 		}
 	}
@@ -181,6 +182,17 @@ func NATSUnmarshal(h natsgo.Header, data []byte) *message.Message {
 func NATSSetDelivery(msg *message.Message, streamSeq, numDelivered uint64) {
 	msg.Metadata[NATSStreamSeqKey] = strconv.FormatUint(streamSeq, 10)
 	msg.Metadata[NATSNumDeliveredKey] = strconv.FormatUint(numDelivered, 10)
+}
+
+// natsSafeID returns id, or when a header line cannot carry it as it is
+// (line breaks, blanks at either end, invalid UTF-8), "sha256:" and its
+// hash, which deduplicates just as well.
+func natsSafeID(id string) string {
+	if id == "" || natsHeaderSafe(natsgo.MsgIdHdr, id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // natsReserved reports whether k is a header JetStream interprets on
