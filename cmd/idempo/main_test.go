@@ -97,7 +97,7 @@ func TestBadInputIsAClearError(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"demo", "--broker", "nats://x"}, `unknown scheme "nats"`},
+		{[]string{"demo", "--broker", "mqtt://x"}, `unknown scheme "mqtt"`},
 		{[]string{"demo", "--store", "redis://"}, "no host"},
 		{[]string{"demo", "--store", "postgres://u:secret@%zz/db"}, "invalid URL"},
 		{[]string{"demo", "--events", "0"}, "--events must be > 0"},
