@@ -408,9 +408,12 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		if h.plan.Faults[i]&demo.FaultDup != 0 {
 			n = 2
 		}
-		for range n {
+		for c := range n {
 			m := message.NewMessage(id, demo.Payload(id, i))
 			demo.SetKey(m, i)
+			if c > 0 {
+				demo.Resend(m, h.broker.Spec.Kind)
+			}
 			if err := h.broker.Publisher.Publish(topic, m); err != nil {
 				return Result{}, fmt.Errorf("publish %s: %w", id, err)
 			}
