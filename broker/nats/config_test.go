@@ -59,6 +59,9 @@ func FuzzParseURL(f *testing.F) {
 	for _, s := range [][2]string{{"SECRET", "127.0.0.1:4222"}, {"p@ss", "h"}, {"tok:en", "[::1]:1"}, {"%zz", "h/x?y"}, {"", ""}} {
 		f.Add(s[0], s[1])
 	}
+	// Text every error may show besides the host: a secret inside it
+	// cannot be told apart.
+	const shownParts = "nats://u:xxxxxtls@h"
 	f.Fuzz(func(t *testing.T, secret, host string) {
 		for _, s := range []string{"nats://u:" + secret + "@" + host, "nats://" + secret + "@" + host, "tls://" + secret + "@" + host + ",nats://h", secret + host} {
 			_, err := ParseURL(s)
@@ -69,7 +72,7 @@ func FuzzParseURL(f *testing.F) {
 				t.Fatalf("ParseURL(%q) = %v, not ErrInvalidConfig", s, err)
 			}
 			if len(secret) >= 4 && !strings.ContainsAny(secret, "@/?#,:") && strings.Contains(s, "://") &&
-				!strings.Contains(host, secret) && !strings.Contains("nats://u:xxxxxtls@h", secret) && strings.Contains(err.Error(), secret) {
+				!strings.Contains(host, secret) && !strings.Contains(shownParts, secret) && strings.Contains(err.Error(), secret) {
 				t.Fatalf("ParseURL(%q) error shows the secret: %v", s, err)
 			}
 		}

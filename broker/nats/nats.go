@@ -395,7 +395,8 @@ func (s *Subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *m
 	}
 	select {
 	case <-msg.Acked():
-		actx, acancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		// The ack must reach the server even when ctx ended meanwhile.
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
 		defer acancel()
 		s.settle(jm, func() error { return jm.DoubleAck(actx) })
 	case <-msg.Nacked():

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	natsgo "github.com/nats-io/nats.go"
 
@@ -20,7 +20,7 @@ import (
 
 // NATSUUIDHeader is the message header that carries the Watermill message
 // UUID (the same header watermill-nats uses, so both interoperate).
-const NATSUUIDHeader = wnats.WatermillUUIDHdr
+const NATSUUIDHeader = wmnats.WatermillUUIDHdr
 
 // NATSMsgIDKey is the metadata field that holds a message's event ID for
 // JetStream's duplicate window: Unmarshal fills it from the Nats-Msg-Id
