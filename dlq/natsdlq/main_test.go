@@ -128,3 +128,18 @@ func newWorld(t *testing.T) *world {
 	})
 	return w
 }
+
+func deleteStream(name string) error {
+	nc, err := natsgo.Connect(serverURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return js.DeleteStream(ctx, name)
+}
