@@ -248,6 +248,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
 	defer func() { _ = broker.Close() }()
+	if bspec.Kind == backend.NATS && broker.Delete != nil {
+		// NATS streams keep every message until deleted: remove the run's.
+		defer func() {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer dcancel()
+			_ = broker.Delete(dctx, topicName(o.RunID), dlqTopicName(o.RunID))
+		}()
+	}
 	broker.Ordering = ordering
 	store, err := backend.OpenStore(ctx, sspec, o.RunID)
 	if err != nil {
