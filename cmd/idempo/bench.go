@@ -71,7 +71,7 @@ interrupted (no figures).`
 
 func (c *benchCommand) flags(fs *flag.FlagSet) {
 	o := &c.o
-	fs.StringVar(&o.Broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	fs.StringVar(&o.Broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/, nats://host:4222")
 	fs.StringVar(&o.Store, "store", "memory", "dedup store URL of the idempo variant: memory, redis://host:6379/0, postgres://…, mysql://…, sqlite, sqlite://PATH")
 	fs.IntVar(&o.Events, "events", bench.DefaultEvents, fmt.Sprintf("messages per round and variant (with --matrix the default is %d)", bench.DefaultMatrixEvents))
 	fs.IntVar(&c.rounds, "rounds", bench.DefaultRounds, "rounds; each runs every variant once, in rotating order (0 with --memory: memory figures only)")

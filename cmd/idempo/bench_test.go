@@ -98,7 +98,7 @@ func TestBenchBadInputIsAClearError(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"bench", "--broker", "nats://x"}, `unknown scheme "nats"`},
+		{[]string{"bench", "--broker", "mqtt://x"}, `unknown scheme "mqtt"`},
 		{[]string{"bench", "--store", "redis://"}, "no host"},
 		{[]string{"bench", "--store", "postgres://u:secret@%zz/db"}, "invalid URL"},
 		{[]string{"bench", "--matrix", "--stores", "memory,mongodb://u:secret@h/db"}, `unknown scheme "mongodb"`},

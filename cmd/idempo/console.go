@@ -71,7 +71,7 @@ Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage, setup or listen errors.`
 }
 
 func (c *consoleCommand) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQs: kafka://host:port[,host:port] or amqp://user:pass@host:5672/ (required)")
+	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQs: kafka://host:port[,host:port], amqp://user:pass@host:5672/ or nats://host:4222 (required)")
 	fs.StringVar(&c.store, "store", "", "store URL holding the resolution records and the index: postgres://…, mysql://…, sqlite://PATH, redis://host:6379/0 (required)")
 	fs.Var(&c.topics, "topic", "a DLQ topic (Kafka) or stream queue (RabbitMQ) to show, e.g. orders.dlq (repeatable; this or --topic-suffix is required)")
 	fs.StringVar(&c.topicSuffix, "topic-suffix", "", "Kafka only: show every topic whose name ends with this `SUFFIX` (e.g. .dlq), as found at start")
@@ -159,7 +159,7 @@ func (c *consoleCommand) Run(ctx context.Context, e *env) (result, error) {
 	}
 	switch {
 	case bspec.Kind == backend.GoChannel:
-		return nil, fmt.Errorf("--broker %q: dead letters live on a real broker; give kafka://host:port or amqp://user:pass@host:5672/", c.broker)
+		return nil, fmt.Errorf("--broker %q: dead letters live on a real broker; give kafka://host:port, amqp://user:pass@host:5672/ or nats://host:4222", c.broker)
 	case bspec.Embedded:
 		return nil, fmt.Errorf("--broker %q would start an empty in-process Kafka cluster, which holds no dead letters; give your cluster as kafka://host:port", c.broker)
 	case sspec.Kind == backend.Memory:

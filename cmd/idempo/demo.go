@@ -42,7 +42,7 @@ func (o *demoCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.events, "events", 20000, "number of unique events to publish (duplicates come on top)")
 	fs.IntVar(&o.consumers, "consumers", 3, "consumers sharing one dedup scope (on gochannel each sees every message: concurrent twins)")
 	fs.IntVar(&o.inFlight, "in-flight", 32, "messages each consumer handles at once")
-	fs.StringVar(&o.broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	fs.StringVar(&o.broker, "broker", "gochannel", "broker URL: gochannel, kafka (embedded), kafka://host:port[,host:port], amqp://user:pass@host:5672/, nats://host:4222")
 	orderingFlag(fs, &o.ordering)
 	fs.StringVar(&o.store, "store", "sqlite", "dedup store URL: sqlite (a file in the user cache dir, the embedded default), sqlite://PATH, memory, redis://host:6379/0, postgres://…, mysql://…")
 	o.registerJSON(fs, "print exactly one JSON object with the ledger on stdout")

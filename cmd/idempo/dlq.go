@@ -103,7 +103,7 @@ type dlqCommon struct {
 func (c *dlqCommon) target() *dlqCommon { return c }
 
 func (c *dlqCommon) targetFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQ: kafka://host:port[,host:port] or amqp://user:pass@host:5672/ (required)")
+	fs.StringVar(&c.broker, "broker", "", "broker URL holding the DLQ: kafka://host:port[,host:port], amqp://user:pass@host:5672/ or nats://host:4222 (required)")
 	fs.StringVar(&c.store, "store", "", "store URL holding the resolution records: redis://host:6379/0, postgres://…, mysql://…, sqlite://PATH (required)")
 	fs.StringVar(&c.topic, "topic", "", "the DLQ topic (Kafka) or stream queue (RabbitMQ), e.g. orders.dlq (required)")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up after this long")
@@ -142,7 +142,7 @@ func openDLQ(ctx context.Context, c *dlqCommon, e *env) error {
 	}
 	switch {
 	case bspec.Kind == backend.GoChannel:
-		return fmt.Errorf("--broker %q: dead letters live on a real broker; give kafka://host:port or amqp://user:pass@host:5672/", c.broker)
+		return fmt.Errorf("--broker %q: dead letters live on a real broker; give kafka://host:port, amqp://user:pass@host:5672/ or nats://host:4222", c.broker)
 	case bspec.Embedded:
 		return fmt.Errorf("--broker %q would start an empty in-process Kafka cluster, which holds no dead letters; give your cluster as kafka://host:port", c.broker)
 	case sspec.Kind == backend.Memory:

@@ -47,7 +47,7 @@ errors.`
 
 func (c *relayCommand) flags(fs *flag.FlagSet) {
 	c.dbFlags(fs, 0)
-	fs.StringVar(&c.broker, "broker", "", "broker URL to publish to: kafka://host:port[,host:port] or amqp://user:pass@host:5672/ (required)")
+	fs.StringVar(&c.broker, "broker", "", "broker URL to publish to: kafka://host:port[,host:port], amqp://user:pass@host:5672/ or nats://host:4222 (required)")
 	fs.StringVar(&c.name, "name", "", "the relay's name in the lease rows (default hostname-pid)")
 	fs.IntVar(&c.batch, "batch", outbox.DefaultBatchSize, "rows fetched, published and marked at a time")
 	fs.BoolVar(&c.notify, "notify", false, "PostgreSQL: LISTEN for the writers' notifications (outbox.Options.Notify) and wake at once; polling goes on as a fallback")
@@ -69,7 +69,7 @@ func (c *relayCommand) Validate() error {
 	}
 	switch {
 	case spec.Kind == backend.GoChannel:
-		return fmt.Errorf("--broker %q: a relay publishes to a real broker; give kafka://host:port or amqp://user:pass@host:5672/", c.broker)
+		return fmt.Errorf("--broker %q: a relay publishes to a real broker; give kafka://host:port, amqp://user:pass@host:5672/ or nats://host:4222", c.broker)
 	case spec.Embedded:
 		return fmt.Errorf("--broker %q would start an empty in-process Kafka cluster that vanishes with the relay; give your cluster as kafka://host:port", c.broker)
 	case c.batch < 1:

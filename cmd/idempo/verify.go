@@ -43,7 +43,7 @@ func (c *verifyCommand) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.events, "events", 2000, "number of unique events to publish (duplicates come on top)")
 	fs.IntVar(&c.consumers, "consumers", 3, "consumer processes (real child processes)")
 	fs.IntVar(&c.kills, "kills", 3, "times a random consumer is killed with SIGKILL and restarted (0 for none)")
-	fs.StringVar(&o.Broker, "broker", "kafka", "broker URL: kafka (embedded, on a loopback port), kafka://host:port[,host:port], amqp://user:pass@host:5672/")
+	fs.StringVar(&o.Broker, "broker", "kafka", "broker URL: kafka (embedded, on a loopback port), kafka://host:port[,host:port], amqp://user:pass@host:5672/, nats://host:4222")
 	fs.StringVar(&o.Store, "store", "sqlite", "dedup store URL: sqlite (a file), sqlite://PATH, redis://host:6379/0, postgres://…, mysql://…")
 	orderingFlag(fs, &o.Ordering)
 	fs.BoolVar(&c.noInbox, "no-inbox", false, "with a SQL store, use the plain mode instead of the transactional inbox")

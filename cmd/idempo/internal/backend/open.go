@@ -182,6 +182,8 @@ func OpenBroker(ctx context.Context, spec Spec, logger *slog.Logger, opts ...Opt
 		return openKafka(ctx, spec, logger, o)
 	case AMQP:
 		return openAMQP(ctx, spec, logger, o)
+	case NATS:
+		return openNATS(ctx, spec, logger, o)
 	default:
 		return nil, fmt.Errorf("broker %s is not supported", spec)
 	}

@@ -58,6 +58,8 @@ func secretSpans(s string) []span {
 		if at := strings.LastIndexByte(auth, '@'); at >= 0 {
 			if c := strings.IndexByte(auth[:at], ':'); c >= 0 && c+1 < at {
 				out = append(out, span{start + c + 1, start + at})
+			} else if c < 0 && at > 0 && tokenScheme(s[:off+i]) {
+				out = append(out, span{start, start + at}) // nats://TOKEN@host
 			}
 		}
 		off = start
@@ -92,8 +94,27 @@ func secretSpans(s string) []span {
 	return out
 }
 
+// tokenScheme reports whether the text before "://" ends in a scheme whose
+// user part alone is a secret (NATS: nats://TOKEN@host, tls://TOKEN@host).
+func tokenScheme(before string) bool {
+	for _, sch := range []string{"nats", "tls"} {
+		if strings.HasSuffix(before, sch) {
+			rest := before[:len(before)-len(sch)]
+			if rest == "" || !isSchemeChar(rest[len(rest)-1]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isSchemeChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'
+}
+
 // Redact returns s with every credential it holds replaced by "xxxxx":
-// the password of a URL (amqp://u:xxxxx@h/), secret query parameters
+// the password of a URL (amqp://u:xxxxx@h/), the token of a NATS URL
+// (nats://xxxxx@h), secret query parameters
 // (?password=xxxxx), the values of password keys in a key=value DSN
 // (password=xxxxx, quoted or not) and the password of a MySQL DSN
 // (u:xxxxx@tcp(h)/db). Everything else is kept, so the result still names

@@ -26,6 +26,12 @@ func TestRedactEveryCredentialForm(t *testing.T) {
 		"redis://user:SECRET@h:1/0":                       "redis://user:xxxxx@h:1/0",
 		"amqp://u:SECRET@h:1/":                            "amqp://u:xxxxx@h:1/",
 		"amqp://u:p%40SECRET@h:1/":                        "amqp://u:xxxxx@h:1/",
+		"nats://u:SECRET@h:4222":                          "nats://u:xxxxx@h:4222",
+		"nats://SECRET@h:4222":                            "nats://xxxxx@h:4222",
+		"tls://SECRET@h:4443":                             "tls://xxxxx@h:4443",
+		"--broker=nats://SECRET@h,nats://u:SECRET@h2":     "--broker=nats://xxxxx@h,nats://u:xxxxx@h2",
+		"nats://h:4222?token=SECRET":                      "nats://h:4222?token=xxxxx",
+		"https://user@h/":                                 "https://user@h/",
 		"--stores=memory,redis://:SECRET@h/0":             "--stores=memory,redis://:xxxxx@h/0",
 		"--store=password=SECRET":                         "--store=password=xxxxx",
 		"postgres://u:SECRET@%zz/":                        "postgres://u:xxxxx@%zz/",
@@ -82,6 +88,8 @@ func FuzzRedact(f *testing.F) {
 			{"redis://:" + secret + "@" + host + "/0", secret},
 			{"redis://user:" + secret + "@" + host + "/0", secret},
 			{"amqp://u:" + secret + "@" + host + "/", secret},
+			{"nats://u:" + secret + "@" + host, secret},
+			{"nats://" + secret + "@" + host, secret},
 		} {
 			if strings.Contains(Redact(form.dsn), secret) {
 				t.Fatalf("Redact(%q) = %q shows the secret", form.dsn, Redact(form.dsn))

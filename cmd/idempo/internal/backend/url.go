@@ -21,6 +21,7 @@ const (
 	GoChannel Kind = "gochannel"
 	Kafka     Kind = "kafka"
 	AMQP      Kind = "amqp"
+	NATS      Kind = "nats"
 )
 
 // Store kinds.
@@ -58,7 +59,8 @@ func urlError(flag, raw, problem string) error {
 
 // ParseBroker parses a --broker value: "gochannel" (in-process, the default),
 // "kafka" (an embedded Kafka-protocol cluster), "kafka://host:port[,host:port]"
-// or "amqp://user:pass@host:port/vhost".
+// "amqp://user:pass@host:port/vhost" or "nats://[user:pass@|token@]host:4222"
+// (tls:// too).
 func ParseBroker(raw string) (Spec, error) {
 	switch raw {
 	case "", "gochannel", "gochannel://":
@@ -86,8 +88,13 @@ func ParseBroker(raw string) (Spec, error) {
 			return Spec{}, urlError("broker", raw, "no host (want amqp://user:pass@host:5672/)")
 		}
 		return Spec{Kind: AMQP, Raw: raw, URL: u}, nil
+	case "nats", "tls":
+		if u.Host == "" {
+			return Spec{}, urlError("broker", raw, "no host (want nats://host:4222)")
+		}
+		return Spec{Kind: NATS, Raw: raw, URL: u}, nil
 	default:
-		return Spec{}, urlError("broker", raw, "unknown scheme "+strconvQuote(u.Scheme)+" (want gochannel, kafka, kafka://… or amqp://…)")
+		return Spec{}, urlError("broker", raw, "unknown scheme "+strconvQuote(u.Scheme)+" (want gochannel, kafka, kafka://…, amqp://… or nats://…)")
 	}
 }
 

@@ -17,6 +17,9 @@ func TestParseBroker(t *testing.T) {
 		"kafka://a:9092,b:9093":               Kafka,
 		"amqp://guest:guest@127.0.0.1:5672/":  AMQP,
 		"amqps://u:p@rabbit.example:5671/vh1": AMQP,
+		"nats://127.0.0.1:4222":               NATS,
+		"nats://token@127.0.0.1:4222":         NATS,
+		"tls://u:p@nats.example:4443":         NATS,
 	} {
 		s, err := ParseBroker(raw)
 		require.NoError(t, err, raw)
@@ -28,7 +31,8 @@ func TestParseBroker(t *testing.T) {
 		"kafka://a:1,b":          "invalid port",
 		"kafka://a:x1":           "invalid",
 		"amqp:///":               "no host",
-		"nats://x:4222":          "unknown scheme",
+		"mqtt://x:1883":          "unknown scheme",
+		"nats:///":               "no host",
 		"rabbit":                 "not a URL",
 		"amqp://u:pw@[::1/":      "invalid URL",
 		"kafka://a:9092/,b:9093": "",

@@ -12,12 +12,14 @@ import (
 )
 
 // cleaner removes what a run leaves on shared servers: the RabbitMQ queue
-// of each round (durable, so it would outlive the run) and the run's Redis
+// or NATS stream of each round (durable, so it would outlive the run) and the run's Redis
 // keys. SQL tables are dropped by the backend; Kafka topics of an external
 // cluster are left (as by idempo demo), those of the embedded one vanish
 // with it.
 type cleaner struct {
 	amqpURL string
+	// del deletes NATS streams (file-backed, kept until deleted).
+	del     func(ctx context.Context, topics ...string) error
 	mu      sync.Mutex
 	pending []string
 
@@ -29,6 +31,9 @@ func newCleaner(_ context.Context, broker *backend.Broker, store *backend.Store,
 	c := &cleaner{}
 	if broker.Spec.Kind == backend.AMQP {
 		c.amqpURL = broker.Spec.Raw
+	}
+	if broker.Spec.Kind == backend.NATS {
+		c.del = broker.Delete
 	}
 	if store.Spec.Kind == backend.Redis {
 		opts, err := redis.ParseURL(store.Spec.Raw)
@@ -45,7 +50,7 @@ func newCleaner(_ context.Context, broker *backend.Broker, store *backend.Store,
 
 // queue notes a queue to delete after the round.
 func (c *cleaner) queue(name string) {
-	if c.amqpURL == "" {
+	if c.amqpURL == "" && c.del == nil {
 		return
 	}
 	c.mu.Lock()
@@ -54,12 +59,18 @@ func (c *cleaner) queue(name string) {
 }
 
 // queues deletes the noted queues, best effort.
-func (c *cleaner) queues(context.Context) {
+func (c *cleaner) queues(ctx context.Context) {
 	c.mu.Lock()
 	names := c.pending
 	c.pending = nil
 	c.mu.Unlock()
 	if len(names) == 0 {
+		return
+	}
+	if c.del != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = c.del(dctx, names...)
 		return
 	}
 	conn, err := amqp091.DialConfig(c.amqpURL, amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})

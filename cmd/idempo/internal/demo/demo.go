@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/idempo/idempo/broker/nats"
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 	"github.com/idempo/idempo/dlq"
 	"github.com/idempo/idempo/internal/dlqmeta"
@@ -413,9 +414,13 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		if r.plan.Faults[i]&FaultDup != 0 {
 			copies = 2
 		}
-		for range copies {
+		for c := range copies {
 			r.sent.Add(1)
-			if err := broker.Publisher.Publish(topic, r.newMessage(id, i)); err != nil {
+			m := r.newMessage(id, i)
+			if c > 0 {
+				Resend(m, broker.Spec.Kind)
+			}
+			if err := broker.Publisher.Publish(topic, m); err != nil {
 				_ = router.Close()
 				r.routerStopped(<-routerDone)
 				return Ledger{}, fmt.Errorf("publish %s: %w", id, err)
@@ -483,6 +488,17 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		l.OrderViolations = &v
 	}
 	return l, nil
+}
+
+// Resend marks m as a producer's re-send of an event it already published.
+// On NATS JetStream, whose duplicate window drops a message published again
+// with the same ID, the copy gets a Nats-Msg-Id of its own, as a re-send
+// after the window would, so that the consumers still see the duplicate and
+// the dedup store is what skips it. Other brokers deliver it as it is.
+func Resend(m *message.Message, kind backend.Kind) {
+	if kind == backend.NATS {
+		m.Metadata.Set(nats.MsgIDKey, m.UUID+"/resend-"+watermill.NewShortUUID())
+	}
 }
 
 func (r *run) routerStopped(err error) {
@@ -554,7 +570,9 @@ func (r *run) outer(broker *backend.Broker, topic string, h message.HandlerFunc)
 		if i, ok := r.index[msg.UUID]; ok && r.plan.Faults[i]&FaultAckLoss != 0 && r.lostAck[i].CompareAndSwap(false, true) {
 			r.sent.Add(1)
 			r.redelivered.Add(1)
-			if perr := broker.Publisher.Publish(topic, r.newMessage(msg.UUID, i)); perr != nil {
+			again := r.newMessage(msg.UUID, i)
+			Resend(again, broker.Spec.Kind)
+			if perr := broker.Publisher.Publish(topic, again); perr != nil {
 				r.sent.Add(-1)
 				r.opts.Logger.Warn("demo: could not simulate the lost ack's redelivery", "error", perr)
 			}

@@ -248,6 +248,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
 	defer func() { _ = broker.Close() }()
+	if bspec.Kind == backend.NATS && broker.Delete != nil {
+		// NATS streams keep every message until deleted: remove the run's.
+		defer func() {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer dcancel()
+			_ = broker.Delete(dctx, topicName(o.RunID), dlqTopicName(o.RunID))
+		}()
+	}
 	broker.Ordering = ordering
 	store, err := backend.OpenStore(ctx, sspec, o.RunID)
 	if err != nil {
@@ -408,9 +416,12 @@ func (h *harness) run(ctx context.Context, ledger *sql.DB) (Result, error) {
 		if h.plan.Faults[i]&demo.FaultDup != 0 {
 			n = 2
 		}
-		for range n {
+		for c := range n {
 			m := message.NewMessage(id, demo.Payload(id, i))
 			demo.SetKey(m, i)
+			if c > 0 {
+				demo.Resend(m, h.broker.Spec.Kind)
+			}
 			if err := h.broker.Publisher.Publish(topic, m); err != nil {
 				return Result{}, fmt.Errorf("publish %s: %w", id, err)
 			}
