@@ -287,3 +287,13 @@ func (c Config) client() (*redis.Client, error) {
 	opts.ReadTimeout = max(opts.ReadTimeout, 3*time.Second)
 	return redis.NewClient(opts), nil
 }
+
+// NewClient returns a go-redis client for cfg's URL and TLS settings, as
+// the publisher and subscriber open it, for tools that read streams
+// directly (dlq/redisstreamdlq). The caller closes it.
+func NewClient(cfg Config) (*redis.Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg.client()
+}
