@@ -18,6 +18,9 @@ const verifyEvents = 1000
 
 const rabbitURL = "amqp://guest:guest@127.0.0.1:5672/"
 
+// redisStreamURL is the shared Redis as a Redis Streams broker.
+const redisStreamURL = "redis-stream://127.0.0.1:6379/0"
+
 func verifyRun(t *testing.T, o verify.Options) verify.Result {
 	t.Helper()
 	t.Setenv("IDEMPO_TEST_CLI", "1")
@@ -53,6 +56,8 @@ func TestVerifyMatrix(t *testing.T) {
 		{"rabbitmq-redis", verify.Options{Broker: rabbitURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
 		{"rabbitmq-postgres-inbox", verify.Options{Broker: rabbitURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 		{"rabbitmq-mariadb-inbox", verify.Options{Broker: rabbitURL, Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
+		{"redisstream-redis", verify.Options{Broker: redisStreamURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
+		{"redisstream-postgres-inbox", verify.Options{Broker: redisStreamURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,7 +73,7 @@ func TestVerifyMatrix(t *testing.T) {
 				require.NotNil(t, res.OrderViolations, "Kafka keeps order per key")
 				require.Zero(t, *res.OrderViolations)
 			} else {
-				require.Nil(t, res.OrderViolations, "RabbitMQ keeps no order to check")
+				require.Nil(t, res.OrderViolations, "RabbitMQ and Redis Streams keep no order to check")
 			}
 			if tc.o.StoreRestarts > 0 {
 				require.Positive(t, res.Restarts, "the store was restarted")

@@ -26,6 +26,8 @@ func TestRedactEveryCredentialForm(t *testing.T) {
 		"redis://user:SECRET@h:1/0":                       "redis://user:xxxxx@h:1/0",
 		"amqp://u:SECRET@h:1/":                            "amqp://u:xxxxx@h:1/",
 		"amqp://u:p%40SECRET@h:1/":                        "amqp://u:xxxxx@h:1/",
+		"redis-stream://:SECRET@h:6379/0":                 "redis-stream://:xxxxx@h:6379/0",
+		"rediss-stream://user:SECRET@h/1":                 "rediss-stream://user:xxxxx@h/1",
 		"--stores=memory,redis://:SECRET@h/0":             "--stores=memory,redis://:xxxxx@h/0",
 		"--store=password=SECRET":                         "--store=password=xxxxx",
 		"postgres://u:SECRET@%zz/":                        "postgres://u:xxxxx@%zz/",
@@ -82,6 +84,8 @@ func FuzzRedact(f *testing.F) {
 			{"redis://:" + secret + "@" + host + "/0", secret},
 			{"redis://user:" + secret + "@" + host + "/0", secret},
 			{"amqp://u:" + secret + "@" + host + "/", secret},
+			{"redis-stream://:" + secret + "@" + host + "/0", secret},
+			{"rediss-stream://user:" + secret + "@" + host + "/0", secret},
 		} {
 			if strings.Contains(Redact(form.dsn), secret) {
 				t.Fatalf("Redact(%q) = %q shows the secret", form.dsn, Redact(form.dsn))

@@ -18,9 +18,10 @@ type Kind string
 
 // Broker kinds.
 const (
-	GoChannel Kind = "gochannel"
-	Kafka     Kind = "kafka"
-	AMQP      Kind = "amqp"
+	GoChannel   Kind = "gochannel"
+	Kafka       Kind = "kafka"
+	AMQP        Kind = "amqp"
+	RedisStream Kind = "redis-stream"
 )
 
 // Store kinds.
@@ -58,7 +59,8 @@ func urlError(flag, raw, problem string) error {
 
 // ParseBroker parses a --broker value: "gochannel" (in-process, the default),
 // "kafka" (an embedded Kafka-protocol cluster), "kafka://host:port[,host:port]"
-// or "amqp://user:pass@host:port/vhost".
+// "amqp://user:pass@host:port/vhost" or "redis-stream://[user:pass@]host:port/db"
+// (rediss-stream:// for TLS).
 func ParseBroker(raw string) (Spec, error) {
 	switch raw {
 	case "", "gochannel", "gochannel://":
@@ -86,6 +88,11 @@ func ParseBroker(raw string) (Spec, error) {
 			return Spec{}, urlError("broker", raw, "no host (want amqp://user:pass@host:5672/)")
 		}
 		return Spec{Kind: AMQP, Raw: raw, URL: u}, nil
+	case "redis-stream", "rediss-stream":
+		if u.Host == "" {
+			return Spec{}, urlError("broker", raw, "no host (want redis-stream://host:6379/0)")
+		}
+		return Spec{Kind: RedisStream, Raw: raw, URL: u}, nil
 	default:
 		return Spec{}, urlError("broker", raw, "unknown scheme "+strconvQuote(u.Scheme)+" (want gochannel, kafka, kafka://… or amqp://…)")
 	}

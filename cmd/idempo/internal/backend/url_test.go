@@ -17,6 +17,8 @@ func TestParseBroker(t *testing.T) {
 		"kafka://a:9092,b:9093":               Kafka,
 		"amqp://guest:guest@127.0.0.1:5672/":  AMQP,
 		"amqps://u:p@rabbit.example:5671/vh1": AMQP,
+		"redis-stream://127.0.0.1:6379/0":     RedisStream,
+		"rediss-stream://u:p@redis.example/2": RedisStream,
 	} {
 		s, err := ParseBroker(raw)
 		require.NoError(t, err, raw)
@@ -28,6 +30,7 @@ func TestParseBroker(t *testing.T) {
 		"kafka://a:1,b":          "invalid port",
 		"kafka://a:x1":           "invalid",
 		"amqp:///":               "no host",
+		"redis-stream:///0":      "no host",
 		"nats://x:4222":          "unknown scheme",
 		"rabbit":                 "not a URL",
 		"amqp://u:pw@[::1/":      "invalid URL",
