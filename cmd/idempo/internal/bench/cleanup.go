@@ -8,6 +8,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idempo/idempo/broker/redisstream"
 	"github.com/idempo/idempo/cmd/idempo/internal/backend"
 )
 
@@ -17,7 +18,8 @@ import (
 // cluster are left (as by idempo demo), those of the embedded one vanish
 // with it.
 type cleaner struct {
-	amqpURL string
+	amqpURL   string
+	streamURL string // Redis Streams: each round's stream is deleted
 	mu      sync.Mutex
 	pending []string
 
@@ -29,6 +31,9 @@ func newCleaner(_ context.Context, broker *backend.Broker, store *backend.Store,
 	c := &cleaner{}
 	if broker.Spec.Kind == backend.AMQP {
 		c.amqpURL = broker.Spec.Raw
+	}
+	if broker.Spec.Kind == backend.RedisStream {
+		c.streamURL = broker.Spec.Raw
 	}
 	if store.Spec.Kind == backend.Redis {
 		opts, err := redis.ParseURL(store.Spec.Raw)
@@ -45,7 +50,7 @@ func newCleaner(_ context.Context, broker *backend.Broker, store *backend.Store,
 
 // queue notes a queue to delete after the round.
 func (c *cleaner) queue(name string) {
-	if c.amqpURL == "" {
+	if c.amqpURL == "" && c.streamURL == "" {
 		return
 	}
 	c.mu.Lock()
@@ -54,12 +59,16 @@ func (c *cleaner) queue(name string) {
 }
 
 // queues deletes the noted queues, best effort.
-func (c *cleaner) queues(context.Context) {
+func (c *cleaner) queues(ctx context.Context) {
 	c.mu.Lock()
 	names := c.pending
 	c.pending = nil
 	c.mu.Unlock()
 	if len(names) == 0 {
+		return
+	}
+	if c.streamURL != "" {
+		deleteStreams(ctx, c.streamURL, names)
 		return
 	}
 	conn, err := amqp091.DialConfig(c.amqpURL, amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
@@ -101,4 +110,20 @@ func (c *cleaner) close(ctx context.Context) {
 		}
 	}
 	flush()
+}
+
+// deleteStreams deletes the streams of a run on Redis Streams, best effort.
+func deleteStreams(ctx context.Context, url string, names []string) {
+	cfg, err := redisstream.ParseURL(url)
+	if err != nil {
+		return
+	}
+	client, err := redisstream.NewClient(cfg)
+	if err != nil {
+		return
+	}
+	defer func() { _ = client.Close() }()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = client.Del(ctx, names...).Err()
 }
