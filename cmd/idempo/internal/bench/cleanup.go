@@ -20,8 +20,8 @@ import (
 type cleaner struct {
 	amqpURL   string
 	streamURL string // Redis Streams: each round's stream is deleted
-	mu      sync.Mutex
-	pending []string
+	mu        sync.Mutex
+	pending   []string
 
 	redis       *redis.Client // nil unless the store is Redis
 	redisPrefix string
