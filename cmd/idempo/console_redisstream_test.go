@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
@@ -40,4 +41,15 @@ func TestConsoleOnRedisStreams(t *testing.T) {
 	n, err = client.XLen(context.Background(), topic).Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 2, n, "the console consumed nothing from the DLQ")
+}
+
+// deleteRedisStreams deletes streams a run left on the shared Redis (idempo
+// verify leaves its topics for inspection, as on RabbitMQ).
+func deleteRedisStreams(t *testing.T, streams ...string) {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer func() { _ = client.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = client.Del(ctx, streams...).Err()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,9 @@ func TestVerifyMatrix(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			res := verifyRun(t, tc.o)
+			if tc.o.Broker == redisStreamURL {
+				deleteRedisStreams(t, res.DLQTopic, strings.TrimSuffix(res.DLQTopic, ".dlq"))
+			}
 			require.NoError(t, res.Verdict())
 			require.Zero(t, res.Lost)
 			require.Equal(t, res.ExpectedDeadLettered, res.DeadLettered)
