@@ -114,7 +114,7 @@ func TestBadInputIsAClearError(t *testing.T) {
 
 // The demo keeps its ledger and exit rules on every real store.
 func TestDemoOnRealBrokers(t *testing.T) {
-	for _, broker := range []string{"kafka", "amqp://guest:guest@127.0.0.1:5672/", natsURL} {
+	for _, broker := range []string{"kafka", "amqp://guest:guest@127.0.0.1:5672/", natsURL, "redis-stream://127.0.0.1:6379/0"} {
 		t.Run(broker, func(t *testing.T) {
 			code, out, errOut := runCLI(t, "demo", "--json", "--events", "1500", "--broker", broker)
 			require.Equal(t, 0, code, "stderr: %s", errOut)

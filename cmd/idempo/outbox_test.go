@@ -446,7 +446,7 @@ func TestOutboxBadInput(t *testing.T) {
 		{[]string{"relay", "--db", db}, "--broker required"},
 		{[]string{"relay", "--db", db, "--broker", "gochannel"}, "real broker"},
 		{[]string{"relay", "--db", db, "--broker", "kafka"}, "vanishes with the relay"},
-		{[]string{"relay", "--db", db, "--broker", "nats://x:1"}, `unknown scheme "nats"`},
+		{[]string{"relay", "--db", db, "--broker", "mqtt://x:1"}, `unknown scheme "mqtt"`},
 		{[]string{"relay", "--broker", "kafka://127.0.0.1:9092"}, "--db required"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--batch", "0"}, "--batch must be > 0"},
 		{[]string{"relay", "--db", db, "--broker", "kafka://127.0.0.1:9092", "--lease", "100ms"}, "--lease must be at least 1s"},

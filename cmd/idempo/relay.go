@@ -69,7 +69,7 @@ func (c *relayCommand) Validate() error {
 	}
 	switch {
 	case spec.Kind == backend.GoChannel:
-		return fmt.Errorf("--broker %q: a relay publishes to a real broker; give kafka://host:port, amqp://user:pass@host:5672/ or nats://host:4222", c.broker)
+		return fmt.Errorf("--broker %q: a relay publishes to a real broker; give kafka://host:port, amqp://user:pass@host:5672/, nats://host:4222 or redis-stream://host:6379/0", c.broker)
 	case spec.Embedded:
 		return fmt.Errorf("--broker %q would start an empty in-process Kafka cluster that vanishes with the relay; give your cluster as kafka://host:port", c.broker)
 	case c.batch < 1:

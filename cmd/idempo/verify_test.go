@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,8 @@ const verifyEvents = 1000
 const rabbitURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 const natsURL = "nats://127.0.0.1:4222"
+// redisStreamURL is the shared Redis as a Redis Streams broker.
+const redisStreamURL = "redis-stream://127.0.0.1:6379/0"
 
 func verifyRun(t *testing.T, o verify.Options) verify.Result {
 	t.Helper()
@@ -57,10 +60,15 @@ func TestVerifyMatrix(t *testing.T) {
 		{"rabbitmq-mariadb-inbox", verify.Options{Broker: rabbitURL, Store: "mysql://root@127.0.0.1:3306/test", Kills: 2}},
 		{"nats-redis", verify.Options{Broker: natsURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
 		{"nats-postgres-inbox", verify.Options{Broker: natsURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
+		{"redisstream-redis", verify.Options{Broker: redisStreamURL, Store: "redis://127.0.0.1:6379/0", Kills: 2}},
+		{"redisstream-postgres-inbox", verify.Options{Broker: redisStreamURL, Store: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", Kills: 2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			res := verifyRun(t, tc.o)
+			if tc.o.Broker == redisStreamURL {
+				deleteRedisStreams(t, res.DLQTopic, strings.TrimSuffix(res.DLQTopic, ".dlq"))
+			}
 			require.NoError(t, res.Verdict())
 			require.Zero(t, res.Lost)
 			require.Equal(t, res.ExpectedDeadLettered, res.DeadLettered)
@@ -72,7 +80,7 @@ func TestVerifyMatrix(t *testing.T) {
 				require.NotNil(t, res.OrderViolations, "Kafka keeps order per key")
 				require.Zero(t, *res.OrderViolations)
 			} else {
-				require.Nil(t, res.OrderViolations, "RabbitMQ and NATS keep no order to check")
+				require.Nil(t, res.OrderViolations, "RabbitMQ, NATS and Redis Streams keep no order to check")
 			}
 			if tc.o.StoreRestarts > 0 {
 				require.Positive(t, res.Restarts, "the store was restarted")

@@ -131,6 +131,7 @@ type options struct {
 	fastFailover bool
 	partitions   int
 	dlq, replay  bool
+	lease        time.Duration
 }
 
 // Orderings maps the --ordering values to the Kafka subscriber's orderings.
@@ -184,6 +185,8 @@ func OpenBroker(ctx context.Context, spec Spec, logger *slog.Logger, opts ...Opt
 		return openAMQP(ctx, spec, logger, o)
 	case NATS:
 		return openNATS(ctx, spec, logger, o)
+	case RedisStream:
+		return openRedisStream(ctx, spec, logger, o)
 	default:
 		return nil, fmt.Errorf("broker %s is not supported", spec)
 	}

@@ -32,6 +32,8 @@ func TestRedactEveryCredentialForm(t *testing.T) {
 		"--broker=nats://SECRET@h,nats://u:SECRET@h2":     "--broker=nats://xxxxx@h,nats://u:xxxxx@h2",
 		"nats://h:4222?token=SECRET":                      "nats://h:4222?token=xxxxx",
 		"https://user@h/":                                 "https://user@h/",
+		"redis-stream://:SECRET@h:6379/0":                 "redis-stream://:xxxxx@h:6379/0",
+		"rediss-stream://user:SECRET@h/1":                 "rediss-stream://user:xxxxx@h/1",
 		"--stores=memory,redis://:SECRET@h/0":             "--stores=memory,redis://:xxxxx@h/0",
 		"--store=password=SECRET":                         "--store=password=xxxxx",
 		"postgres://u:SECRET@%zz/":                        "postgres://u:xxxxx@%zz/",
@@ -90,6 +92,8 @@ func FuzzRedact(f *testing.F) {
 			{"amqp://u:" + secret + "@" + host + "/", secret},
 			{"nats://u:" + secret + "@" + host, secret},
 			{"nats://" + secret + "@" + host, secret},
+			{"redis-stream://:" + secret + "@" + host + "/0", secret},
+			{"rediss-stream://user:" + secret + "@" + host + "/0", secret},
 		} {
 			if strings.Contains(Redact(form.dsn), secret) {
 				t.Fatalf("Redact(%q) = %q shows the secret", form.dsn, Redact(form.dsn))

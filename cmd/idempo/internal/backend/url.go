@@ -18,10 +18,11 @@ type Kind string
 
 // Broker kinds.
 const (
-	GoChannel Kind = "gochannel"
-	Kafka     Kind = "kafka"
-	AMQP      Kind = "amqp"
-	NATS      Kind = "nats"
+	GoChannel   Kind = "gochannel"
+	Kafka       Kind = "kafka"
+	AMQP        Kind = "amqp"
+	NATS        Kind = "nats"
+	RedisStream Kind = "redis-stream"
 )
 
 // Store kinds.
@@ -59,8 +60,9 @@ func urlError(flag, raw, problem string) error {
 
 // ParseBroker parses a --broker value: "gochannel" (in-process, the default),
 // "kafka" (an embedded Kafka-protocol cluster), "kafka://host:port[,host:port]"
-// "amqp://user:pass@host:port/vhost" or "nats://[user:pass@|token@]host:4222"
-// (tls:// too).
+// "amqp://user:pass@host:port/vhost", "nats://[user:pass@|token@]host:4222"
+// (tls:// too) or "redis-stream://[user:pass@]host:port/db" (rediss-stream://
+// for TLS).
 func ParseBroker(raw string) (Spec, error) {
 	switch raw {
 	case "", "gochannel", "gochannel://":
@@ -93,6 +95,11 @@ func ParseBroker(raw string) (Spec, error) {
 			return Spec{}, urlError("broker", raw, "no host (want nats://host:4222)")
 		}
 		return Spec{Kind: NATS, Raw: raw, URL: u}, nil
+	case "redis-stream", "rediss-stream":
+		if u.Host == "" {
+			return Spec{}, urlError("broker", raw, "no host (want redis-stream://host:6379/0)")
+		}
+		return Spec{Kind: RedisStream, Raw: raw, URL: u}, nil
 	default:
 		return Spec{}, urlError("broker", raw, "unknown scheme "+strconvQuote(u.Scheme)+" (want gochannel, kafka, kafka://…, amqp://… or nats://…)")
 	}

@@ -20,6 +20,8 @@ func TestParseBroker(t *testing.T) {
 		"nats://127.0.0.1:4222":               NATS,
 		"nats://token@127.0.0.1:4222":         NATS,
 		"tls://u:p@nats.example:4443":         NATS,
+		"redis-stream://127.0.0.1:6379/0":     RedisStream,
+		"rediss-stream://u:p@redis.example/2": RedisStream,
 	} {
 		s, err := ParseBroker(raw)
 		require.NoError(t, err, raw)
@@ -33,6 +35,7 @@ func TestParseBroker(t *testing.T) {
 		"amqp:///":               "no host",
 		"mqtt://x:1883":          "unknown scheme",
 		"nats:///":               "no host",
+		"redis-stream:///0":      "no host",
 		"rabbit":                 "not a URL",
 		"amqp://u:pw@[::1/":      "invalid URL",
 		"kafka://a:9092/,b:9093": "",

@@ -101,7 +101,7 @@ func TestOptionsAreValidated(t *testing.T) {
 		{Options{Consumers: -1}, "--consumers must be > 0"},
 		{Options{InFlight: -1}, "--in-flight must be > 0"},
 		{Options{Warmup: -5}, "--warmup must be >= 0"},
-		{Options{Broker: "nats://x"}, `unknown scheme "nats"`},
+		{Options{Broker: "mqtt://x"}, `unknown scheme "mqtt"`},
 		{Options{Store: "redis://"}, "no host"},
 	} {
 		_, err := Run(context.Background(), tc.opts)
@@ -233,7 +233,7 @@ func TestMatrixSkipsUnreachableServers(t *testing.T) {
 
 func TestMatrixRejectsBadURLs(t *testing.T) {
 	t.Parallel()
-	_, err := RunMatrix(context.Background(), MatrixOptions{Brokers: []string{"nats://x"}})
+	_, err := RunMatrix(context.Background(), MatrixOptions{Brokers: []string{"mqtt://x"}})
 	require.ErrorIs(t, err, backend.ErrURL)
 	_, err = RunMatrix(context.Background(), MatrixOptions{Stores: []string{"memory", "redis://"}})
 	require.ErrorIs(t, err, backend.ErrURL)

@@ -12,13 +12,14 @@ import (
 )
 
 // cleaner removes what a run leaves on shared servers: the RabbitMQ queue
-// or NATS stream of each round (durable, so it would outlive the run) and the run's Redis
+// or NATS or Redis stream of each round (durable, so it would outlive the run) and the run's Redis
 // keys. SQL tables are dropped by the backend; Kafka topics of an external
 // cluster are left (as by idempo demo), those of the embedded one vanish
 // with it.
 type cleaner struct {
 	amqpURL string
-	// del deletes NATS streams (file-backed, kept until deleted).
+	// del deletes NATS streams (file-backed, kept until deleted) and Redis
+	// streams.
 	del     func(ctx context.Context, topics ...string) error
 	mu      sync.Mutex
 	pending []string
@@ -32,7 +33,7 @@ func newCleaner(_ context.Context, broker *backend.Broker, store *backend.Store,
 	if broker.Spec.Kind == backend.AMQP {
 		c.amqpURL = broker.Spec.Raw
 	}
-	if broker.Spec.Kind == backend.NATS {
+	if broker.Spec.Kind == backend.NATS || broker.Spec.Kind == backend.RedisStream {
 		c.del = broker.Delete
 	}
 	if store.Spec.Kind == backend.Redis {

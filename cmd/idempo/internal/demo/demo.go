@@ -273,7 +273,7 @@ func Run(ctx context.Context, opts Options) (Ledger, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(opts.Consumers))
+	broker, err := backend.OpenBroker(ctx, bspec, nil, backend.WithPartitions(opts.Consumers), backend.WithLease(demoLease))
 	if err != nil {
 		return Ledger{}, fmt.Errorf("open broker %s: %w", bspec, err)
 	}
@@ -330,7 +330,7 @@ func (r *run) execute(ctx context.Context, broker *backend.Broker, store *backen
 		Store:     store.Store,
 		DLQ:       dlq.Config{Publisher: broker.DLQ()},
 		Scope:     scope,
-		Lease:     10 * time.Second,
+		Lease:     demoLease,
 		Retention: time.Hour,
 		Retry:     retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond, MaxAttempts: 4},
 		NackDelay: 5 * time.Millisecond,
@@ -612,3 +612,7 @@ func (r *run) readDLQ(msg *message.Message) error {
 	}
 	return nil
 }
+
+// demoLease is the stack's Lease in a demo run (and what brokers with a
+// redelivery clock of their own are told).
+const demoLease = 10 * time.Second

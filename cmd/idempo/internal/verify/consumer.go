@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -87,7 +88,7 @@ func RunConsumer(ctx context.Context, o ConsumerOptions) error {
 		brokerLogger = o.Logger.With("consumer", o.Index)
 		sarama.Logger = log.New(debugWriter{o.Logger, o.Index}, "", 0)
 	}
-	broker, err := backend.OpenBroker(ctx, bspec, brokerLogger, backend.WithFastFailover())
+	broker, err := backend.OpenBroker(ctx, bspec, brokerLogger, backend.WithFastFailover(), backend.WithLease(cmp.Or(o.Lease, 2*time.Second)))
 	if err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
