@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up the servers the test suite needs, on their standard loopback ports:
 # PostgreSQL 5432, MariaDB 3306, Redis 6379, RabbitMQ 5672, NATS 4222, and the
-# command-line peers kcat and amqp-publish. Each one already listening is left
+# command-line peers kcat and amqp-publish, and Chromium for the console's
+# browser tests. Each one already listening is left
 # alone. A missing server is installed from Debian's packages when run as root.
 set -euo pipefail
 
@@ -99,6 +100,8 @@ tools() {
 	command -v kcat >/dev/null || missing+=(kcat)
 	command -v amqp-publish >/dev/null || missing+=(amqp-tools)
 	command -v redis-server >/dev/null || missing+=(redis-server)
+	# The console's browser tests drive a headless Chromium.
+	command -v chromium >/dev/null || missing+=(chromium)
 	[ ${#missing[@]} -eq 0 ] || install "${missing[@]}"
 }
 
@@ -107,5 +110,5 @@ postgres
 mariadb
 redis
 rabbitmq
-nats || log "NATS is optional for now; continuing"
+nats
 log "all services up"
