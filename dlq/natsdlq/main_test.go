@@ -2,6 +2,7 @@ package natsdlq_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -26,7 +27,38 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(dlqtest.CrashHelperEnv) != "" {
+		os.Exit(crashHelper())
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// crashHelper is the child process of TestReplayCrashLosesNothing: it
+// replays every unresolved entry through a publisher that hangs after the
+// first republish, so the parent can kill it there with SIGKILL.
+func crashHelper() int {
+	c := redis.NewClient(&redis.Options{Addr: redisAddr()})
+	st, err := resredis.New(c, &resredis.Options{Prefix: os.Getenv("IDEMPO_PREFIX")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	cfg, err := nats.ParseURL(serverURL())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	src, err := natsdlq.NewSource(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	rp, err := natsdlq.NewReplayPublisher(cfg, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 2
+	}
+	return dlqtest.CrashHelper(src, st, rp, os.Getenv("IDEMPO_DLQ_TOPIC"))
 }
 
 func serverURL() string {
@@ -95,6 +127,7 @@ type world struct {
 	dlqPub   *nats.Publisher
 	replayer *nats.Publisher
 	source   *natsdlq.Source
+	prefix   string
 }
 
 func newWorld(t *testing.T) *world {
@@ -106,7 +139,8 @@ func newWorld(t *testing.T) *world {
 	topic := "idempo_dlqtest.orders." + watermill.NewShortUUID()
 	dlqTopic := dlq.DefaultTopic(topic, "")
 	deleteStreams(t, topic, dlqTopic, dlqops.ParkingTopic(dlqTopic))
-	store, resolutions := newRedisStores(t, "idempo-dlqtest-"+watermill.NewShortUUID()+":")
+	w.prefix = "idempo-dlqtest-" + watermill.NewShortUUID() + ":"
+	store, resolutions := newRedisStores(t, w.prefix)
 
 	pub, err := nats.NewPublisher(cfg, nil)
 	require.NoError(t, err)

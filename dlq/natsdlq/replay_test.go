@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	natsgo "github.com/nats-io/nats.go"
@@ -87,4 +88,33 @@ func TestReadAfterAndCount(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4, n)
 	require.Len(t, dlqtest.List(t, w.Ops(nil), w.DLQTopic, dlqops.Filter{All: true}), 4)
+}
+
+// TestReplayCrashLosesNothing kills a replay with SIGKILL right after its
+// first republish: no dead letter is lost, and a second replay plus
+// consumption gives each event's effect at most once.
+func TestReplayCrashLosesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.ReplayCrashLosesNothing(w.replayer, "IDEMPO_PREFIX="+w.prefix)
+}
+
+// Messages of a producer that sets no UUID header and no Nats-Msg-Id are
+// dead-lettered as separate entries, and a replay processes each once.
+func TestIDLessDeadLettersReplayOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	nc, err := natsgo.Connect(serverURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	w.IDLessReplayProcessesOnce(20, w.replayer, func(payloads []string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, p := range payloads {
+			_, err := js.Publish(ctx, w.Topic, []byte(p))
+			require.NoError(t, err)
+		}
+	})
 }
