@@ -19,7 +19,9 @@ const verifyEvents = 1000
 
 const rabbitURL = "amqp://guest:guest@127.0.0.1:5672/"
 
+// natsURL is the shared NATS JetStream server.
 const natsURL = "nats://127.0.0.1:4222"
+
 // redisStreamURL is the shared Redis as a Redis Streams broker.
 const redisStreamURL = "redis-stream://127.0.0.1:6379/0"
 
