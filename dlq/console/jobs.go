@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -118,7 +119,9 @@ func (h *Handler) runJob(ctx context.Context, j *job) {
 }
 
 // resumeJobs starts the jobs the index holds as running (a console stopped
-// while they ran).
+// while they ran), of the DLQs this console shows only: a console sharing
+// the index with others leaves their DLQs' jobs to them (it would read
+// those DLQs through its own source, maybe the wrong broker).
 func (h *Handler) resumeJobs(ctx context.Context) error {
 	raw, err := h.idx.jobs(ctx)
 	if err != nil {
@@ -126,7 +129,7 @@ func (h *Handler) resumeJobs(ctx context.Context) error {
 	}
 	for _, b := range raw {
 		var j job
-		if err := json.Unmarshal(b, &j); err != nil || j.ID == "" {
+		if err := json.Unmarshal(b, &j); err != nil || j.ID == "" || !slices.Contains(h.cfg.DLQs, j.DLQ) {
 			continue
 		}
 		h.jobs.mu.Lock()

@@ -135,3 +135,47 @@ func TestJobResumes(t *testing.T) {
 		})
 	}
 }
+
+// A console sharing its index with another resumes only the jobs of the
+// DLQs it shows: a running job of another console's DLQ is left to it (it
+// would read that DLQ through the wrong source), and stays as it was.
+func TestJobOfAnotherDLQIsNotResumed(t *testing.T) {
+	t.Parallel()
+	idx := indexes()["memory"](t)
+	b := setup(t, func(c *Config) { c.Index = idx })
+	b.refresh(t)
+	j := job{
+		ID: "elsewhere", DLQ: "payments.dlq", Kind: "purge", Operator: "bob", What: "the selected entries",
+		Filter: dlqops.Filter{IDs: []string{"x"}}, Snapshot: "s", Total: 1, State: jobRunning, Started: t0,
+	}
+	state, err := json.Marshal(j)
+	require.NoError(t, err)
+	require.NoError(t, idx.saveJob(context.Background(), j.ID, state))
+	// A job of this console's DLQ, resumed: once it is done, resumeJobs has
+	// looked at every job.
+	ops, err := dlqops.New(dlqops.Config{Source: b.src, Resolutions: b.res, Publisher: b.pub, Operator: "alice"})
+	require.NoError(t, err)
+	f := dlqops.Filter{IDs: []string{"p1"}}
+	dry, err := ops.Purge(context.Background(), testDLQ, f, dlqops.PurgeOptions{DryRun: true})
+	require.NoError(t, err)
+	mine, err := json.Marshal(job{
+		ID: "mine", DLQ: testDLQ, Kind: "purge", Operator: "alice", What: "the selected entries", Filter: f,
+		Snapshot: dry.Snapshot, Total: 1, State: jobRunning, Started: t0,
+	})
+	require.NoError(t, err)
+	require.NoError(t, idx.saveJob(context.Background(), "mine", mine))
+
+	runConsole(t, b)
+	waitJob(t, b, "mine", "Done: 0 replayed, 0 parked, 1 purged")
+	require.Equal(t, http.StatusNotFound, b.get(t, "/jobs/elsewhere").status, "another DLQ's job is not this console's")
+	raw, err := idx.jobs(context.Background())
+	require.NoError(t, err)
+	for _, r := range raw {
+		var got job
+		require.NoError(t, json.Unmarshal(r, &got))
+		if got.ID == "elsewhere" {
+			require.Equal(t, jobRunning, got.State, "the other console's job is left as it was")
+			require.Zero(t, got.Resumed)
+		}
+	}
+}
