@@ -1,21 +1,14 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // TestVerifyNATSRestart stops a NATS JetStream server (SIGTERM) in the
@@ -64,30 +57,5 @@ kill -KILL "$pid"
 		}
 	})
 
-	bin := filepath.Join(dir, "idempo")
-	out, err = exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "build idempo: %s", out)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "verify",
-		"--broker", fmt.Sprintf("nats://127.0.0.1:%d", port),
-		"--store", "redis://127.0.0.1:6379/0",
-		"--events", "1000", "--kills", "2", "--restarts", "1",
-		"--broker-restart-cmd", "bash "+restart,
-		"--timeout", "5m", "--json")
-	var stderr strings.Builder
-	cmd.Stderr = io.MultiWriter(testWriter{t}, &stderr)
-	stdout, err := cmd.Output()
-	var res verify.Result
-	require.NoError(t, json.Unmarshal(stdout, &res), "verify's JSON: %s", stdout)
-	t.Logf("verify with a NATS restart: %+v", res)
-	require.NoError(t, err, "verify's verdict")
-	require.Equal(t, 1, res.Restarts, "the server was restarted")
-	m := regexp.MustCompile(`restarting the broker with (\d+)/(\d+) events settled`).FindStringSubmatch(stderr.String())
-	require.NotNil(t, m, "verify says when it restarts the broker")
-	require.NotEqual(t, m[1], m[2], "the restart came before every event was settled")
-	require.Zero(t, res.Lost)
-	require.Equal(t, res.ExpectedDeadLettered, res.DeadLettered)
-	require.LessOrEqual(t, res.DoubleEffects, res.MaxAllowedDoubleEffects)
+	verifyBrokerRestart(t, dir, fmt.Sprintf("nats://127.0.0.1:%d", port), "bash "+restart, 2, 5*time.Minute)
 }

@@ -1,21 +1,14 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/idempo/idempo/cmd/idempo/internal/verify"
 )
 
 // TestVerifyRedisStreamsRestart runs idempo verify on a redis-server of its
@@ -52,30 +45,5 @@ for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.05; done
 	require.NoError(t, err, "start the private redis-server: %s", out)
 	t.Cleanup(func() { _ = exec.Command("bash", kill).Run() })
 
-	bin := filepath.Join(dir, "idempo")
-	out, err = exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "build idempo: %s", out)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "verify",
-		"--broker", fmt.Sprintf("redis-stream://127.0.0.1:%d/0", port),
-		"--store", "redis://127.0.0.1:6379/0",
-		"--events", "1000", "--kills", "1", "--restarts", "1",
-		"--broker-restart-cmd", "bash "+restart,
-		"--timeout", "3m", "--json")
-	var stderr strings.Builder
-	cmd.Stderr = io.MultiWriter(testWriter{t}, &stderr)
-	stdout, err := cmd.Output()
-	var res verify.Result
-	require.NoError(t, json.Unmarshal(stdout, &res), "verify's JSON: %s", stdout)
-	t.Logf("verify with a Redis restart: %+v", res)
-	require.NoError(t, err, "verify's verdict")
-	require.Equal(t, 1, res.Restarts, "the broker was restarted")
-	m := regexp.MustCompile(`restarting the broker with (\d+)/(\d+) events settled`).FindStringSubmatch(stderr.String())
-	require.NotNil(t, m, "verify says when it restarts the broker")
-	require.NotEqual(t, m[1], m[2], "the restart came before every event was settled")
-	require.Zero(t, res.Lost)
-	require.Equal(t, res.ExpectedDeadLettered, res.DeadLettered)
-	require.LessOrEqual(t, res.DoubleEffects, res.MaxAllowedDoubleEffects)
+	verifyBrokerRestart(t, dir, fmt.Sprintf("redis-stream://127.0.0.1:%d/0", port), "bash "+restart, 1, 3*time.Minute)
 }
