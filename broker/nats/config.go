@@ -290,26 +290,23 @@ func Redact(s string) string {
 }
 
 func redactOne(s string) string {
+	// NATS URLs have no path: everything between "://" and the last '@' is
+	// the user part, even when a password or token holds a raw '/', '?' or
+	// '#' (which makes the URL invalid, and the error shows it).
+	if i := strings.Index(s, "://"); i >= 0 {
+		start := i + 3
+		if at := strings.LastIndexByte(s[start:], '@'); at >= 0 {
+			user := s[start : start+at]
+			if c := strings.IndexByte(user, ':'); c >= 0 {
+				s = s[:start] + user[:c+1] + "xxxxx" + s[start+at:]
+			} else {
+				s = s[:start] + "xxxxx" + s[start+at:] // a token
+			}
+		}
+	}
 	// Query parameters may carry credentials: none is shown.
 	if q := strings.IndexByte(s, '?'); q >= 0 && q < len(s)-1 {
 		s = s[:q+1] + "xxxxx"
 	}
-	i := strings.Index(s, "://")
-	if i < 0 {
-		return s
-	}
-	start := i + 3
-	end := len(s)
-	if j := strings.IndexAny(s[start:], "/?#"); j >= 0 {
-		end = start + j
-	}
-	at := strings.LastIndexByte(s[start:end], '@')
-	if at < 0 {
-		return s
-	}
-	user := s[start : start+at]
-	if c := strings.IndexByte(user, ':'); c >= 0 {
-		return s[:start] + user[:c+1] + "xxxxx" + s[start+at:]
-	}
-	return s[:start] + "xxxxx" + s[start+at:] // a token
+	return s
 }

@@ -48,8 +48,22 @@ func TestRedact(t *testing.T) {
 		"nats://host:4222":                "nats://host:4222",
 		"nats://u:p%40ss@h":               "nats://u:xxxxx@h",
 		"nats://we@ird:pa@ss@h:4222/path": "nats://we@ird:xxxxx@h:4222/path",
+		// A password or token with a raw '/', '?' or '#' (not
+		// percent-encoded): still all of it is hidden.
+		"nats://user:SE/CRET@h:4222":  "nats://user:xxxxx@h:4222",
+		"nats://user:SE#CRET@h:4222":  "nats://user:xxxxx@h:4222",
+		"nats://user:SE?CRET@h:4222":  "nats://user:xxxxx@h:4222",
+		"nats://SE/CRET@h:4222":       "nats://xxxxx@h:4222",
+		"nats://h:4222?token=SECRET":  "nats://h:4222?xxxxx",
+		"nats://u:SE/CRET@h,nats://h": "nats://u:xxxxx@h,nats://h",
 	} {
 		require.Equal(t, want, Redact(in), in)
+		require.NotContains(t, Redact(in), "CRET", in)
+	}
+	for _, in := range []string{"nats://user:SE/CRET@h:4222", "nats://user:SE#CRET@h:4222", "nats://SE?CRET@h"} {
+		_, err := ParseURL(in)
+		require.ErrorIs(t, err, ErrInvalidConfig, in)
+		require.NotContains(t, err.Error(), "CRET", in)
 	}
 }
 

@@ -55,6 +55,19 @@ func secretSpans(s string) []span {
 			end = start + j
 		}
 		auth := s[start:end]
+		if !strings.Contains(auth, "@") && end < len(s) && rawDelimiterInUser(auth, tokenScheme(s[:off+i])) {
+			// A password (or NATS token) with a raw '/', '?' or '#': the
+			// URL is invalid and its error shows it whole. Its user part
+			// runs to the last '@' of this item.
+			item := len(s)
+			if j := strings.IndexAny(s[start:], " \t\n,'\""); j >= 0 {
+				item = start + j
+			}
+			if at := strings.LastIndexByte(s[end:item], '@'); at >= 0 {
+				end = end + at + 1
+				auth = s[start:end]
+			}
+		}
 		if at := strings.LastIndexByte(auth, '@'); at >= 0 {
 			if c := strings.IndexByte(auth[:at], ':'); c >= 0 && c+1 < at {
 				out = append(out, span{start + c + 1, start + at})
@@ -92,6 +105,19 @@ func secretSpans(s string) []span {
 		off = end + 1
 	}
 	return out
+}
+
+// rawDelimiterInUser reports whether auth, the text between "://" and the
+// first '/', '?' or '#', cannot be a host: host:PORT with a port that is
+// no number (user:pa/ss@host), or, for a NATS scheme (whose URLs have no
+// path), anything at all (to/ken@host).
+func rawDelimiterInUser(auth string, token bool) bool {
+	c := strings.LastIndexByte(auth, ':')
+	if c < 0 || strings.HasSuffix(auth, "]") {
+		return token && auth != ""
+	}
+	port := auth[c+1:]
+	return port == "" || strings.Trim(port, "0123456789") != ""
 }
 
 // tokenScheme reports whether the text before "://" ends in a scheme whose

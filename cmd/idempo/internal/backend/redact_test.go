@@ -40,6 +40,15 @@ func TestRedactEveryCredentialForm(t *testing.T) {
 		"gochannel":                                       "gochannel",
 		"kafka://a:1,b:2":                                 "kafka://a:1,b:2",
 		"postgres://u@h/db?sslmode=disable":               "postgres://u@h/db?sslmode=disable",
+		// A password or token with a raw '/', '?' or '#' (not
+		// percent-encoded) makes the URL invalid; the error shows it.
+		"nats://user:SE/CRET@127.0.0.1:1":          "nats://user:xxxxx@127.0.0.1:1",
+		"nats://user:SE#CRET@127.0.0.1:1":          "nats://user:xxxxx@127.0.0.1:1",
+		"nats://SE/CRET@127.0.0.1:1":               "nats://xxxxx@127.0.0.1:1",
+		"redis-stream://:SE/CRET@127.0.0.1:6379/0": "redis-stream://:xxxxx@127.0.0.1:6379/0",
+		"redis-stream://:SE#CRET@127.0.0.1:6379/0": "redis-stream://:xxxxx@127.0.0.1:6379/0",
+		"amqp://u:SE?CRET@h:1/ --store=memory":     "amqp://u:xxxxx@h:1/ --store=memory",
+		"postgres://h:5432/x@y":                    "postgres://h:5432/x@y",
 	} {
 		require.Equal(t, want, Redact(in), in)
 		require.NotContains(t, Redact(in), "SECRET", in)
